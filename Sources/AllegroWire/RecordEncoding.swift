@@ -1,0 +1,108 @@
+/// The header fields of a record to publish; the variable parts are passed as bytes.
+public struct RecordHeader: Sendable, Equatable {
+    public var producerSequence: UInt64
+    public var eventTimeNanos: UInt64
+
+    public init(producerSequence: UInt64, eventTimeNanos: UInt64) {
+        self.producerSequence = producerSequence
+        self.eventTimeNanos = eventTimeNanos
+    }
+}
+
+/// A field was too long to encode. Thrown before anything is written.
+public struct RecordTooLarge: Error, Equatable, Sendable, CustomStringConvertible {
+    public var field: String
+    public var length: Int
+    public var limit: Int
+
+    public var description: String { "record field \(field) is \(length) bytes; the limit is \(limit)" }
+}
+
+extension OutboundBuffer {
+    /// Appends one record in PUBLISH layout inside a batch begun with `beginBatch(.publish)`.
+    public func appendPublishRecord(_ header: RecordHeader, session: UnsafeRawBufferPointer,
+                                    kind: UnsafeRawBufferPointer, contentType: UnsafeRawBufferPointer,
+                                    payload: UnsafeRawBufferPointer) throws(RecordTooLarge) {
+        try Self.checkShort("session", session)
+        try Self.checkShort("kind", kind)
+        try Self.checkShort("content_type", contentType)
+        guard payload.count <= Wire.absoluteMaxFrameLength else {
+            throw RecordTooLarge(field: "payload", length: payload.count, limit: Wire.absoluteMaxFrameLength)
+        }
+        let size = PublishLayout.headerSize + session.count + kind.count + contentType.count + payload.count
+        let out = reserve(size)
+        out.storeBytes(of: header.producerSequence.littleEndian, toByteOffset: PublishLayout.producerSequence, as: UInt64.self)
+        out.storeBytes(of: header.eventTimeNanos.littleEndian, toByteOffset: PublishLayout.eventTime, as: UInt64.self)
+        out.storeBytes(of: UInt32(payload.count).littleEndian, toByteOffset: PublishLayout.payloadLength, as: UInt32.self)
+        out.storeBytes(of: UInt8(session.count), toByteOffset: PublishLayout.sessionLength, as: UInt8.self)
+        out.storeBytes(of: UInt8(kind.count), toByteOffset: PublishLayout.kindLength, as: UInt8.self)
+        out.storeBytes(of: UInt8(contentType.count), toByteOffset: PublishLayout.contentTypeLength, as: UInt8.self)
+        out.storeBytes(of: UInt8(0), toByteOffset: PublishLayout.flags, as: UInt8.self)
+        var at = PublishLayout.headerSize
+        Self.copy(session, to: out + at); at += session.count
+        Self.copy(kind, to: out + at); at += kind.count
+        Self.copy(contentType, to: out + at); at += contentType.count
+        Self.copy(payload, to: out + at)
+        advance(size)
+    }
+
+    /// Appends one record in DELIVER layout inside a batch begun with `beginBatch(.deliver)`.
+    /// Returns the bytes written.
+    @discardableResult
+    public func appendDeliverRecord(relaySequence: UInt64, ingestNanos: UInt64, producer: UnsafeRawBufferPointer,
+                                    _ record: PublishedRecord) throws(RecordTooLarge) -> Int {
+        try Self.checkShort("producer", producer)
+        let size = DeliveredRecordLayout.encodedSize(producerLength: producer.count, record)
+        DeliveredRecordLayout.encode(into: reserve(size), relaySequence: relaySequence, ingestNanos: ingestNanos,
+                                     producer: producer, record)
+        advance(size)
+        return size
+    }
+
+    static func checkShort(_ field: String, _ bytes: UnsafeRawBufferPointer) throws(RecordTooLarge) {
+        guard bytes.count <= 255 else { throw RecordTooLarge(field: field, length: bytes.count, limit: 255) }
+    }
+
+    static func copy(_ part: UnsafeRawBufferPointer, to destination: UnsafeMutableRawPointer) {
+        if let source = part.baseAddress, part.count > 0 {
+            destination.copyMemory(from: source, byteCount: part.count)
+        }
+    }
+}
+
+/// Writes a record in DELIVER layout into raw memory: the form the relay keeps in its ring,
+/// so delivering a record is one copy of contiguous bytes.
+public enum DeliveredRecordLayout {
+    public static let headerSize = DeliverLayout.headerSize
+
+    /// Bytes a record takes in DELIVER layout. The producer id is at most 255 bytes.
+    public static func encodedSize(producerLength: Int, _ record: PublishedRecord) -> Int {
+        DeliverLayout.headerSize + producerLength + record.session.count + record.kind.count
+            + record.contentType.count + record.payload.count
+    }
+
+    /// Encodes into `out`, which has room for `encodedSize(...)` bytes.
+    public static func encode(into out: UnsafeMutableRawPointer, relaySequence: UInt64, ingestNanos: UInt64,
+                              producer: UnsafeRawBufferPointer, _ record: PublishedRecord) {
+        out.storeBytes(of: relaySequence.littleEndian, toByteOffset: DeliverLayout.relaySequence, as: UInt64.self)
+        out.storeBytes(of: ingestNanos.littleEndian, toByteOffset: DeliverLayout.ingestTime, as: UInt64.self)
+        out.storeBytes(of: record.producerSequence.littleEndian, toByteOffset: DeliverLayout.producerSequence, as: UInt64.self)
+        out.storeBytes(of: record.eventTimeNanos.littleEndian, toByteOffset: DeliverLayout.eventTime, as: UInt64.self)
+        out.storeBytes(of: UInt32(record.payload.count).littleEndian, toByteOffset: DeliverLayout.payloadLength, as: UInt32.self)
+        out.storeBytes(of: UInt8(truncatingIfNeeded: producer.count), toByteOffset: DeliverLayout.producerLength, as: UInt8.self)
+        out.storeBytes(of: UInt8(truncatingIfNeeded: record.session.count), toByteOffset: DeliverLayout.sessionLength, as: UInt8.self)
+        out.storeBytes(of: UInt8(truncatingIfNeeded: record.kind.count), toByteOffset: DeliverLayout.kindLength, as: UInt8.self)
+        out.storeBytes(of: UInt8(truncatingIfNeeded: record.contentType.count), toByteOffset: DeliverLayout.contentTypeLength, as: UInt8.self)
+        var at = DeliverLayout.headerSize
+        OutboundBuffer.copy(producer, to: out + at); at += producer.count
+        OutboundBuffer.copy(record.session.bytes, to: out + at); at += record.session.count
+        OutboundBuffer.copy(record.kind.bytes, to: out + at); at += record.kind.count
+        OutboundBuffer.copy(record.contentType.bytes, to: out + at); at += record.contentType.count
+        OutboundBuffer.copy(record.payload.bytes, to: out + at)
+    }
+
+    /// The relay sequence of a record stored in DELIVER layout.
+    public static func relaySequence(at record: UnsafeRawPointer) -> UInt64 {
+        UInt64(littleEndian: record.loadUnaligned(fromByteOffset: DeliverLayout.relaySequence, as: UInt64.self))
+    }
+}

@@ -1,0 +1,13 @@
+// Linux interfaces that `import Glibc` does not expose to Swift.
+#ifndef ALLEGRO_SYS_SHIM_H
+#define ALLEGRO_SYS_SHIM_H
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+
+int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+#endif
