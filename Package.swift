@@ -7,9 +7,11 @@ let package = Package(
     products: [
         .executable(name: "allegro", targets: ["allegro"]),
         .library(name: "AllegroWire", targets: ["AllegroWire"]),
+        .library(name: "AllegroClient", targets: ["AllegroClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
     ],
     targets: [
         // System libraries (Debian: zlib1g-dev, libsqlite3-dev) and the Linux syscall shim.
@@ -19,19 +21,31 @@ let package = Package(
 
         // Wire protocol v1: frames, handshake, records. Pure codec, no I/O.
         .target(name: "AllegroWire"),
+        // The only module that calls Glibc for sockets, epoll, signals and clocks.
+        .target(name: "AllegroPosix", dependencies: ["CAllegroSys"]),
+        // The lock-free record ring.
+        .target(name: "AllegroRing", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        // The relay: core protocol logic and its epoll event loop.
+        .target(
+            name: "AllegroRelay",
+            dependencies: ["AllegroWire", "AllegroPosix", "AllegroRing", .product(name: "Atomics", package: "swift-atomics")]
+        ),
+        // Producer and collector clients.
+        .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
 
         // The command line.
         .executableTarget(
             name: "allegro",
             dependencies: [
-                "AllegroWire",
+                "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "AllegroWireTests", dependencies: ["AllegroWire"]),
+        .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CSQLite", "CAllegroSys"]),
-        .testTarget(name: "AllegroCLITests", dependencies: ["allegro"]),
+        .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -7,7 +7,7 @@ struct Allegro: ParsableCommand {
         commandName: "allegro",
         abstract: "A low-latency telemetry relay: producers push, collectors pull, nothing acknowledged is lost.",
         version: AllegroVersion.string,
-        subcommands: [Relay.self, Version.self, ProtocolCommand.self]
+        subcommands: [Relay.self, Push.self, Tail.self, Version.self, ProtocolCommand.self]
     )
 }
 

@@ -1,0 +1,77 @@
+import Glibc
+
+/// Writes whole lines to standard error or output with write(2): no buffering, so a line is
+/// out before the process can die, and lines from one thread never interleave mid-line.
+public enum StandardStreams {
+    public static func error(_ line: String) { write(line, to: 2) }
+    public static func output(_ line: String) { write(line, to: 1) }
+
+    private static func write(_ line: String, to descriptor: Int32) {
+        var text = line
+        if !text.hasSuffix("\n") { text += "\n" }
+        text.withUTF8 { bytes in
+            guard let base = bytes.baseAddress else { return }
+            var offset = 0
+            while offset < bytes.count {
+                let n = Glibc.write(descriptor, base + offset, bytes.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                offset += n
+            }
+        }
+    }
+}
+
+/// Reads a file descriptor (standard input by default) in large chunks.
+public struct InputReader {
+    public let descriptor: Int32
+
+    public init(descriptor: Int32 = 0) { self.descriptor = descriptor }
+
+    /// One read(2) into `buffer`: the byte count, 0 at end of input.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        let n = retryingInterrupts { Glibc.read(descriptor, base, buffer.count) }
+        guard n >= 0 else { throw .last("read") }
+        return n
+    }
+}
+
+/// Buffers output and writes it to a descriptor (standard output by default) in large writes.
+public final class BufferedOutput {
+    public let descriptor: Int32
+    private var bytes: [UInt8] = []
+    private let threshold: Int
+
+    public init(descriptor: Int32 = 1, threshold: Int = 256 * 1024) {
+        self.descriptor = descriptor
+        self.threshold = threshold
+        bytes.reserveCapacity(threshold + 4096)
+    }
+
+    public func append(_ text: String) {
+        bytes.append(contentsOf: text.utf8)
+        if bytes.count >= threshold { try? flush() }
+    }
+
+    public func append(_ raw: UnsafeRawBufferPointer) {
+        bytes.append(contentsOf: raw)
+        if bytes.count >= threshold { try? flush() }
+    }
+
+    /// Writes everything buffered.
+    public func flush() throws(SystemError) {
+        var failure: SystemError?
+        bytes.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            var offset = 0
+            while offset < raw.count {
+                let n = retryingInterrupts { Glibc.write(descriptor, base + offset, raw.count - offset) }
+                if n < 0 { failure = .last("write"); return }
+                offset += n
+            }
+        }
+        bytes.removeAll(keepingCapacity: true)
+        if let failure { throw failure }
+    }
+}

@@ -1,0 +1,81 @@
+import AllegroPosix
+import AllegroWire
+
+/// Everything the relay needs to run, with the embedded defaults `allegro relay` uses bare.
+/// `validate()` checks the combination and names the offending key.
+public struct RelayConfiguration: Sendable, Equatable {
+    public var listen = "127.0.0.1:7400"
+    public var dataDirectory = "allegro-data"
+    public var relayID = "allegro"
+    /// Token producers must present; nil accepts any (loopback only).
+    public var producerToken: String?
+    /// Token collectors must present; nil accepts any (loopback only).
+    public var collectorToken: String?
+    /// Names of the durable collectors: records are held, and acks wait, until each commits.
+    public var durableCollectors: [String] = []
+    /// Bytes of record memory in the ring (rounded up to a power of two).
+    public var ringBytes = 64 << 20
+    /// Records the ring can index (rounded up to a power of two).
+    public var ringRecords = 1 << 20
+    public var maxConnections = 1024
+    /// Largest frame accepted after the handshake, and the largest DELIVER sent.
+    public var maxFrameBytes = 1 << 20
+    public var maxBatchRecords = 4096
+    public var heartbeatMillis = 5_000
+    public var idleTimeoutMillis = 15_000
+    public var handshakeTimeoutMillis = 5_000
+    /// Bytes queued to one collector before the relay stops filling its buffer until it drains.
+    public var collectorBufferBytes = 1 << 20
+
+    public init() {}
+
+    /// A setting that cannot work, naming its key.
+    public struct Invalid: Error, Equatable, Sendable, CustomStringConvertible {
+        public var key: String
+        public var value: String
+        public var allowed: String
+        public var description: String { "invalid configuration: \(key) = \(value): \(allowed)" }
+    }
+
+    public func validate() throws(Invalid) {
+        let address: SocketAddress
+        do { address = try SocketAddress(parsing: listen) } catch {
+            throw Invalid(key: "listen", value: listen, allowed: error.reason + "; expected HOST:PORT with a numeric address")
+        }
+        if !address.isLoopback && (producerToken == nil || collectorToken == nil) {
+            throw Invalid(key: "listen", value: listen, allowed: "a non-loopback address needs both producer_token and collector_token set (ALLEGRO_PRODUCER_TOKEN, ALLEGRO_COLLECTOR_TOKEN), or anyone on the network could publish and read")
+        }
+        for (key, token) in [("producer_token", producerToken), ("collector_token", collectorToken)] {
+            if let token, token.isEmpty || token.utf8.count > Wire.maxTokenLength {
+                throw Invalid(key: key, value: "(\(token.utf8.count) bytes)", allowed: "1 ... \(Wire.maxTokenLength) bytes")
+            }
+        }
+        for name in durableCollectors where name.isEmpty || name.utf8.count > 255 {
+            throw Invalid(key: "durable_collectors", value: "\"\(name)\"", allowed: "names of 1 ... 255 bytes")
+        }
+        if Set(durableCollectors).count != durableCollectors.count {
+            throw Invalid(key: "durable_collectors", value: durableCollectors.joined(separator: ","), allowed: "each name once")
+        }
+        try check("max_frame_bytes", maxFrameBytes, 4096 ... Wire.absoluteMaxFrameLength)
+        try check("max_batch_records", maxBatchRecords, 1 ... 1 << 20)
+        try check("ring_bytes", ringBytes, 4 * maxFrameBytes ... 1 << 40, "at least 4 x max_frame_bytes")
+        try check("ring_records", ringRecords, 1024 ... 1 << 30)
+        try check("max_connections", maxConnections, 1 ... 1_000_000)
+        try check("heartbeat_ms", heartbeatMillis, 10 ... 3_600_000)
+        try check("idle_timeout_ms", idleTimeoutMillis, heartbeatMillis + 1 ... 86_400_000, "more than heartbeat_ms")
+        try check("handshake_timeout_ms", handshakeTimeoutMillis, 10 ... 600_000)
+        try check("collector_buffer_bytes", collectorBufferBytes, 64 << 10 ... 1 << 30)
+        if relayID.isEmpty || relayID.utf8.count > 255 {
+            throw Invalid(key: "relay_id", value: relayID, allowed: "1 ... 255 bytes")
+        }
+    }
+
+    private func check(_ key: String, _ value: Int, _ range: ClosedRange<Int>, _ note: String? = nil) throws(Invalid) {
+        guard range.contains(value) else {
+            throw Invalid(key: key, value: String(value), allowed: note.map { "\($0) (\(range.lowerBound) ... \(range.upperBound))" } ?? "\(range.lowerBound) ... \(range.upperBound)")
+        }
+    }
+
+    /// The limits announced in WELCOME and enforced after the handshake.
+    var decodeLimits: DecodeLimits { DecodeLimits(maxFrameLength: maxFrameBytes, maxBatchRecords: maxBatchRecords) }
+}

@@ -1,0 +1,310 @@
+import AllegroPosix
+import AllegroWire
+import Atomics
+
+/// The relay's event loop: one thread, level-triggered epoll, owning every socket. It accepts
+/// connections, moves bytes between sockets and connection buffers, runs timers, and leaves
+/// every protocol decision to `RelayCore`.
+///
+/// One iteration: wait for readiness (at most 100 ms) → read from ready sockets and let the core
+/// handle the frames → settle acks and resume paused producers after commits → fill collectors
+/// → write every connection with output → every 100 ms, timeouts and heartbeats.
+public final class RelayServer {
+    public let address: SocketAddress
+    private let core: RelayCore
+    private let log: RelayLog
+    private let poller: Poller
+    private let listener: Socket
+    private let wake: WakeSignal
+    private let stopRequested = ManagedAtomic<Bool>(false)
+
+    private var slots: [Connection?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int] = []
+    private var openConnections = 0
+    private var listenerPausedUntil: UInt64 = 0
+    private var now: UInt64 = Clock.monotonicNanos
+
+    private static let listenerToken = UInt64.max
+    private static let wakeToken = UInt64.max - 1
+    private static let readChunk = 64 * 1024
+    private static let lingerNanos: UInt64 = 2_000_000_000
+    private static let sweepNanos: UInt64 = 100_000_000
+
+    /// Binds the listening socket. Throws `RelayConfiguration.Invalid` or `SystemError`.
+    public init(configuration: RelayConfiguration, log: RelayLog) throws {
+        try configuration.validate()
+        self.log = log
+        core = RelayCore(configuration: configuration, log: log)
+        let requested = try SocketAddress(parsing: configuration.listen)
+        poller = try Poller(capacity: 512)
+        wake = try WakeSignal()
+        listener = try Socket.listen(on: requested)
+        address = try listener.localAddress()
+        try poller.add(listener.descriptor, .readable, token: Self.listenerToken)
+        try poller.add(wake.descriptor, .readable, token: Self.wakeToken)
+    }
+
+    deinit { listener.close() }
+
+    /// Asks a running loop to stop (any thread).
+    public func stop() {
+        stopRequested.store(true, ordering: .releasing)
+        wake.signal()
+    }
+
+    /// Makes SIGTERM and SIGINT stop the loop.
+    public func stopOnTerminationSignals() { ProcessSetup.onTerminationSignal(wake) }
+
+    /// Runs until `stop()` or a termination signal.
+    public func run() throws(SystemError) {
+        log.log(.info, "listening", ["address": address.description, "relay_id": core.configuration.relayID,
+                                     "durable_collectors": core.configuration.durableCollectors.joined(separator: ",")])
+        var busy = false
+        var nextSweep = Clock.monotonicNanos + Self.sweepNanos
+        while !stopRequested.load(ordering: .acquiring) && !ProcessSetup.stopRequested {
+            try poller.wait(timeoutMillis: busy ? 0 : 100) { event in dispatch(event) }
+            now = Clock.monotonicNanos
+            if core.commitsAdvanced {
+                for connection in core.settleAfterCommits() { resume(connection) }
+            }
+            busy = deliver()
+            flushQueued()
+            if now >= nextSweep {
+                sweep()
+                flushQueued()
+                nextSweep = now + Self.sweepNanos
+            }
+        }
+        shutDown()
+    }
+
+    // MARK: Events
+
+    private func dispatch(_ event: Poller.Event) {
+        switch event.token {
+        case Self.listenerToken: acceptPending()
+        case Self.wakeToken: wake.drain()
+        default:
+            let slot = Int(event.token & 0xFFFF_FFFF)
+            guard slot < slots.count, let connection = slots[slot], connection.token == event.token else { return }
+            if event.readable || event.failed { readable(connection) }
+            if event.writable && !connection.closed { flush(connection) }
+        }
+    }
+
+    private func acceptPending() {
+        for _ in 0 ..< 128 {
+            switch listener.accept() {
+            case .wouldBlock:
+                return
+            case let .failed(error):
+                log.log(.warning, "accept_failed", ["error": error.description])
+                if error.isOutOfDescriptors {
+                    // Out of descriptors: stop listening for a moment instead of spinning.
+                    listenerPausedUntil = Clock.monotonicNanos + Self.sweepNanos
+                    try? poller.modify(listener.descriptor, [], token: Self.listenerToken)
+                }
+                return
+            case let .accepted(socket, peer):
+                guard openConnections < core.configuration.maxConnections else {
+                    refuse(socket)
+                    continue
+                }
+                admit(socket, peer: peer?.description ?? "?")
+            }
+        }
+    }
+
+    private static let tooManyConnections: [UInt8] = {
+        let buffer = OutboundBuffer(initialCapacity: 128)
+        buffer.append(.error(.tooManyConnections, "the relay is at its connection limit; retry later"))
+        return buffer.bytes
+    }()
+
+    private func refuse(_ socket: Socket) {
+        Self.tooManyConnections.withUnsafeBytes { _ = try? socket.send($0) }
+        socket.close()
+    }
+
+    private func admit(_ socket: Socket, peer: String) {
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+        } else {
+            slot = slots.count
+            slots.append(nil)
+            generations.append(0)
+        }
+        let token = UInt64(generations[slot]) << 32 | UInt64(slot)
+        let connection = Connection(socket: socket, token: token, peer: peer, now: Clock.monotonicNanos)
+        do {
+            try poller.add(socket.descriptor, .readable, token: token)
+        } catch {
+            log.log(.warning, "register_failed", ["peer": peer, "error": error.description])
+            socket.close()
+            freeSlots.append(slot)
+            return
+        }
+        slots[slot] = connection
+        openConnections += 1
+    }
+
+    private func readable(_ connection: Connection) {
+        if connection.isClosing { return discardInput(connection) }
+        guard !connection.readPaused else { return }
+        let space = connection.inbound.writableSpace(minimum: 16 * 1024)
+        let result: IOResult
+        do {
+            result = try connection.socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: space.prefix(Self.readChunk)))
+        } catch {
+            log.log(.info, "receive_failed", ["peer": connection.peer, "error": error.description])
+            return close(connection)
+        }
+        switch result {
+        case let .transferred(count):
+            connection.inbound.didWrite(count)
+            connection.lastReceived = now
+            core.received(connection)
+            updateInterest(connection)
+        case .wouldBlock:
+            return
+        case .closed:
+            flush(connection)
+            close(connection)
+        }
+    }
+
+    /// A closing connection: read and drop whatever the peer still sends until it closes, so
+    /// our close does not turn into a reset that destroys the ERROR frame in flight.
+    private func discardInput(_ connection: Connection) {
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let result = withUnsafeMutableBytes(of: &scratch) { try? connection.socket.receive(into: $0) }
+        switch result {
+        case .transferred?, .wouldBlock?: return
+        case .closed?, nil: close(connection)
+        }
+    }
+
+    // MARK: Output
+
+    /// Fills every subscribed collector and writes it. Returns true when some collector could
+    /// take more right away (the loop then polls without sleeping).
+    private func deliver() -> Bool {
+        var busy = false
+        for connection in core.collectors {
+            var rounds = 0
+            var more = true
+            while more && rounds < 4 && !connection.waitingWritable && !connection.closed {
+                more = core.fill(connection)
+                flush(connection)
+                rounds += 1
+            }
+            if more && !connection.waitingWritable && !connection.closed { busy = true }
+        }
+        return busy
+    }
+
+    private func flushQueued() {
+        while let connection = core.flushQueue.popLast() {
+            connection.queuedForFlush = false
+            if !connection.closed { flush(connection) }
+        }
+    }
+
+    private func flush(_ connection: Connection) {
+        let outbound = connection.outbound
+        while !outbound.isEmpty {
+            let result: IOResult
+            do {
+                result = try connection.socket.send(outbound.readable)
+            } catch {
+                log.log(.info, "send_failed", ["peer": connection.peer, "error": error.description])
+                return close(connection)
+            }
+            switch result {
+            case let .transferred(count):
+                outbound.consume(count)
+                connection.lastSent = now
+            case .wouldBlock:
+                connection.waitingWritable = true
+                updateInterest(connection)
+                return
+            case .closed:
+                return close(connection)
+            }
+        }
+        connection.waitingWritable = false
+        if connection.isClosing && !connection.sentFin {
+            connection.sentFin = true
+            connection.socket.shutdownWrite()
+            if connection.lingerDeadline == 0 { connection.lingerDeadline = now + Self.lingerNanos }
+        }
+        updateInterest(connection)
+    }
+
+    private func updateInterest(_ connection: Connection) {
+        guard !connection.closed else { return }
+        var wanted: Poller.Interest = connection.readPaused ? [] : .readable
+        if connection.waitingWritable { wanted.insert(.writable) }
+        guard wanted != connection.interest else { return }
+        do {
+            try poller.modify(connection.socket.descriptor, wanted, token: connection.token)
+            connection.interest = wanted
+        } catch {
+            log.log(.warning, "poller_modify_failed", ["peer": connection.peer, "error": error.description])
+            close(connection)
+        }
+    }
+
+    /// A producer paused by a full ring: finish its interrupted batch and, if that fit, read again.
+    private func resume(_ connection: Connection) {
+        guard !connection.closed else { return }
+        connection.readPaused = false
+        connection.lastReceived = now
+        core.received(connection)
+        updateInterest(connection)
+    }
+
+    // MARK: Timers and closing
+
+    private func sweep() {
+        if listenerPausedUntil != 0 && now >= listenerPausedUntil {
+            listenerPausedUntil = 0
+            try? poller.modify(listener.descriptor, .readable, token: Self.listenerToken)
+        }
+        for case let connection? in slots {
+            if connection.isClosing {
+                if connection.lingerDeadline == 0 { connection.lingerDeadline = now + Self.lingerNanos }
+                if now >= connection.lingerDeadline { close(connection) }
+            } else {
+                core.sweep(connection, now: now)
+                if !connection.outbound.isEmpty { core.touch(connection) }
+            }
+        }
+    }
+
+    private func close(_ connection: Connection) {
+        guard !connection.closed else { return }
+        core.retire(connection)
+        connection.closed = true
+        poller.remove(connection.socket.descriptor)
+        connection.socket.close()
+        let slot = Int(connection.token & 0xFFFF_FFFF)
+        slots[slot] = nil
+        generations[slot] &+= 1
+        freeSlots.append(slot)
+        openConnections -= 1
+    }
+
+    private func shutDown() {
+        log.log(.info, "stopping", ["connections": String(openConnections)])
+        for case let connection? in slots where !connection.isClosing {
+            core.fail(connection, .shuttingDown, "the relay is stopping; reconnect later")
+        }
+        for case let connection? in slots { flush(connection) }
+        for case let connection? in slots { close(connection) }
+        poller.remove(listener.descriptor)
+        log.log(.info, "stopped")
+    }
+}
