@@ -43,7 +43,7 @@ let package = Package(
         ),
 
         .testTarget(name: "AllegroWireTests", dependencies: ["AllegroWire"]),
-        .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing"]),
+        .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CSQLite", "CAllegroSys"]),
         .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix"]),
     ],

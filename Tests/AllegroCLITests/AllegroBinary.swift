@@ -1,12 +1,13 @@
 import Foundation
 
-/// Runs the real `allegro` binary built beside the test bundle, with a deadline on every wait.
-/// Output goes to files, so a chatty child can never block on a full pipe.
+/// Runs the real `allegro` binary (the release build when `ALLEGRO_BIN` names it), with a
+/// deadline on every wait. Output goes to files, so a chatty child never blocks on a full pipe.
 enum AllegroBinary {
     struct Result {
         var status: Int32
         var stdout: String
         var stderr: String
+        var stdoutURL: URL
     }
 
     struct TimedOut: Error, CustomStringConvertible {
@@ -14,7 +15,7 @@ enum AllegroBinary {
         var description: String { "allegro \(arguments.joined(separator: " ")) did not exit in time" }
     }
 
-    /// `ALLEGRO_BIN` if set, else `allegro` in the directory of the running test binary.
+    /// `ALLEGRO_BIN` if set, else `allegro` beside the running test binary.
     static var url: URL {
         if let path = ProcessInfo.processInfo.environment["ALLEGRO_BIN"] { return URL(fileURLWithPath: path) }
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
@@ -28,29 +29,69 @@ enum AllegroBinary {
         return directory.appendingPathComponent("allegro")
     }
 
-    static func run(_ arguments: [String], stdin: URL? = nil, timeout: TimeInterval = 30) throws -> Result {
-        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-cli-\(UUID().uuidString)")
+    /// A fresh scratch directory, removed by the caller.
+    static func scratchDirectory() throws -> URL {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: scratch) }
-        let outURL = scratch.appendingPathComponent("out"), errURL = scratch.appendingPathComponent("err")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        return scratch
+    }
+
+    /// A started `allegro` process.
+    final class Running {
         let process = Process()
-        process.executableURL = url
-        process.arguments = arguments
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
-        process.standardInput = try stdin.map { try FileHandle(forReadingFrom: $0) } ?? FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(2000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            throw TimedOut(arguments: arguments)
+        let arguments: [String]
+        let scratch: URL
+        let outURL: URL
+        let errURL: URL
+
+        init(_ arguments: [String], stdin: URL?, environment: [String: String]) throws {
+            self.arguments = arguments
+            scratch = try AllegroBinary.scratchDirectory()
+            outURL = scratch.appendingPathComponent("out")
+            errURL = scratch.appendingPathComponent("err")
+            _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+            process.executableURL = AllegroBinary.url
+            process.arguments = arguments
+            var merged = ProcessInfo.processInfo.environment
+            merged["ALLEGRO_PRODUCER_TOKEN"] = nil
+            merged["ALLEGRO_COLLECTOR_TOKEN"] = nil
+            for (key, value) in environment { merged[key] = value }
+            process.environment = merged
+            process.standardOutput = try FileHandle(forWritingTo: outURL)
+            process.standardError = try FileHandle(forWritingTo: errURL)
+            process.standardInput = try stdin.map { try FileHandle(forReadingFrom: $0) } ?? FileHandle.nullDevice
+            try process.run()
         }
-        return Result(status: process.terminationStatus,
-                      stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                      stderr: (try? String(contentsOf: errURL, encoding: .utf8)) ?? "")
+
+        deinit {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+            try? FileManager.default.removeItem(at: scratch)
+        }
+
+        var stderr: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
+
+        /// Waits for exit; kills the process and throws `TimedOut` after `timeout` seconds.
+        func wait(timeout: TimeInterval) throws -> Result {
+            let deadline = Date().addingTimeInterval(timeout)
+            while process.isRunning && Date() < deadline { usleep(2000) }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                throw TimedOut(arguments: arguments)
+            }
+            return Result(status: process.terminationStatus,
+                          stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
+                          stderr: stderr, stdoutURL: outURL)
+        }
+    }
+
+    static func start(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:]) throws -> Running {
+        try Running(arguments, stdin: stdin, environment: environment)
+    }
+
+    static func run(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
+                    timeout: TimeInterval = 60) throws -> Result {
+        try start(arguments, stdin: stdin, environment: environment).wait(timeout: timeout)
     }
 }

@@ -1,0 +1,58 @@
+import Foundation
+
+/// A real `allegro relay` on a free loopback port with its own data directory, stopped (SIGTERM,
+/// then SIGKILL after a deadline) when released.
+final class RelayProcess {
+    let running: AllegroBinary.Running
+    let address: String
+    let dataDirectory: URL
+
+    struct DidNotStart: Error, CustomStringConvertible {
+        var log: String
+        var description: String { "the relay did not start listening: \(log)" }
+    }
+
+    init(_ arguments: [String] = [], listen: String = "127.0.0.1:0", environment: [String: String] = [:]) throws {
+        dataDirectory = try AllegroBinary.scratchDirectory()
+        running = try AllegroBinary.start(["relay", "--listen", listen, "--data", dataDirectory.path] + arguments,
+                                          environment: environment)
+        let deadline = Date().addingTimeInterval(20)
+        var found: String?
+        while found == nil && Date() < deadline && running.process.isRunning {
+            found = Self.listeningAddress(in: running.stderr)
+            if found == nil { usleep(5000) }
+        }
+        guard let found else { throw DidNotStart(log: running.stderr) }
+        address = found
+    }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: dataDirectory)
+    }
+
+    var log: String { running.stderr }
+    var isRunning: Bool { running.process.isRunning }
+
+    /// SIGTERM and wait; SIGKILL if it has not exited in 10 s. Returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        if running.process.isRunning {
+            kill(running.process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(10)
+            while running.process.isRunning && Date() < deadline { usleep(2000) }
+            if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
+            running.process.waitUntilExit()
+        }
+        return running.process.terminationStatus
+    }
+
+    static func listeningAddress(in log: String) -> String? {
+        for line in log.split(separator: "\n") where line.contains("event=listening") {
+            for field in line.split(separator: " ") where field.hasPrefix("address=") {
+                return String(field.dropFirst("address=".count))
+            }
+        }
+        return nil
+    }
+}
