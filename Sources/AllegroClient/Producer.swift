@@ -111,6 +111,7 @@ public final class Producer {
     /// the deadline passes. Reconnects and resends on the way when the connection fails.
     private func exchange(until deadline: UInt64, _ done: () -> Bool) throws(ClientError) {
         while true {
+            let trafficArrived: Bool
             do throws(ClientError) {
                 let connection = try connected()
                 queueUnsent(connection)
@@ -119,12 +120,13 @@ public final class Producer {
                 while let frame = try connection.decoded() { try handle(frame, connection) }
                 try connection.checkOpen()
                 if done() && connection.outbound.count < 256 * 1024 { return }
-                guard try connection.waitForTraffic(deadline: deadline) else {
-                    throw ClientError.timedOut("\(unacked.count) records unacknowledged by \(connection.address)")
-                }
+                trafficArrived = try connection.waitForTraffic(deadline: deadline)
             } catch {
                 try recover(from: error, deadline: deadline)
+                continue
             }
+            // A timeout keeps the connection: the relay is alive, just not done yet.
+            if !trafficArrived { throw .timedOut("\(unacked.count) records unacknowledged") }
         }
     }
 

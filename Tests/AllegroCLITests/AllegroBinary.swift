@@ -5,9 +5,9 @@ import Foundation
 enum AllegroBinary {
     struct Result {
         var status: Int32
-        var stdout: String
+        var stdoutData: Data
         var stderr: String
-        var stdoutURL: URL
+        var stdout: String { String(decoding: stdoutData, as: UTF8.self) }
     }
 
     struct TimedOut: Error, CustomStringConvertible {
@@ -81,8 +81,7 @@ enum AllegroBinary {
                 throw TimedOut(arguments: arguments)
             }
             return Result(status: process.terminationStatus,
-                          stdout: (try? String(contentsOf: outURL, encoding: .utf8)) ?? "",
-                          stderr: stderr, stdoutURL: outURL)
+                          stdoutData: (try? Data(contentsOf: outURL)) ?? Data(), stderr: stderr)
         }
     }
 

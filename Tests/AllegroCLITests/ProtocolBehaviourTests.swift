@@ -1,0 +1,208 @@
+import AllegroClient
+import AllegroPosix
+import AllegroWire
+import Foundation
+import Testing
+
+/// Protocol rules the relay enforces, driven by raw frames and the Swift clients.
+@Suite struct ProtocolBehaviourTests {
+    func address(_ relay: RelayProcess) throws -> [SocketAddress] { [try SocketAddress(parsing: relay.address)] }
+
+    func collector(_ relay: RelayProcess, start: StartPosition = .earliest, name: String = "", window: UInt32 = 4096) throws -> Collector {
+        var options = CollectorOptions(relays: try address(relay))
+        options.start = start
+        options.name = name
+        options.window = window
+        return try Collector(options)
+    }
+
+    /// Reads `count` records, returning (relay sequence, producer sequence, payload).
+    func take(_ collector: Collector, _ count: Int) throws -> [(UInt64, UInt64, String)] {
+        var taken: [(UInt64, UInt64, String)] = []
+        while taken.count < count {
+            guard let event = try collector.next(timeoutMillis: 5000) else { break }
+            if case let .record(record) = event {
+                taken.append((record.relaySequence, record.producerSequence, record.payload.string))
+            }
+        }
+        return taken
+    }
+
+    @Test func resentDuplicatesAreDroppedAndAcked() throws {
+        let relay = try RelayProcess()
+        let producer = try RawClient(relay.address)
+        try producer.hello(.producer, id: "dup")
+        try producer.send(RawClient.publish(first: 1, count: 3))
+        #expect(try producer.receive(until: { $0.type == .ack }, timeout: 5).last?.json == #"{"type":"ACK","through":3}"#)
+        // A reconnecting producer resends 2 and 3 along with new records 4 and 5.
+        let again = try RawClient(relay.address)
+        try again.hello(.producer, id: "dup")
+        try again.send(RawClient.publish(first: 2, count: 4))
+        #expect(try again.receive(until: { $0.type == .ack }, timeout: 5).last?.json == #"{"type":"ACK","through":5}"#)
+        let records = try take(try collector(relay), 5)
+        #expect(records.map(\.0) == [1, 2, 3, 4, 5])
+        #expect(records.map(\.1) == [1, 2, 3, 4, 5])
+        #expect(records.map(\.2) == (1 ... 5).map { "raw-\($0)" })
+        // Nothing else arrives: the duplicates were not sequenced.
+        let late = try collector(relay, start: .sequence(6))
+        #expect(try late.next(timeoutMillis: 200) == nil)
+    }
+
+    @Test func acksWaitForEveryDurableCollector() throws {
+        let relay = try RelayProcess(["--durable", "timmy", "--durable", "archive"])
+        var options = ProducerOptions(relays: try address(relay), producerID: "gated")
+        options.batchRecords = 4
+        let producer = try Producer(options)
+        for index in 1 ... 10 { try Array("g\(index)".utf8).withUnsafeBytes { _ = try producer.publish(payload: $0) } }
+        #expect(throws: ClientError.self) { try producer.flush(timeoutMillis: 300) }
+        #expect(producer.ackedThrough == 0)
+
+        let timmy = try collector(relay, name: "timmy")
+        _ = try take(timmy, 10)
+        try timmy.commit(through: 6)
+        try timmy.waitCommitted(through: 6)
+        #expect(throws: ClientError.self) { try producer.flush(timeoutMillis: 300) }
+        #expect(producer.ackedThrough == 0, "archive has committed nothing yet")
+
+        let archive = try collector(relay, name: "archive")
+        _ = try take(archive, 10)
+        try archive.commit(through: 10)
+        try archive.waitCommitted(through: 10)
+        #expect(throws: ClientError.self) { try producer.flush(timeoutMillis: 300) }
+        #expect(producer.ackedThrough == 6, "acked through the lower of the two commits")
+        try timmy.commit(through: 10)
+        try producer.flush(timeoutMillis: 5000)
+        #expect(producer.ackedThrough == 10)
+    }
+
+    @Test func durableNameTakenOverByNewerConnection() throws {
+        let relay = try RelayProcess(["--durable", "timmy"])
+        let older = try RawClient(relay.address)
+        try older.hello(.collector, id: "old")
+        try older.send(.subscribe(start: .earliest, credit: 10, name: "timmy"))
+        #expect(try older.receive(until: { $0.type == .subscribed }, timeout: 5).last?.type == .subscribed)
+        let newer = try collector(relay, name: "timmy")
+        #expect(try older.errorsUntilClosed() == [ErrorCode.collectorBusy.rawValue])
+        #expect(newer.subscription.firstSequence == 1)
+    }
+
+    @Test func subscriptionErrors() throws {
+        let relay = try RelayProcess(["--durable", "timmy"])
+        func refusal(_ start: StartPosition, name: String) throws -> [UInt16] {
+            let client = try RawClient(relay.address)
+            try client.hello(.collector)
+            try client.send(.subscribe(start: start, credit: 1, name: name))
+            return try client.errorsUntilClosed()
+        }
+        #expect(try refusal(.earliest, name: "nobody") == [ErrorCode.unknownCollector.rawValue])
+        #expect(try refusal(.sequence(50), name: "") == [ErrorCode.cursorUnavailable.rawValue])
+
+        let ephemeral = try RawClient(relay.address)
+        try ephemeral.hello(.collector)
+        try ephemeral.send(.subscribe(start: .latest, credit: 1, name: ""), .commit(through: 0))
+        #expect(try ephemeral.errorsUntilClosed() == [ErrorCode.notPermitted.rawValue])
+
+        let durable = try RawClient(relay.address)
+        try durable.hello(.collector)
+        try durable.send(.subscribe(start: .earliest, credit: 1, name: "timmy"), .commit(through: 5))
+        #expect(try durable.errorsUntilClosed() == [ErrorCode.commitOutOfRange.rawValue])
+
+        let twice = try RawClient(relay.address)
+        try twice.hello(.collector)
+        try twice.send(.subscribe(start: .earliest, credit: 1, name: ""), .subscribe(start: .earliest, credit: 1, name: ""))
+        #expect(try twice.errorsUntilClosed() == [ErrorCode.unexpectedFrame.rawValue])
+
+        let creditFirst = try RawClient(relay.address)
+        try creditFirst.hello(.collector)
+        try creditFirst.send(.credit(5))
+        #expect(try creditFirst.errorsUntilClosed() == [ErrorCode.unexpectedFrame.rawValue])
+    }
+
+    @Test func creditBoundsWhatIsDelivered() throws {
+        let relay = try RelayProcess()
+        let producer = try RawClient(relay.address)
+        try producer.hello(.producer, id: "credit")
+        try producer.send(RawClient.publish(first: 1, count: 50))
+        _ = try producer.receive(until: { $0.type == .ack }, timeout: 5)
+        let client = try RawClient(relay.address)
+        try client.hello(.collector)
+        try client.send(.subscribe(start: .earliest, credit: 7, name: ""))
+        let first = try client.receive(timeout: 0.5)
+        let delivered = first.filter { $0.type == .deliver }.map { $0.json.components(separatedBy: "relay_seq").count - 1 }.reduce(0, +)
+        #expect(delivered == 7, "no more than the credit granted")
+        try client.send(.credit(100))
+        let rest = try client.receive(timeout: 0.5)
+        let more = rest.filter { $0.type == .deliver }.map { $0.json.components(separatedBy: "relay_seq").count - 1 }.reduce(0, +)
+        #expect(more == 43)
+    }
+
+    @Test func idleCollectorAnsweringHeartbeatsStaysConnected() throws {
+        let relay = try RelayProcess(["--set", "heartbeat_ms=100", "--set", "idle_timeout_ms=500"])
+        let tail = try collector(relay, start: .latest)
+        let quietUntil = Date().addingTimeInterval(1.5)
+        while Date() < quietUntil { #expect(try tail.next(timeoutMillis: 100) == nil) }
+        var options = ProducerOptions(relays: try address(relay), producerID: "late")
+        options.batchRecords = 1
+        let producer = try Producer(options)
+        try Array("after the quiet".utf8).withUnsafeBytes { _ = try producer.publish(payload: $0) }
+        try producer.flush()
+        #expect(try take(tail, 1).map(\.2) == ["after the quiet"])
+    }
+
+    @Test func fullRingPushesBackAndLosesNothing() throws {
+        let scratch = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        // A 16 KiB ring and a durable collector that is away: the relay must stop reading.
+        let relay = try RelayProcess(["--durable", "timmy", "--set", "max_frame_bytes=4096", "--set", "ring_bytes=16384",
+                                      "--set", "heartbeat_ms=100", "--set", "idle_timeout_ms=500"])
+        let input = try StreamingTests.lines("bp", 5000, in: scratch)
+        let push = try AllegroBinary.start(["push", "--relay", relay.address, "--producer", "bp"], stdin: input)
+        usleep(1_500_000)
+        #expect(push.process.isRunning, "the producer is held back, not dropped, and not timed out")
+        let tail = try AllegroBinary.run(["tail", "--relay", relay.address, "--collector", "timmy", "--from", "committed",
+                                          "--count", "5000", "--format", "payload"], timeout: 60)
+        #expect(tail.status == 0, "\(tail.stderr)")
+        #expect(tail.stdout == (0 ..< 5000).map { "bp-\($0)\n" }.joined())
+        let pushed = try push.wait(timeout: 30)
+        #expect(pushed.status == 0 && pushed.stderr.contains("acked 5000"), "\(pushed.stderr)")
+    }
+
+    @Test func ephemeralCollectorThatFallsOutOfTheRingIsTold() throws {
+        let relay = try RelayProcess(["--set", "max_frame_bytes=4096", "--set", "ring_bytes=16384"])
+        let producer = try RawClient(relay.address)
+        try producer.hello(.producer, id: "flood")
+        try producer.send(RawClient.publish(first: 1, count: 1))
+        let slow = try RawClient(relay.address)
+        try slow.hello(.collector)
+        try slow.send(.subscribe(start: .earliest, credit: 1, name: ""))
+        #expect(try slow.receive(until: { $0.type == .deliver }, timeout: 5).last?.type == .deliver)
+        // 1,000 records of about 110 bytes each, in frames under the 4 KiB limit: far more than the ring holds.
+        for batch in 0 ..< 50 {
+            try producer.send(RawClient.publish(first: UInt64(2 + batch * 20), count: 20, payload: { "flood-\($0)-" + String(repeating: "x", count: 64) }))
+        }
+        let acks = try producer.receive(until: { $0.json == #"{"type":"ACK","through":1001}"# }, timeout: 5)
+        #expect(acks.last?.json == #"{"type":"ACK","through":1001}"#)
+        try slow.send(.credit(10))
+        #expect(try slow.errorsUntilClosed() == [ErrorCode.cursorUnavailable.rawValue])
+    }
+
+    @Test func producerResendsUnackedRecordsAfterReconnecting() throws {
+        // The first relay holds the records unacked (its durable collector never commits) and
+        // then stops; a second relay on the same port gets them all from the producer's resend.
+        let first = try RelayProcess(["--durable", "timmy"])
+        var options = ProducerOptions(relays: try address(first), producerID: "survivor")
+        options.batchRecords = 10
+        options.reconnectForMillis = 20_000
+        let producer = try Producer(options)
+        for index in 0 ..< 100 { try Array("s-\(index)".utf8).withUnsafeBytes { _ = try producer.publish(payload: $0) } }
+        #expect(throws: ClientError.self) { try producer.flush(timeoutMillis: 300) }
+        #expect(producer.unackedCount == 100)
+        #expect(first.stop() == 0)
+        let second = try RelayProcess(listen: first.address)
+        try producer.flush(timeoutMillis: 20_000)
+        #expect(producer.ackedThrough == 100 && producer.reconnects >= 1)
+        let records = try take(try collector(second), 100)
+        #expect(records.map(\.2) == (0 ..< 100).map { "s-\($0)" })
+        #expect(records.map(\.1) == Array(1 ... 100))
+    }
+}
