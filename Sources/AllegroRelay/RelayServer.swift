@@ -24,6 +24,8 @@ public final class RelayServer {
     private var openConnections = 0
     private var listenerPausedUntil: UInt64 = 0
     private var now: UInt64 = Clock.monotonicNanos
+    /// Where input from closing connections is read and dropped.
+    private let discardBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 8)
 
     private static let listenerToken = UInt64.max
     private static let wakeToken = UInt64.max - 1
@@ -45,7 +47,10 @@ public final class RelayServer {
         try poller.add(wake.descriptor, .readable, token: Self.wakeToken)
     }
 
-    deinit { listener.close() }
+    deinit {
+        listener.close()
+        discardBuffer.deallocate()
+    }
 
     /// Asks a running loop to stop (any thread).
     public func stop() {
@@ -88,6 +93,8 @@ public final class RelayServer {
         default:
             let slot = Int(event.token & 0xFFFF_FFFF)
             guard slot < slots.count, let connection = slots[slot], connection.token == event.token else { return }
+            // A paused producer's socket failed: nothing will be read from it again.
+            if event.failed && connection.readPaused { return close(connection) }
             if event.readable || event.failed { readable(connection) }
             if event.writable && !connection.closed { flush(connection) }
         }
@@ -178,8 +185,7 @@ public final class RelayServer {
     /// A closing connection: read and drop whatever the peer still sends until it closes, so
     /// our close does not turn into a reset that destroys the ERROR frame in flight.
     private func discardInput(_ connection: Connection) {
-        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        let result = withUnsafeMutableBytes(of: &scratch) { try? connection.socket.receive(into: $0) }
+        let result = try? connection.socket.receive(into: discardBuffer)
         switch result {
         case .transferred?, .wouldBlock?: return
         case .closed?, nil: close(connection)
@@ -273,6 +279,9 @@ public final class RelayServer {
             listenerPausedUntil = 0
             try? poller.modify(listener.descriptor, .readable, token: Self.listenerToken)
         }
+        // Producers paused by a full ring resume here too when room appeared without a commit
+        // (a durable collector reading ahead of its cursor).
+        for connection in core.producers where connection.readPaused { resume(connection) }
         for case let connection? in slots {
             if connection.isClosing {
                 if connection.lingerDeadline == 0 { connection.lingerDeadline = now + Self.lingerNanos }
