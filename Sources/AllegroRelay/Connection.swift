@@ -47,6 +47,12 @@ final class Connection {
         lastSent = now
     }
 
+    /// Whether the relay reads this connection now: not while its producer is paused by a full
+    /// ring, nor while more than `backlogLimit` bytes wait to be sent to it.
+    func wantsInput(backlogLimit: Int) -> Bool {
+        !readPaused && outbound.count < backlogLimit
+    }
+
     var isClosing: Bool {
         if case .closing = state { return true }
         return false

@@ -76,6 +76,10 @@ public struct RelayConfiguration: Sendable, Equatable {
         }
     }
 
+    /// Bytes queued to a connection beyond which the relay stops reading it until it drains:
+    /// a peer that sends but never reads cannot make the relay buffer answers without bound.
+    var outputBacklogLimit: Int { collectorBufferBytes + maxFrameBytes + 64 * 1024 }
+
     /// The limits announced in WELCOME and enforced after the handshake.
     var decodeLimits: DecodeLimits { DecodeLimits(maxFrameLength: maxFrameBytes, maxBatchRecords: maxBatchRecords) }
 }

@@ -340,7 +340,9 @@ final class RelayCore {
                 fail(connection, .handshakeTimeout, "no HELLO within \(configuration.handshakeTimeoutMillis) ms")
             }
         case .producer, .collector:
-            if !connection.readPaused && millis(connection.lastReceived) >= UInt64(configuration.idleTimeoutMillis) {
+            // A connection the relay is not reading (backpressure) cannot be blamed for silence.
+            let reading = connection.wantsInput(backlogLimit: configuration.outputBacklogLimit)
+            if reading && millis(connection.lastReceived) >= UInt64(configuration.idleTimeoutMillis) {
                 fail(connection, .idleTimeout, "nothing received for \(configuration.idleTimeoutMillis) ms")
             } else if millis(connection.lastSent) >= UInt64(configuration.heartbeatMillis) && connection.outbound.isEmpty {
                 pingNonce &+= 1

@@ -24,6 +24,7 @@ public final class RelayServer {
     private var openConnections = 0
     private var listenerPausedUntil: UInt64 = 0
     private var now: UInt64 = Clock.monotonicNanos
+    private let backlogLimit: Int
     /// Where input from closing connections is read and dropped.
     private let discardBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 8)
 
@@ -38,6 +39,7 @@ public final class RelayServer {
         try configuration.validate()
         self.log = log
         core = RelayCore(configuration: configuration, log: log)
+        backlogLimit = configuration.outputBacklogLimit
         let requested = try SocketAddress(parsing: configuration.listen)
         poller = try Poller(capacity: 512)
         wake = try WakeSignal()
@@ -93,8 +95,11 @@ public final class RelayServer {
         default:
             let slot = Int(event.token & 0xFFFF_FFFF)
             guard slot < slots.count, let connection = slots[slot], connection.token == event.token else { return }
-            // A paused producer's socket failed: nothing will be read from it again.
-            if event.failed && connection.readPaused { return close(connection) }
+            // A socket the relay is not reading failed: the peer is gone, and level-triggered
+            // epoll would report it again and again.
+            if event.failed && !connection.isClosing && !connection.wantsInput(backlogLimit: backlogLimit) {
+                return close(connection)
+            }
             if event.readable || event.failed { readable(connection) }
             if event.writable && !connection.closed { flush(connection) }
         }
@@ -159,7 +164,7 @@ public final class RelayServer {
 
     private func readable(_ connection: Connection) {
         if connection.isClosing { return discardInput(connection) }
-        guard !connection.readPaused else { return }
+        guard connection.wantsInput(backlogLimit: backlogLimit) else { return }
         let space = connection.inbound.writableSpace(minimum: 16 * 1024)
         let result: IOResult
         do {
@@ -251,7 +256,7 @@ public final class RelayServer {
 
     private func updateInterest(_ connection: Connection) {
         guard !connection.closed else { return }
-        var wanted: Poller.Interest = connection.readPaused ? [] : .readable
+        var wanted: Poller.Interest = connection.wantsInput(backlogLimit: backlogLimit) || connection.isClosing ? .readable : []
         if connection.waitingWritable { wanted.insert(.writable) }
         guard wanted != connection.interest else { return }
         do {

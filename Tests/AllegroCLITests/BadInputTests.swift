@@ -153,6 +153,45 @@ import Testing
         try good.publishAndVerify()
     }
 
+    @Test func clientThatSendsButNeverReads() throws {
+        let relay = try RelayProcess()
+        var good = GoodTraffic(relay.address)
+        try good.publishAndVerify()
+        let before = try Self.residentBytes(relay)
+        // 64 MiB of PINGs whose PONGs are never read: the relay must stop reading this client
+        // once its answers back up, instead of buffering them all.
+        let greedy = try RawClient(relay.address)
+        try greedy.hello(.producer, id: "greedy")
+        let pings = OutboundBuffer()
+        for nonce in 0 ..< 16 * 1024 { pings.append(.ping(nonce: UInt64(nonce))) }
+        let chunk = pings.bytes
+        var sent = 0
+        var stalledSince: Date?
+        while sent < 64 << 20 {
+            let offset = sent % chunk.count
+            let result = try chunk.withUnsafeBytes { try greedy.socket.send(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+            if case let .transferred(count) = result, count > 0 {
+                sent += count
+                stalledSince = nil
+            } else {
+                if stalledSince == nil { stalledSince = Date() }
+                if let stalledSince, Date().timeIntervalSince(stalledSince) > 1 { break }
+                _ = try greedy.socket.wait(writable: true, timeoutMillis: 100)
+            }
+        }
+        #expect(sent < 64 << 20, "the relay stopped reading a client that does not read: \(relay.log)")
+        let after = try Self.residentBytes(relay)
+        #expect(after - before < 32 << 20, "relay memory grew by \(after - before) bytes")
+        try good.publishAndVerify()
+    }
+
+    /// The relay process's resident memory, from /proc.
+    static func residentBytes(_ relay: RelayProcess) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(relay.running.process.processIdentifier)/status", encoding: .utf8)
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) * 1024
+    }
+
     static func vector(_ name: String) -> URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("protocol/vectors/\(name).bin")
