@@ -39,6 +39,7 @@ public final class Collector {
     private let connection: WireConnection
     private var iterator: DeliverBatch.Iterator?
     private var takenSinceCredit: UInt32 = 0
+    private var isClosed = false
 
     /// Connects to the first reachable relay and subscribes.
     public init(_ options: CollectorOptions) throws(ClientError) {
@@ -78,7 +79,6 @@ public final class Collector {
         }
     }
 
-    deinit { connection.close() }
 
     /// The next record or skip marker, waiting up to `timeoutMillis`; nil on timeout.
     public func next(timeoutMillis: Int) throws(ClientError) -> CollectorEvent? {
@@ -122,6 +122,8 @@ public final class Collector {
 
     /// Says GOODBYE and closes.
     public func close() {
+        guard !isClosed else { return }
+        isClosed = true
         connection.outbound.append(.goodbye)
         try? connection.flush(timeoutMillis: 1000)
         connection.close()

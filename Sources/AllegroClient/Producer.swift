@@ -59,7 +59,6 @@ public final class Producer {
         _ = try connected()
     }
 
-    deinit { connection?.close() }
 
     /// Queues one record and returns its producer sequence. Sends a batch when one is full;
     /// waits for acks while `windowRecords` are outstanding.

@@ -37,12 +37,22 @@ final class WireConnection {
                 }
             }
         } catch {
-            socket.close()
+            close()
             throw error
         }
     }
 
-    func close() { socket.close() }
+    private var closed = false
+
+    /// Closes the socket once; later calls do nothing (a second close could hit a descriptor
+    /// number another thread has since been given).
+    func close() {
+        guard !closed else { return }
+        closed = true
+        socket.close()
+    }
+
+    deinit { close() }
 
     /// Writes everything queued, waiting for room until the deadline; reads nothing.
     func flush(timeoutMillis: Int32) throws(ClientError) {
