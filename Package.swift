@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // System libraries (Debian: zlib1g-dev, libsqlite3-dev) and the Linux syscall shim.
@@ -25,10 +26,15 @@ let package = Package(
         .target(name: "AllegroPosix", dependencies: ["CAllegroSys"]),
         // The lock-free record ring.
         .target(name: "AllegroRing", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
+        // The compressed on-disk spill: block format, segments, recovery, replay reading.
+        .target(name: "AllegroSpill", dependencies: ["AllegroPosix", "AllegroWire", "CZlib"]),
+        // Small state in SQLite (WAL): cursors, producer marks, sequence reservation, events.
+        .target(name: "AllegroStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
         // The relay: core protocol logic and its epoll event loop.
         .target(
             name: "AllegroRelay",
-            dependencies: ["AllegroWire", "AllegroPosix", "AllegroRing", .product(name: "Atomics", package: "swift-atomics")]
+            dependencies: ["AllegroWire", "AllegroPosix", "AllegroRing", "AllegroSpill", "AllegroStore",
+                           .product(name: "Atomics", package: "swift-atomics")]
         ),
         // Producer and collector clients.
         .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),

@@ -104,4 +104,14 @@ public final class WakeSignal: Sendable {
         var value: UInt64 = 0
         _ = Glibc.read(descriptor, &value, 8)
     }
+
+    /// Waits until signalled or `timeoutMillis` pass, then drains; true when signalled. For a
+    /// thread that sleeps on this signal alone (not registered with a `Poller`).
+    @discardableResult
+    public func wait(timeoutMillis: Int32) -> Bool {
+        var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&entry, 1, timeoutMillis) > 0
+        if ready { drain() }
+        return ready
+    }
 }

@@ -5,12 +5,15 @@ import Glibc
 public enum ProcessSetup {
     /// Unblocks every signal (a parent such as Foundation's `Process` can leave SIGTERM
     /// blocked in the mask it hands down, which would make a terminate request silently do
-    /// nothing) and ignores SIGPIPE (sockets use MSG_NOSIGNAL too).
+    /// nothing) and ignores SIGPIPE (sockets use MSG_NOSIGNAL too) and SIGXFSZ.
     public static func resetSignals() {
         var empty = sigset_t()
         sigemptyset(&empty)
         pthread_sigmask(SIG_SETMASK, &empty, nil)
         signal(SIGPIPE, SIG_IGN)
+        // Past a file size limit, a write should fail with EFBIG (the spill reports it and
+        // retries), not kill the process.
+        signal(SIGXFSZ, SIG_IGN)
     }
 
     /// Raises the soft limit on open descriptors to the hard limit; returns the limit in force.

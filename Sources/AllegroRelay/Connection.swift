@@ -132,6 +132,11 @@ final class CollectorSession {
     var credit: UInt64 = 0
     var durable: DurableCollector?
     var commitReplyDue = false
+    /// While the cursor is older than the ring: the spill reader feeding it, and the chunk of
+    /// records being copied out (from `chunkOffset`).
+    var replay: ReplayFeed?
+    var chunk: ReplayFeed.Chunk?
+    var chunkOffset = 0
 
     /// The last relay sequence delivered on this connection (0 before the first).
     var lastDelivered: UInt64 { cursor &- 1 }

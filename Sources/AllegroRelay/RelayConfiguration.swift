@@ -26,6 +26,19 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMillis = 5_000
     /// Bytes queued to one collector before the relay stops filling its buffer until it drains.
     public var collectorBufferBytes = 1 << 20
+    /// Most time between a spilled block's write and its fsync (group commit); acks wait for it.
+    public var spillFsyncIntervalMillis = 5
+    /// A segment file is sealed past this size and a new one started.
+    public var spillSegmentBytes = 64 << 20
+    /// Uncompressed bytes of records per spill block.
+    public var spillBlockBytes = 64 << 10
+    /// zlib level for spill blocks (1 fastest ... 9 smallest).
+    public var spillCompressionLevel = 1
+    /// Spill segments whose newest record is older than this are removed (default 7 days).
+    public var retentionMaxAgeMillis = 7 * 24 * 3600 * 1000
+    /// Oldest segments are removed while the spill is larger than this; 0 means no size limit
+    /// (a full disk then stops acks and ingest instead of removing data).
+    public var retentionMaxBytes = 0
 
     public init() {}
 
@@ -65,6 +78,16 @@ public struct RelayConfiguration: Sendable, Equatable {
         try check("idle_timeout_ms", idleTimeoutMillis, heartbeatMillis + 1 ... 86_400_000, "more than heartbeat_ms")
         try check("handshake_timeout_ms", handshakeTimeoutMillis, 10 ... 600_000)
         try check("collector_buffer_bytes", collectorBufferBytes, 64 << 10 ... 1 << 30)
+        try check("spill_fsync_interval_ms", spillFsyncIntervalMillis, 0 ... 10_000)
+        try check("spill_segment_bytes", spillSegmentBytes, 64 << 10 ... 1 << 34)
+        try check("spill_block_bytes", spillBlockBytes, 4 << 10 ... 16 << 20)
+        try check("spill_compression_level", spillCompressionLevel, 1 ... 9)
+        try check("retention_max_age_ms", retentionMaxAgeMillis, 100 ... Int(Int32.max) * 100)
+        try check("retention_max_bytes", retentionMaxBytes, 0 ... 1 << 50)
+        if retentionMaxBytes > 0 && retentionMaxBytes < 2 * spillSegmentBytes {
+            throw Invalid(key: "retention_max_bytes", value: String(retentionMaxBytes),
+                          allowed: "0 (no limit) or at least 2 x spill_segment_bytes (\(2 * spillSegmentBytes))")
+        }
         if relayID.isEmpty || relayID.utf8.count > 255 {
             throw Invalid(key: "relay_id", value: relayID, allowed: "1 ... 255 bytes")
         }

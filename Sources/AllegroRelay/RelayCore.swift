@@ -1,5 +1,6 @@
 import AllegroPosix
 import AllegroRing
+import AllegroStore
 import AllegroWire
 
 /// The relay's protocol logic, free of sockets and epoll: it reads frames from a connection's
@@ -8,18 +9,22 @@ import AllegroWire
 /// the bytes and calls in; everything here runs on that one thread.
 ///
 /// Guarantees it keeps:
-/// - every record accepted gets the next relay sequence (gapless) and an ingest time;
-/// - a producer's record is acked only once safe: at once without durable collectors, else
-///   once every durable collector committed it;
-/// - a resent record (producer sequence at or below the producer's mark) is dropped, not
-///   sequenced again, and acked once the original is safe;
-/// - records a durable collector has not committed are never reclaimed from the ring: when it
-///   is full, ingest pauses (`readPaused`) until commits make room;
+/// - every record accepted gets the next relay sequence (gapless within a run, never reused
+///   across runs: numbers are reserved in the state database ahead of use) and an ingest time;
+/// - a producer's record is acked only once it is in the spill and fsync'd (`SpillService`);
+/// - a resent record (producer sequence at or below the producer's mark, which survives
+///   restarts) is dropped, not sequenced again, and acked once the original is safe;
+/// - the ring never reclaims a record the spill has not written: when it is full, ingest pauses
+///   (`readPaused`) until the spill catches up;
+/// - a collector whose cursor is older than the ring is served from the spill, then joins the
+///   live stream with no gap and no duplicate; skipped numbers are marked with SKIP;
 /// - any protocol violation ends that connection with an ERROR; nothing else is affected.
 final class RelayCore {
     let configuration: RelayConfiguration
     let ring: RecordRing
     let log: RelayLog
+    let spill: SpillService
+    private let store: StateStore
     private let producerToken: Token?
     private let collectorToken: Token?
     private let welcome: Welcome
@@ -29,29 +34,49 @@ final class RelayCore {
     private let durables: [DurableCollector]
     private(set) var producers: [Connection] = []
     private(set) var collectors: [Connection] = []
-    /// Highest relay sequence every durable collector has committed (all, when there are none).
-    private(set) var safeRelaySequence: UInt64
-    /// Set when commits advanced: acks may be due and paused producers may resume.
-    var commitsAdvanced = false
+    /// Relay sequences never assigned (an earlier run crashed after reserving them).
+    private let skips: [ClosedRange<UInt64>]
+    /// Relay sequences up to this may be assigned (persisted before use).
+    private var reservedThrough: UInt64
+    /// Signalled by replay threads when they have records for the loop.
+    let replayWake: WakeSignal
     private var pingNonce: UInt64 = 0
     /// Connections with output to send or a close to carry out; the server drains it.
     var flushQueue: [Connection] = []
 
-    init(configuration: RelayConfiguration, log: RelayLog) {
+    init(configuration: RelayConfiguration, log: RelayLog, resume: ResumePoint, spill: SpillService) throws {
         self.configuration = configuration
         self.log = log
-        ring = RecordRing(byteCapacity: configuration.ringBytes, slotCapacity: configuration.ringRecords)
+        self.spill = spill
+        store = resume.store
+        ring = RecordRing(byteCapacity: configuration.ringBytes, slotCapacity: configuration.ringRecords,
+                          firstSequence: resume.firstSequence)
         producerToken = configuration.producerToken.map(Token.init)
         collectorToken = configuration.collectorToken.map(Token.init)
         durables = configuration.durableCollectors.map(DurableCollector.init)
+        for durable in durables { durable.committed = resume.cursors[durable.name] ?? 0 }
         durableByName = Dictionary(uniqueKeysWithValues: durables.map { ($0.name, $0) })
-        safeRelaySequence = durables.isEmpty ? UInt64.max : 0
+        for mark in resume.marks {
+            let state = ProducerState(id: mark.producer)
+            state.highWaterMark = mark.producerSequence
+            state.highWaterRelaySequence = mark.relaySequence
+            producerStates[String(decoding: mark.producer, as: UTF8.self)] = state
+        }
+        skips = resume.skips
+        reservedThrough = resume.firstSequence - 1 + ResumePoint.reservationChunk
+        replayWake = try WakeSignal()
         welcome = Welcome(version: Wire.version, maxFrameLength: UInt32(configuration.maxFrameBytes),
                           maxBatchRecords: UInt32(configuration.maxBatchRecords),
                           heartbeatMillis: UInt32(configuration.heartbeatMillis),
                           idleTimeoutMillis: UInt32(configuration.idleTimeoutMillis),
                           relayID: configuration.relayID)
     }
+
+    /// Every record at or below this is safe (spilled and fsync'd).
+    var safeRelaySequence: UInt64 { spill.durableThrough.load(ordering: .acquiring) }
+
+    /// The oldest relay sequence held anywhere (spill or ring).
+    var earliestSequence: UInt64 { min(spill.catalog.oldestSequence ?? .max, ring.tail) }
 
     // MARK: Inbound frames
 
@@ -127,6 +152,7 @@ final class RelayCore {
         touch(connection)
         switch connection.state {
         case let .producer(session):
+            spill.recordsAppended()
             session.settle(safeRelay: safeRelaySequence)
             if session.safeThrough > session.ackedThrough {
                 session.ackedThrough = session.safeThrough
@@ -177,7 +203,6 @@ final class RelayCore {
     private func ingest(_ batch: PublishBatch, from start: Int, at ingestNanos: UInt64,
                         _ session: ProducerSession, _ connection: Connection) -> Bool {
         let producer = session.producer
-        let retain = retainFrom()
         let maxDelivered = configuration.maxFrameBytes - 9
         return producer.id.withUnsafeBytes { id in
             var index = 0
@@ -194,7 +219,12 @@ final class RelayCore {
                          "record \(record.producerSequence) is \(size) bytes as delivered; the most one DELIVER frame can carry is \(maxDelivered)")
                     return false
                 }
-                let sequence = ring.append(size: size, retain: retain) { space, sequence in
+                guard ring.head <= reservedThrough || reserveSequences() else {
+                    session.interrupted = (batch, index, ingestNanos)
+                    connection.readPaused = true
+                    return false
+                }
+                let sequence = ring.append(size: size, retain: .max) { space, sequence in
                     if let base = space.baseAddress {
                         DeliveredRecordLayout.encode(into: base, relaySequence: sequence, ingestNanos: ingestNanos,
                                                      producer: id, record)
@@ -213,23 +243,23 @@ final class RelayCore {
         }
     }
 
-    /// The oldest relay sequence some durable collector still needs (all of them if none is configured: nothing is held).
-    private func retainFrom() -> UInt64 {
-        var oldest = UInt64.max
-        for durable in durables {
-            var needed = durable.committed + 1
-            if let connection = durable.connection, case let .collector(session) = connection.state, session.subscribed {
-                needed = min(needed, session.cursor)
-            }
-            oldest = min(oldest, needed)
+    /// Persists the next block of relay sequences before any of it is used. False (logged)
+    /// when the state database cannot be written: ingest pauses and is retried.
+    private func reserveSequences() -> Bool {
+        let through = reservedThrough + ResumePoint.reservationChunk
+        do {
+            try store.reserve(through: through)
+            reservedThrough = through
+            return true
+        } catch {
+            log.log(.error, "reserve_failed", ["error": "\(error)", "effect": "ingest paused until the state database accepts writes"])
+            return false
         }
-        return oldest
     }
 
-    /// After commits advanced: queues the acks now due. Returns the paused producers, which may
-    /// now resume.
-    func settleAfterCommits() -> [Connection] {
-        commitsAdvanced = false
+    /// After the spill made records durable: queues the acks now due. Returns the paused
+    /// producers, which may now resume (the spill has freed ring space).
+    func settleAcks() -> [Connection] {
         var resumable: [Connection] = []
         for connection in producers {
             guard case let .producer(session) = connection.state else { continue }
@@ -253,17 +283,18 @@ final class RelayCore {
             }
             durable = named
         }
-        let head = ring.head, tail = ring.tail
+        let head = ring.head, earliest = earliestSequence
         let first: UInt64
         switch request.start {
-        case .earliest: first = tail
+        case .earliest: first = earliest
         case .latest: first = head
-        case .committed: first = (durable?.committed ?? 0) + 1
+        // A cursor whose records retention removed resumes at the oldest held (the loss was counted).
+        case .committed: first = max((durable?.committed ?? 0) + 1, earliest)
         case let .sequence(sequence): first = sequence
         }
-        guard first >= tail, first <= head else {
+        guard first >= earliest, first <= head else {
             return fail(connection, .cursorUnavailable,
-                        "start \(first) is outside what this relay holds: sequences \(tail) ... \(head) (\(head) is the next to be assigned)")
+                        "start \(first) is outside what this relay holds: sequences \(earliest) ... \(head) (\(head) is the next to be assigned)")
         }
         if let durable {
             if let previous = durable.connection, previous !== connection {
@@ -293,38 +324,116 @@ final class RelayCore {
         session.commitReplyDue = true
         guard through > durable.committed else { return }
         durable.committed = through
-        safeRelaySequence = durables.reduce(UInt64.max) { min($0, $1.committed) }
-        commitsAdvanced = true
+        spill.committed(durable.name, through: through)
     }
 
     /// Writes DELIVER frames for a subscribed collector while it has credit, records are
-    /// waiting and its buffer is under its bound. Returns true when more could be delivered
-    /// once the buffer drains.
+    /// waiting and its buffer is under its bound: from the spill (through its replay feed) while
+    /// its cursor is older than the ring, then from the ring. Returns true when more could be
+    /// delivered at once if the buffer drains.
     func fill(_ connection: Connection) -> Bool {
         guard case let .collector(session) = connection.state, session.subscribed else { return false }
-        let outbound = connection.outbound
-        let head = ring.head
-        let maxFrame = configuration.maxFrameBytes
-        let maxBatch = configuration.maxBatchRecords
-        while session.credit > 0, session.cursor < head, outbound.count < configuration.collectorBufferBytes {
-            guard session.cursor >= ring.tail else {
-                fail(connection, .cursorUnavailable,
-                     "fell behind: record \(session.cursor) left the ring (oldest held: \(ring.tail)); reconnect from earliest or a durable cursor")
-                return false
+        var frames = DeliverFrames(outbound: connection.outbound, maxFrame: configuration.maxFrameBytes,
+                                   maxBatch: configuration.maxBatchRecords)
+        defer { frames.close() }
+        let limit = configuration.collectorBufferBytes
+        while session.credit > 0, connection.outbound.count < limit {
+            if let feed = session.replay {
+                if session.chunk == nil { session.chunk = feed.take() }
+                if let chunk = session.chunk {
+                    deliverChunk(chunk, feed, session, &frames, limit: limit)
+                    continue
+                }
+                guard feed.isDrained else { return false }
+                finishReplay(feed, session, &frames)
+                continue
             }
-            let mark = outbound.beginBatch(.deliver)
-            var count = 0
-            while count < maxBatch, UInt64(count) < session.credit, session.cursor < head {
-                let record = ring.record(session.cursor)
-                if count > 0 && outbound.size(since: mark) + record.count > maxFrame { break }
-                outbound.append(raw: record)
-                session.cursor += 1
-                count += 1
+            if session.cursor < ring.tail {
+                if !skipIfNeverAssigned(session, &frames) { startReplay(session) }
+                continue
             }
-            outbound.endBatch(mark, count: count)
-            session.credit -= UInt64(count)
+            guard session.cursor < ring.head else { break }
+            deliver(ring.record(session.cursor), sequence: session.cursor, session, &frames)
         }
-        return session.credit > 0 && session.cursor < head
+        return session.credit > 0 && (session.cursor < ring.head || session.chunk != nil)
+    }
+
+    /// Copies records out of one replay chunk; gives the chunk back when it is used up.
+    private func deliverChunk(_ chunk: ReplayFeed.Chunk, _ feed: ReplayFeed, _ session: CollectorSession,
+                              _ frames: inout DeliverFrames, limit: Int) {
+        let bytes = chunk.bytes
+        while session.credit > 0, session.chunkOffset < bytes.count, frames.outbound.count < limit {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[session.chunkOffset...])
+            guard let size = DeliveredRecordLayout.size(of: rest), let base = rest.baseAddress else {
+                session.chunkOffset = bytes.count
+                break
+            }
+            session.chunkOffset += size
+            let sequence = DeliveredRecordLayout.relaySequence(at: base)
+            if sequence >= session.cursor {
+                deliver(UnsafeRawBufferPointer(rebasing: rest[..<size]), sequence: sequence, session, &frames)
+            }
+        }
+        if session.chunkOffset >= bytes.count {
+            session.chunk = nil
+            session.chunkOffset = 0
+            feed.recycle(chunk)
+        }
+    }
+
+    /// One record at `sequence`, after marking any numbers between the cursor and it.
+    private func deliver(_ record: UnsafeRawBufferPointer, sequence: UInt64, _ session: CollectorSession,
+                         _ frames: inout DeliverFrames) {
+        if sequence > session.cursor { markGap(session.cursor ... sequence - 1, &frames) }
+        frames.append(record)
+        session.cursor = sequence + 1
+        session.credit -= 1
+    }
+
+    /// The replay read everything spilled from its start: join the ring, or read again (the
+    /// spill grew meanwhile), or step over numbers the spill never had.
+    private func finishReplay(_ feed: ReplayFeed, _ session: CollectorSession, _ frames: inout DeliverFrames) {
+        session.replay = nil
+        guard session.cursor < ring.tail else { return }
+        let readThrough = feed.readThrough
+        if readThrough >= session.cursor {
+            // Everything spilled up to `readThrough` was read: what is missing below it is gone.
+            let last = min(readThrough, ring.tail - 1)
+            markGap(session.cursor ... last, &frames)
+            session.cursor = last + 1
+        }
+    }
+
+    /// If the cursor is in a range of numbers an earlier run never assigned, SKIP past it.
+    private func skipIfNeverAssigned(_ session: CollectorSession, _ frames: inout DeliverFrames) -> Bool {
+        guard let range = skips.first(where: { $0.contains(session.cursor) }) else { return false }
+        markGap(session.cursor ... range.upperBound, &frames)
+        session.cursor = range.upperBound + 1
+        return true
+    }
+
+    private func startReplay(_ session: CollectorSession) {
+        session.replay = ReplayFeed(catalog: spill.catalog, from: session.cursor, writtenThrough: spill.writtenThrough,
+                                    wake: replayWake)
+    }
+
+    /// Numbers `gap` will not be delivered: SKIP for the parts an earlier run never assigned;
+    /// the rest were lost (retention or a damaged block, already counted) and are logged.
+    private func markGap(_ gap: ClosedRange<UInt64>, _ frames: inout DeliverFrames) {
+        frames.close()
+        var position = gap.lowerBound
+        for range in skips where range.overlaps(gap) {
+            let first = max(range.lowerBound, gap.lowerBound), last = min(range.upperBound, gap.upperBound)
+            if first > position { reportUnavailable(position ... first - 1) }
+            frames.outbound.append(.skip(first: first, last: last))
+            position = last &+ 1
+        }
+        if position <= gap.upperBound && position != 0 { reportUnavailable(position ... gap.upperBound) }
+    }
+
+    private func reportUnavailable(_ range: ClosedRange<UInt64>) {
+        log.log(.warning, "records_unavailable", ["first": String(range.lowerBound), "last": String(range.upperBound),
+                                                  "reason": "removed by retention or damaged in the spill"])
     }
 
     // MARK: Timers and endings
@@ -371,9 +480,44 @@ final class RelayCore {
         case let .collector(session):
             if let durable = session.durable, durable.connection === connection { durable.connection = nil }
             collectors.removeAll { $0 === connection }
+            session.replay?.cancel()
+            session.replay = nil
+            session.chunk = nil
         default:
             break
         }
         connection.readPaused = false
+    }
+}
+
+/// Packs records into DELIVER frames within the frame and batch limits; `close()` ends the
+/// open frame (before a SKIP, and when filling stops).
+struct DeliverFrames {
+    let outbound: OutboundBuffer
+    let maxFrame: Int
+    let maxBatch: Int
+    private var mark: OutboundBuffer.FrameMark?
+    private var count = 0
+
+    init(outbound: OutboundBuffer, maxFrame: Int, maxBatch: Int) {
+        self.outbound = outbound
+        self.maxFrame = maxFrame
+        self.maxBatch = maxBatch
+    }
+
+    mutating func append(_ record: UnsafeRawBufferPointer) {
+        if let open = mark, count >= maxBatch || outbound.size(since: open) + record.count > maxFrame { close() }
+        if mark == nil {
+            mark = outbound.beginBatch(.deliver)
+            count = 0
+        }
+        outbound.append(raw: record)
+        count += 1
+    }
+
+    mutating func close() {
+        guard let open = mark else { return }
+        outbound.endBatch(open, count: count)
+        mark = nil
     }
 }

@@ -24,21 +24,27 @@ public final class RelayServer {
     private var openConnections = 0
     private var listenerPausedUntil: UInt64 = 0
     private var now: UInt64 = Clock.monotonicNanos
+    private var spillProgressed = false
     private let backlogLimit: Int
     /// Where input from closing connections is read and dropped.
     private let discardBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 8)
 
     private static let listenerToken = UInt64.max
     private static let wakeToken = UInt64.max - 1
+    private static let spillToken = UInt64.max - 2
+    private static let replayToken = UInt64.max - 3
     private static let readChunk = 64 * 1024
     private static let lingerNanos: UInt64 = 2_000_000_000
     private static let sweepNanos: UInt64 = 100_000_000
 
-    /// Binds the listening socket. Throws `RelayConfiguration.Invalid` or `SystemError`.
+    /// Recovers the data directory (spill and state), starts the spill thread and binds the
+    /// listening socket. Throws `RelayConfiguration.Invalid`, `SystemError` or a database error.
     public init(configuration: RelayConfiguration, log: RelayLog) throws {
         try configuration.validate()
         self.log = log
-        core = RelayCore(configuration: configuration, log: log)
+        let resume = try ResumePoint.open(configuration, log: log)
+        let spill = try SpillService(resume: resume, durableCollectors: configuration.durableCollectors)
+        core = try RelayCore(configuration: configuration, log: log, resume: resume, spill: spill)
         backlogLimit = configuration.outputBacklogLimit
         let requested = try SocketAddress(parsing: configuration.listen)
         poller = try Poller(capacity: 512)
@@ -47,6 +53,10 @@ public final class RelayServer {
         address = try listener.localAddress()
         try poller.add(listener.descriptor, .readable, token: Self.listenerToken)
         try poller.add(wake.descriptor, .readable, token: Self.wakeToken)
+        try poller.add(spill.progress.descriptor, .readable, token: Self.spillToken)
+        try poller.add(core.replayWake.descriptor, .readable, token: Self.replayToken)
+        spill.start(ring: core.ring, gate: core.ring.addGate(from: core.ring.head), resume: resume,
+                    configuration: configuration, log: log)
     }
 
     deinit {
@@ -72,8 +82,9 @@ public final class RelayServer {
         while !stopRequested.load(ordering: .acquiring) && !ProcessSetup.stopRequested {
             try poller.wait(timeoutMillis: busy ? 0 : 100) { event in dispatch(event) }
             now = Clock.monotonicNanos
-            if core.commitsAdvanced {
-                for connection in core.settleAfterCommits() { resume(connection) }
+            if spillProgressed {
+                spillProgressed = false
+                for connection in core.settleAcks() { resume(connection) }
             }
             busy = deliver()
             flushQueued()
@@ -92,6 +103,10 @@ public final class RelayServer {
         switch event.token {
         case Self.listenerToken: acceptPending()
         case Self.wakeToken: wake.drain()
+        case Self.spillToken:
+            core.spill.progress.drain()
+            spillProgressed = true
+        case Self.replayToken: core.replayWake.drain()
         default:
             let slot = Int(event.token & 0xFFFF_FFFF)
             guard slot < slots.count, let connection = slots[slot], connection.token == event.token else { return }
@@ -319,6 +334,11 @@ public final class RelayServer {
         for case let connection? in slots { flush(connection) }
         for case let connection? in slots { close(connection) }
         poller.remove(listener.descriptor)
+        // Everything accepted goes to the spill and is fsync'd before the process exits.
+        if !core.spill.stop(timeoutSeconds: 30) {
+            log.log(.error, "spill_not_flushed", ["reason": core.spill.failure ?? "timed out",
+                                                  "effect": "unacknowledged records will be resent by their producers"])
+        }
         log.log(.info, "stopped")
     }
 }

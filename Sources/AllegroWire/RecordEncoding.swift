@@ -105,4 +105,31 @@ public enum DeliveredRecordLayout {
     public static func relaySequence(at record: UnsafeRawPointer) -> UInt64 {
         UInt64(littleEndian: record.loadUnaligned(fromByteOffset: DeliverLayout.relaySequence, as: UInt64.self))
     }
+
+    /// The ingest time of a record stored in DELIVER layout.
+    public static func ingestNanos(at record: UnsafeRawPointer) -> UInt64 {
+        UInt64(littleEndian: record.loadUnaligned(fromByteOffset: DeliverLayout.ingestTime, as: UInt64.self))
+    }
+
+    /// The producer sequence of a record stored in DELIVER layout.
+    public static func producerSequence(at record: UnsafeRawPointer) -> UInt64 {
+        UInt64(littleEndian: record.loadUnaligned(fromByteOffset: DeliverLayout.producerSequence, as: UInt64.self))
+    }
+
+    /// The size of the DELIVER-layout record at the start of `bytes`, or nil when its header or
+    /// its declared lengths run past `bytes` (damaged or truncated data).
+    public static func size(of bytes: UnsafeRawBufferPointer) -> Int? {
+        guard bytes.count >= DeliverLayout.headerSize, let base = bytes.baseAddress else { return nil }
+        let size = DeliverLayout.headerSize
+            + Int(UInt32(littleEndian: base.loadUnaligned(fromByteOffset: DeliverLayout.payloadLength, as: UInt32.self)))
+            + Int(bytes[DeliverLayout.producerLength]) + Int(bytes[DeliverLayout.sessionLength])
+            + Int(bytes[DeliverLayout.kindLength]) + Int(bytes[DeliverLayout.contentTypeLength])
+        return size <= bytes.count ? size : nil
+    }
+
+    /// The producer id of a DELIVER-layout record whose size `size(of:)` has checked.
+    public static func producer(of record: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        let length = Int(record[DeliverLayout.producerLength])
+        return UnsafeRawBufferPointer(rebasing: record[DeliverLayout.headerSize ..< DeliverLayout.headerSize + length])
+    }
 }

@@ -12,7 +12,9 @@ enum ConfigurationFile {
     static let keys = [
         "listen", "data_dir", "relay_id", "producer_token", "collector_token", "durable_collectors",
         "ring_bytes", "ring_records", "max_connections", "max_frame_bytes", "max_batch_records",
-        "heartbeat_ms", "idle_timeout_ms", "handshake_timeout_ms", "collector_buffer_bytes", "log_level",
+        "heartbeat_ms", "idle_timeout_ms", "handshake_timeout_ms", "collector_buffer_bytes", "spill_fsync_interval_ms",
+        "spill_segment_bytes", "spill_block_bytes", "spill_compression_level", "retention_max_age_ms",
+        "retention_max_bytes", "log_level",
     ]
 
     /// Applies a JSON object file's keys to `configuration`.
@@ -80,6 +82,12 @@ enum ConfigurationFile {
         case "idle_timeout_ms": configuration.idleTimeoutMillis = try integer()
         case "handshake_timeout_ms": configuration.handshakeTimeoutMillis = try integer()
         case "collector_buffer_bytes": configuration.collectorBufferBytes = try integer()
+        case "spill_fsync_interval_ms": configuration.spillFsyncIntervalMillis = try integer()
+        case "spill_segment_bytes": configuration.spillSegmentBytes = try integer()
+        case "spill_block_bytes": configuration.spillBlockBytes = try integer()
+        case "spill_compression_level": configuration.spillCompressionLevel = try integer()
+        case "retention_max_age_ms": configuration.retentionMaxAgeMillis = try integer()
+        case "retention_max_bytes": configuration.retentionMaxBytes = try integer()
         case "log_level":
             let levels: [String: RelayLog.Level] = ["debug": .debug, "info": .info, "warning": .warning, "error": .error]
             guard let level = levels[try text()] else {

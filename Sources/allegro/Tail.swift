@@ -10,7 +10,8 @@ struct Tail: ParsableCommand {
         abstract: "Subscribe and print one record per line.",
         discussion: """
         jsonl prints the header fields and the payload (as "payload" when it is UTF-8 text, else
-        as "payload_hex"); payload prints the payload bytes alone. With --collector NAME the
+        as "payload_hex"), and a {"skip_first":N,"skip_last":M} line where the relay marks numbers
+        it never assigned (after a crash); payload prints the payload bytes alone. With --collector NAME the
         subscription is durable: what was printed is committed, and --from committed resumes
         after it. With --count N it exits 0 after N records. The token defaults to
         $ALLEGRO_COLLECTOR_TOKEN.
@@ -84,7 +85,12 @@ struct Tail: ParsableCommand {
                 continue
             }
             idleSince = Clock.monotonicNanos
-            guard case let .record(record) = event else { continue }
+            guard case let .record(record) = event else {
+                if case let .skip(first, last) = event, format == .jsonl {
+                    output.append("{\"skip_first\":\(first),\"skip_last\":\(last)}\n")
+                }
+                continue
+            }
             switch format {
             case .jsonl: output.append(RecordLine.json(record))
             case .payload:

@@ -18,7 +18,9 @@ import Testing
         let perProducer = 250_000, producers = 4, total = perProducer * producers
         let scratch = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
-        let relay = try RelayProcess(["--durable", "timmy", "--set", "ring_bytes=268435456", "--set", "ring_records=2097152"])
+        // The default 64 MiB ring holds fewer than the million records: the second collector,
+        // from the earliest, is served from the spill first and then from the ring.
+        let relay = try RelayProcess(["--durable", "timmy"])
         let timmy = try AllegroBinary.start(["tail", "--relay", relay.address, "--collector", "timmy", "--from", "earliest",
                                              "--count", String(total), "--format", "jsonl"])
         let inputs = try (1 ... producers).map { try Self.lines("p\($0)", perProducer, in: scratch) }
@@ -50,7 +52,7 @@ import Testing
         #expect(nextPayload == ["p1": perProducer, "p2": perProducer, "p3": perProducer, "p4": perProducer])
 
         // A second collector at another cursor receives exactly the same records from there.
-        let from = 250_001
+        let from = 2
         let second = try AllegroBinary.run(["tail", "--relay", relay.address, "--from", String(from),
                                             "--count", String(total - from + 1), "--format", "jsonl"], timeout: 600)
         #expect(second.status == 0, "second tail: \(second.stderr)")
@@ -68,7 +70,7 @@ import Testing
         #expect(relay.stop() == 0)
     }
 
-    @Test func durableCollectorResumesAfterItsCommitAndAcksWaitForIt() throws {
+    @Test func durableCollectorResumesAfterItsCommit() throws {
         let scratch = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
         let relay = try RelayProcess(["--durable", "timmy"])
@@ -80,16 +82,15 @@ import Testing
         let firstRecords = TailLine.parse(Data(first.stdout.utf8)).compactMap { $0 }
         #expect(firstRecords.map(\.relaySequence) == Array(1 ... 1000))
         #expect(firstRecords.map(\.payload) == (0 ..< 1000).map { "r-\($0)" })
-        // Records 1001 ... 2000 are not committed by timmy, so push cannot have all its acks.
-        #expect(push.process.isRunning, "push must still be waiting for acks")
+        // Acks come from the spill, not from timmy: the producer is done long before timmy.
+        let pushed = try push.wait(timeout: 30)
+        #expect(pushed.status == 0 && pushed.stderr.contains("sent 2000 records, acked 2000"), "\(pushed.stderr)")
 
         let second = try AllegroBinary.run(tail + ["--from", "committed", "--count", "1000"])
         #expect(second.status == 0, "\(second.stderr)")
         let secondRecords = TailLine.parse(Data(second.stdout.utf8)).compactMap { $0 }
         #expect(secondRecords.map(\.relaySequence) == Array(1001 ... 2000), "resumes exactly after the last commit")
         #expect(secondRecords.map(\.payload) == (1000 ..< 2000).map { "r-\($0)" })
-        let pushed = try push.wait(timeout: 30)
-        #expect(pushed.status == 0 && pushed.stderr.contains("sent 2000 records, acked 2000"), "\(pushed.stderr)")
 
         let third = try AllegroBinary.run(tail + ["--from", "committed", "--idle-exit-ms", "300"])
         #expect(third.status == 0 && third.stdout.isEmpty, "nothing left after the last commit")

@@ -1,0 +1,68 @@
+import AllegroPosix
+import AllegroSpill
+import AllegroStore
+
+/// Everything the relay resumes from at start: the spill as recovery left it, the state
+/// database, and where relay sequences continue.
+struct ResumePoint {
+    let store: StateStore
+    let catalog: SegmentCatalog
+    let spillDirectory: String
+    /// The first relay sequence this run assigns.
+    let firstSequence: UInt64
+    /// The last sequence in the spill (all of it fsync'd): what is already safe.
+    let lastSpilled: UInt64
+    let cursors: [String: UInt64]
+    let marks: [ProducerMark]
+    let skips: [ClosedRange<UInt64>]
+
+    /// Relay sequences are reserved this many at a time, ahead of use.
+    static let reservationChunk: UInt64 = 1 << 20
+
+    /// Opens the data directory: state database, spill recovery (reported, never fatal for a
+    /// damaged block), producer marks brought up to date from the spill's tail, and the skip of
+    /// numbers an earlier run reserved but never spilled.
+    static func open(_ configuration: RelayConfiguration, log: RelayLog) throws -> ResumePoint {
+        let data = configuration.dataDirectory
+        try Directory.create(data)
+        let store = try StateStore(path: data + "/state.sqlite")
+        let state = try store.load()
+        let spillDirectory = data + "/spill"
+        let report = try SpillRecovery.run(directory: spillDirectory, marksAfter: state.marksCheckpoint)
+        let now = Clock.wallNanos
+        for damage in report.damage {
+            let kind = damage.torn ? "spill_tail_truncated" : "spill_block_quarantined"
+            let detail = "\(damage.segment) offset \(damage.offset) length \(damage.length) -> \(damage.quarantineFile)"
+            log.log(.warning, kind, ["segment": damage.segment, "offset": String(damage.offset), "bytes": String(damage.length),
+                                     "lost_records": String(damage.lostRecords), "quarantine": damage.quarantineFile])
+            try store.recordEvent(kind: kind, detail: detail, records: damage.lostRecords, atNanos: now)
+        }
+
+        var marks: [[UInt8]: ProducerMark] = [:]
+        for mark in state.marks { marks[mark.producer] = mark }
+        for (producer, found) in report.producerMarks where found.producerSequence > marks[producer]?.producerSequence ?? 0 {
+            marks[producer] = ProducerMark(producer: producer, producerSequence: found.producerSequence,
+                                           relaySequence: found.relaySequence)
+        }
+        let lastSpilled = report.lastSequence
+        var skips = state.skips
+        if state.reservedThrough > lastSpilled {
+            // Numbers an earlier run reserved but never spilled: handed out at most to records
+            // that were never acknowledged. Never reuse them; tell collectors they were skipped.
+            let skipped = lastSpilled + 1 ... state.reservedThrough
+            try store.addSkip(skipped)
+            skips.append(skipped)
+            try store.recordEvent(kind: "sequences_skipped", detail: "\(skipped.lowerBound) ... \(skipped.upperBound)",
+                                  records: 0, atNanos: now)
+            log.log(.warning, "sequences_skipped", ["first": String(skipped.lowerBound), "last": String(skipped.upperBound)])
+        }
+        let first = max(lastSpilled, state.reservedThrough) + 1
+        try store.reserve(through: first - 1 + reservationChunk)
+        try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], atNanos: now)
+        log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "last_sequence": String(lastSpilled),
+                                           "next_sequence": String(first), "producers": String(marks.count)])
+        return ResumePoint(store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
+                           firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
+                           marks: Array(marks.values), skips: skips.sorted { $0.lowerBound < $1.lowerBound })
+    }
+}

@@ -1,0 +1,96 @@
+import AllegroPosix
+import AllegroSpill
+import Atomics
+import Foundation
+import Synchronization
+
+/// Decompressed records from the spill for one catching-up collector, produced on a thread of
+/// its own (decompression never runs on the I/O thread) and handed over in chunks: one block's
+/// records each, in DELIVER layout. At most `depth` chunks are in flight; the I/O thread
+/// returns each after copying it out, so memory is bounded per replay.
+final class ReplayFeed: Sendable {
+    /// One block's records. Owned by exactly one thread at a time: the replay thread while it
+    /// fills it, then the I/O thread (through the feed's mutex) until it gives it back.
+    final class Chunk: @unchecked Sendable {
+        private(set) var storage: UnsafeMutableRawBufferPointer
+        var count = 0
+        var records = 0
+
+        init() { storage = .allocate(byteCount: 128 * 1024, alignment: 16) }
+        deinit { storage.deallocate() }
+
+        var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[..<count]) }
+
+        func fill(_ source: UnsafeRawBufferPointer, records: Int) {
+            if storage.count < source.count {
+                storage.deallocate()
+                storage = .allocate(byteCount: source.count, alignment: 16)
+            }
+            if let from = source.baseAddress, let to = storage.baseAddress { to.copyMemory(from: from, byteCount: source.count) }
+            count = source.count
+            self.records = records
+        }
+    }
+
+    private struct State {
+        var ready: [Chunk] = []
+        var spare: [Chunk] = []
+        var finished = false
+        var readThrough: UInt64 = 0
+    }
+
+    let start: UInt64
+    private let state = Mutex(State())
+    private let slots: DispatchSemaphore
+    private let cancelled = ManagedAtomic<Bool>(false)
+
+    /// Starts reading the spill from `sequence`, up to what the writer has published.
+    init(catalog: SegmentCatalog, from sequence: UInt64, writtenThrough: ManagedAtomic<UInt64>, wake: WakeSignal, depth: Int = 8) {
+        start = sequence
+        slots = DispatchSemaphore(value: depth)
+        Thread { [self] in
+            let reader = SpillReader(catalog: catalog, from: sequence)
+            var more = true
+            while more && !self.cancelled.load(ordering: .relaxed) {
+                if self.slots.wait(timeout: .now() + .milliseconds(200)) == .timedOut { continue }
+                let chunk = self.state.withLock { $0.spare.popLast() } ?? Chunk()
+                let limit = writtenThrough.load(ordering: .acquiring)
+                more = reader.nextBlock(limit: limit) { records, count in
+                    chunk.fill(records, records: count)
+                }
+                if more {
+                    self.state.withLock { $0.ready.append(chunk) }
+                } else {
+                    self.state.withLock { state in
+                        state.spare.append(chunk)
+                        state.readThrough = limit
+                    }
+                    self.slots.signal()
+                }
+                wake.signal()
+            }
+            self.state.withLock { $0.finished = true }
+            wake.signal()
+        }.start()
+    }
+
+    /// The next chunk, or nil when none is ready yet (or the feed is done).
+    func take() -> Chunk? {
+        state.withLock { state in state.ready.isEmpty ? nil : state.ready.removeFirst() }
+    }
+
+    /// Gives a chunk back once its records are copied out.
+    func recycle(_ chunk: Chunk) {
+        state.withLock { $0.spare.append(chunk) }
+        slots.signal()
+    }
+
+    /// True once the reader reached the end of what was spilled and every chunk was taken.
+    var isDrained: Bool { state.withLock { $0.finished && $0.ready.isEmpty } }
+
+    /// Once drained: the reader had read every spilled record from its start up to this sequence.
+    var readThrough: UInt64 { state.withLock { $0.readThrough } }
+
+    /// Stops the reader thread (a collector went away).
+    func cancel() { cancelled.store(true, ordering: .relaxed) }
+}

@@ -1,0 +1,327 @@
+import AllegroPosix
+import AllegroRing
+import AllegroSpill
+import AllegroStore
+import AllegroWire
+import Atomics
+import Foundation
+import Synchronization
+
+/// The spill thread and what the I/O thread shares with it. The thread reads every record from
+/// the ring through its own gate, writes compressed blocks, fsyncs them in groups, persists the
+/// producer marks and committed cursors of each group, then publishes `durableThrough`: the
+/// relay acknowledges a record only once it is at or below that.
+///
+/// The ring cannot reclaim a record the spill has not written, so when the disk stalls or fails
+/// the ring fills and the relay stops reading producers: back-pressure, never loss. A failed
+/// write is retried every 200 ms and reported until it succeeds.
+final class SpillService: Sendable {
+    /// Every record at or below this is in the spill and fsync'd.
+    let durableThrough: ManagedAtomic<UInt64>
+    /// Every record at or below this is written to a segment file (readable by replays).
+    let writtenThrough: ManagedAtomic<UInt64>
+    /// Signalled after each group commit; the event loop waits on it.
+    let progress: WakeSignal
+    let catalog: SegmentCatalog
+
+    private let wake: WakeSignal
+    private let sleeping = ManagedAtomic<Bool>(false)
+    private let stopping = ManagedAtomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+    private let shared: Mutex<Shared>
+
+    /// What the I/O thread hands to the spill thread, and what the spill thread reports back.
+    struct Shared {
+        /// Committed cursors not yet persisted.
+        var dirtyCursors: [String: UInt64] = [:]
+        /// Every configured durable collector's committed cursor (for retention accounting).
+        var committed: [String: UInt64] = [:]
+        /// Why the spill cannot write now, if it cannot.
+        var failure: String?
+        var retentionRemovedSegments = 0
+        var retentionForcedLoss: UInt64 = 0
+    }
+
+    init(resume: ResumePoint, durableCollectors: [String]) throws {
+        durableThrough = ManagedAtomic(resume.lastSpilled)
+        writtenThrough = ManagedAtomic(resume.lastSpilled)
+        progress = try WakeSignal()
+        wake = try WakeSignal()
+        catalog = resume.catalog
+        var committed: [String: UInt64] = [:]
+        for name in durableCollectors { committed[name] = resume.cursors[name] ?? 0 }
+        shared = Mutex(Shared(committed: committed))
+    }
+
+    /// Starts the spill thread on `ring` (whose gate it owns).
+    func start(ring: RecordRing, gate: RingGate, resume: ResumePoint, configuration: RelayConfiguration, log: RelayLog) {
+        let worker = SpillWorker(service: self, ring: ring, gate: gate, store: resume.store,
+                                 directory: resume.spillDirectory, configuration: configuration, log: log)
+        Thread { [finished] in
+            worker.run()
+            finished.signal()
+        }.start()
+    }
+
+    /// Called by the I/O thread after it appended records: wakes the spill thread if it sleeps.
+    @inline(__always)
+    func recordsAppended() {
+        Atomics.atomicMemoryFence(ordering: AtomicUpdateOrdering.sequentiallyConsistent)
+        if sleeping.load(ordering: .relaxed) { wake.signal() }
+    }
+
+    /// A durable collector's new committed cursor, persisted with the next group commit.
+    func committed(_ name: String, through: UInt64) {
+        shared.withLock { state in
+            state.dirtyCursors[name] = through
+            state.committed[name] = max(state.committed[name] ?? 0, through)
+        }
+        wake.signal()
+    }
+
+    var failure: String? { shared.withLock { $0.failure } }
+
+    /// Asks the thread to write and fsync everything in the ring, persist cursors and stop;
+    /// waits up to `timeoutSeconds`. False if it did not finish (a stuck disk).
+    func stop(timeoutSeconds: Double) -> Bool {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        wake.signal()
+        return finished.wait(timeout: .now() + timeoutSeconds) == .success
+    }
+
+    // MARK: For the worker
+
+    fileprivate var isStopping: Bool { stopping.load(ordering: .sequentiallyConsistent) }
+    fileprivate func takeCursors() -> [String: UInt64] {
+        shared.withLock { state in
+            defer { state.dirtyCursors.removeAll() }
+            return state.dirtyCursors
+        }
+    }
+    fileprivate func lowestCommitted() -> UInt64? { shared.withLock { $0.committed.values.min() } }
+    fileprivate func setFailure(_ message: String?) -> String? {
+        shared.withLock { state in
+            defer { state.failure = message }
+            return state.failure
+        }
+    }
+    fileprivate func countRetention(forcedLoss: UInt64) {
+        shared.withLock { state in
+            state.retentionRemovedSegments += 1
+            state.retentionForcedLoss += forcedLoss
+        }
+    }
+
+    /// Sleeps until records may have arrived or `millis` pass. The flag-fence-recheck order
+    /// pairs with `recordsAppended()` so a wake-up is never lost.
+    fileprivate func sleep(unlessBeyond next: UInt64, ring: RecordRing, millis: Int32) {
+        sleeping.store(true, ordering: .sequentiallyConsistent)
+        Atomics.atomicMemoryFence(ordering: AtomicUpdateOrdering.sequentiallyConsistent)
+        if ring.head == next && !isStopping { wake.wait(timeoutMillis: millis) }
+        sleeping.store(false, ordering: .relaxed)
+    }
+}
+
+/// The spill thread's own state and loop. Nothing here is touched by another thread.
+private final class SpillWorker: @unchecked Sendable {
+    // @unchecked: created on the I/O thread, then used only by the spill thread it is handed to.
+    let service: SpillService
+    let ring: RecordRing
+    let gate: RingGate
+    let store: StateStore
+    let writer: SpillWriter
+    let configuration: RelayConfiguration
+    let log: RelayLog
+    let blockBytes: Int
+    let fsyncIntervalNanos: UInt64
+
+    var next: UInt64
+    var lastWritten: UInt64
+    var lastSynced: UInt64
+    var lastSyncAt = Clock.monotonicNanos
+    var lastRetentionAt: UInt64 = 0
+    /// Producer marks seen since the last group commit.
+    var marks: [[UInt8]: ProducerMark] = [:]
+    var recentProducer: [UInt8] = []
+
+    init(service: SpillService, ring: RecordRing, gate: RingGate, store: StateStore, directory: String,
+         configuration: RelayConfiguration, log: RelayLog) {
+        self.service = service
+        self.ring = ring
+        self.gate = gate
+        self.store = store
+        self.configuration = configuration
+        self.log = log
+        writer = SpillWriter(directory: directory, catalog: service.catalog, segmentBytes: configuration.spillSegmentBytes,
+                             segmentNanos: UInt64(configuration.retentionMaxAgeMillis) * 1_000_000 / 8,
+                             level: Int32(configuration.spillCompressionLevel))
+        blockBytes = configuration.spillBlockBytes
+        fsyncIntervalNanos = UInt64(configuration.spillFsyncIntervalMillis) * 1_000_000
+        next = gate.next
+        lastWritten = service.writtenThrough.load(ordering: .relaxed)
+        lastSynced = lastWritten
+    }
+
+    func run() {
+        while true {
+            let head = ring.head
+            if next < head {
+                guard writeBlock(head: head) else {
+                    Clock.sleep(nanos: 200_000_000)
+                    continue
+                }
+            }
+            let now = Clock.monotonicNanos
+            if lastWritten > lastSynced && (next == ring.head || now - lastSyncAt >= fsyncIntervalNanos) {
+                guard groupCommit() else {
+                    Clock.sleep(nanos: 200_000_000)
+                    continue
+                }
+            }
+            if now - lastRetentionAt >= 1_000_000_000 {
+                lastRetentionAt = now
+                applyRetention()
+                persistCursorsIfAny()
+            }
+            if next == ring.head && lastWritten == lastSynced {
+                if service.isStopping {
+                    persistCursorsIfAny()
+                    writer.close()
+                    // Everything assigned is spilled: the next run continues with no gap.
+                    do { try store.reserve(through: next - 1) } catch {
+                        log.log(.warning, "state_save_failed", ["error": "\(error)"])
+                    }
+                    return
+                }
+                service.sleep(unlessBeyond: next, ring: ring, millis: 100)
+                persistCursorsIfAny()
+            }
+        }
+    }
+
+    /// Writes one block of records from `next`. False when the write failed (reported).
+    private func writeBlock(head: UInt64) -> Bool {
+        var staged = 0
+        var count: UInt32 = 0
+        var firstIngest: UInt64 = 0, lastIngest: UInt64 = 0
+        var space = writer.stagingSpace(minimum: blockBytes)
+        var sequence = next
+        while sequence < head && staged < blockBytes {
+            let record = ring.record(sequence)
+            if staged + record.count > space.count {
+                if count > 0 { break }
+                space = writer.stagingSpace(minimum: record.count)
+            }
+            guard let source = record.baseAddress, let target = space.baseAddress else { break }
+            (target + staged).copyMemory(from: source, byteCount: record.count)
+            lastIngest = DeliveredRecordLayout.ingestNanos(at: source)
+            if count == 0 { firstIngest = lastIngest }
+            noteMark(record, sequence)
+            staged += record.count
+            count += 1
+            sequence += 1
+        }
+        do {
+            try writer.appendBlock(records: count, firstSequence: next, stagedBytes: staged,
+                                   firstIngest: firstIngest, lastIngest: lastIngest)
+        } catch {
+            report(failure: "spill write failed: \(error)")
+            return false
+        }
+        lastWritten = sequence - 1
+        next = sequence
+        service.writtenThrough.store(lastWritten, ordering: .releasing)
+        gate.advance(to: next)
+        return true
+    }
+
+    /// Producer marks for the records written since the last group commit. Looks a producer up
+    /// only when it changes from the previous record, so a run of one producer's records costs
+    /// no allocation.
+    private func noteMark(_ record: UnsafeRawBufferPointer, _ sequence: UInt64) {
+        guard let base = record.baseAddress else { return }
+        let producer = DeliveredRecordLayout.producer(of: record)
+        if !producer.elementsEqual(recentProducer) { recentProducer = Array(producer) }
+        let producerSequence = DeliveredRecordLayout.producerSequence(at: base)
+        if var mark = marks[recentProducer] {
+            if producerSequence > mark.producerSequence {
+                mark.producerSequence = producerSequence
+                mark.relaySequence = sequence
+                marks[recentProducer] = mark
+            }
+        } else {
+            marks[recentProducer] = ProducerMark(producer: recentProducer, producerSequence: producerSequence, relaySequence: sequence)
+        }
+    }
+
+    /// fsync, then the marks and cursors of the group, then publish: acks may follow.
+    private func groupCommit() -> Bool {
+        do {
+            try writer.sync()
+        } catch {
+            report(failure: "spill fsync failed: \(error)")
+            return false
+        }
+        let cursors = service.takeCursors()
+        do {
+            try store.save(marks: Array(marks.values), checkpoint: lastWritten, cursors: cursors, atNanos: Clock.wallNanos)
+            marks.removeAll(keepingCapacity: true)
+        } catch {
+            // The spill itself is durable, so acks stay correct: a restart reads the marks
+            // back from the spill. Cursors are retried with the next group.
+            log.log(.warning, "state_save_failed", ["error": "\(error)"])
+            for (name, through) in cursors { service.committed(name, through: through) }
+        }
+        lastSynced = lastWritten
+        lastSyncAt = Clock.monotonicNanos
+        service.durableThrough.store(lastSynced, ordering: .releasing)
+        service.progress.signal()
+        if let previous = service.setFailure(nil) {
+            log.log(.info, "spill_recovered_from_failure", ["was": previous])
+        }
+        return true
+    }
+
+    private func persistCursorsIfAny() {
+        let cursors = service.takeCursors()
+        guard !cursors.isEmpty else { return }
+        do {
+            try store.save(marks: [], checkpoint: 0, cursors: cursors, atNanos: Clock.wallNanos)
+        } catch {
+            log.log(.warning, "state_save_failed", ["error": "\(error)"])
+            for (name, through) in cursors { service.committed(name, through: through) }
+        }
+    }
+
+    private func report(failure message: String) {
+        if service.setFailure(message) != message {
+            log.log(.error, "spill_failed", ["error": message, "effect": "acks and producer reads paused until it recovers"])
+        }
+    }
+
+    /// Removes segments past the age or size limit, oldest first, counting records that no
+    /// durable collector had committed yet (forced loss).
+    private func applyRetention() {
+        let maxAge = UInt64(configuration.retentionMaxAgeMillis) * 1_000_000
+        let maxBytes = configuration.retentionMaxBytes
+        let now = Clock.wallNanos
+        while let oldest = service.catalog.snapshot().first, service.catalog.count > 1 {
+            let tooOld = !oldest.isEmpty && oldest.lastIngestNanos + maxAge < now
+            let tooBig = maxBytes > 0 && service.catalog.totalBytes > maxBytes
+            guard tooOld || tooBig, let removed = service.catalog.removeOldest() else { return }
+            try? Directory.remove(removed.path)
+            var forced: UInt64 = 0
+            if !removed.isEmpty, let committed = service.lowestCommitted(), committed < removed.lastSequence {
+                forced = removed.lastSequence - max(committed, removed.firstSequence - 1)
+            }
+            service.countRetention(forcedLoss: forced)
+            let reason = tooOld ? "age" : "size"
+            let detail = "\(removed.path) sequences \(removed.firstSequence) ... \(removed.lastSequence) (\(reason))"
+            try? store.recordEvent(kind: forced > 0 ? "retention_forced_loss" : "retention_removed", detail: detail,
+                                   records: forced, atNanos: now)
+            log.log(forced > 0 ? .warning : .info, forced > 0 ? "retention_forced_loss" : "retention_removed",
+                    ["segment": removed.path, "records": String(removed.records), "uncommitted_records": String(forced),
+                     "reason": reason])
+        }
+    }
+}

@@ -1,0 +1,92 @@
+import Synchronization
+
+/// What is known about one segment file: its sequence range, valid length and time range.
+public struct SegmentInfo: Sendable, Equatable {
+    public var path: String
+    public var firstSequence: UInt64
+    /// Last relay sequence in the segment; `firstSequence - 1` while it is empty.
+    public var lastSequence: UInt64
+    public var records: UInt64
+    /// Bytes of valid data (header and whole blocks).
+    public var bytes: Int
+    public var firstIngestNanos: UInt64
+    public var lastIngestNanos: UInt64
+
+    public var isEmpty: Bool { records == 0 }
+}
+
+/// The spill's segments in sequence order, shared by the spill writer (which appends and
+/// retires them) and replay readers (which take snapshots). Every access takes a mutex; none is
+/// on a per-record path.
+public final class SegmentCatalog: Sendable {
+    private let segments: Mutex<[SegmentInfo]>
+
+    public init(_ initial: [SegmentInfo] = []) {
+        segments = Mutex(initial.sorted { $0.firstSequence < $1.firstSequence })
+    }
+
+    public func snapshot() -> [SegmentInfo] { segments.withLock { $0 } }
+
+    /// The oldest relay sequence held in the spill, or nil when it holds none.
+    public var oldestSequence: UInt64? {
+        segments.withLock { list in list.first { !$0.isEmpty }?.firstSequence }
+    }
+
+    public var totalBytes: Int { segments.withLock { $0.reduce(0) { $0 + $1.bytes } } }
+    public var count: Int { segments.withLock { $0.count } }
+
+    func append(_ segment: SegmentInfo) { segments.withLock { $0.append(segment) } }
+
+    /// Updates the newest segment (the one being written).
+    func updateNewest(_ body: (inout SegmentInfo) -> Void) {
+        segments.withLock { list in
+            guard !list.isEmpty else { return }
+            body(&list[list.count - 1])
+        }
+    }
+
+    /// Removes and returns the oldest segment, unless it is the only one (being written).
+    public func removeOldest() -> SegmentInfo? {
+        segments.withLock { list in list.count > 1 ? list.removeFirst() : nil }
+    }
+}
+
+/// Segment file names: the first relay sequence, zero-padded so names sort in sequence order.
+public enum SegmentName {
+    public static let suffix = ".seg"
+
+    public static func name(firstSequence: UInt64) -> String {
+        let digits = String(firstSequence)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
+    }
+
+    public static func firstSequence(of name: String) -> UInt64? {
+        guard name.hasSuffix(suffix), name.count == 20 + suffix.count else { return nil }
+        return UInt64(name.dropLast(suffix.count))
+    }
+}
+
+/// The 16-byte header at the start of every segment file: magic "ALSG", format version,
+/// reserved, and the segment's first relay sequence.
+enum SegmentHeader {
+    static let size = 16
+    static let magic: UInt32 = 0x4753_4C41 // "ALSG" little-endian
+    static let version: UInt16 = 1
+
+    static func encode(firstSequence: UInt64) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: size)
+        bytes.withUnsafeMutableBytes { out in
+            out.storeBytes(of: magic.littleEndian, toByteOffset: 0, as: UInt32.self)
+            out.storeBytes(of: version.littleEndian, toByteOffset: 4, as: UInt16.self)
+            out.storeBytes(of: firstSequence.littleEndian, toByteOffset: 8, as: UInt64.self)
+        }
+        return bytes
+    }
+
+    static func isValid(_ bytes: UnsafeRawBufferPointer, firstSequence: UInt64) -> Bool {
+        guard bytes.count >= size else { return false }
+        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) == magic
+            && UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) == version
+            && UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == firstSequence
+    }
+}

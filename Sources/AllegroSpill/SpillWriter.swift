@@ -1,0 +1,137 @@
+import AllegroPosix
+
+/// Appends compressed blocks of DELIVER-layout records to the newest segment file, rolls to a
+/// new segment past a size, and syncs on request (the caller groups blocks between syncs).
+/// Used by one thread only: the spill thread.
+///
+/// A failed write leaves the segment as it was before the block (it is truncated back), so a
+/// retry after the disk recovers appends cleanly.
+public final class SpillWriter {
+    public let directory: String
+    public let catalog: SegmentCatalog
+    private let segmentBytes: Int
+    private let segmentNanos: UInt64
+    private var segmentStartedAt: UInt64 = 0
+    private let deflater: Deflater
+    private var file: File?
+    private var offset = 0
+    private var staging: UnsafeMutableRawBufferPointer
+    private var compressed: UnsafeMutableRawBufferPointer
+    private var needsDirectorySync = false
+    private var unsynced = false
+
+    /// `catalog` holds the segments recovery found; appending continues in a new segment. A
+    /// segment is sealed past `segmentBytes` or once it is `segmentNanos` old, so retention by
+    /// age can remove whole files.
+    public init(directory: String, catalog: SegmentCatalog, segmentBytes: Int, segmentNanos: UInt64, level: Int32) {
+        self.directory = directory
+        self.catalog = catalog
+        self.segmentBytes = segmentBytes
+        self.segmentNanos = segmentNanos
+        deflater = Deflater(level: level)
+        staging = .allocate(byteCount: 256 * 1024, alignment: 16)
+        compressed = .allocate(byteCount: 256 * 1024, alignment: 16)
+    }
+
+    deinit {
+        file?.close()
+        staging.deallocate()
+        compressed.deallocate()
+    }
+
+    /// Space for the records of the next block; grows (rarely) to hold `minimum` bytes.
+    public func stagingSpace(minimum: Int) -> UnsafeMutableRawBufferPointer {
+        if staging.count < minimum {
+            let larger = UnsafeMutableRawBufferPointer.allocate(byteCount: minimum, alignment: 16)
+            staging.deallocate()
+            staging = larger
+        }
+        return staging
+    }
+
+    /// Compresses the first `count` staged bytes (records `first ... first + records - 1`) into
+    /// one block and appends it. Throws `SystemError` when the write fails (nothing is left
+    /// behind) or zlib fails.
+    public func appendBlock(records: UInt32, firstSequence: UInt64, stagedBytes count: Int,
+                            firstIngest: UInt64, lastIngest: UInt64) throws(SystemError) {
+        let input = UnsafeRawBufferPointer(rebasing: staging[..<count])
+        let bound = deflater.bound(count) + BlockHeader.size
+        if compressed.count < bound {
+            compressed.deallocate()
+            compressed = .allocate(byteCount: bound, alignment: 16)
+        }
+        let payload = UnsafeMutableRawBufferPointer(rebasing: compressed[BlockHeader.size...])
+        guard let size = deflater.compress(input, into: payload), let base = compressed.baseAddress else {
+            throw SystemError("deflate", errno: 5)
+        }
+        let header = BlockHeader(codec: .zlib, firstSequence: firstSequence, recordCount: records,
+                                 uncompressedSize: UInt32(count), compressedSize: UInt32(size),
+                                 payloadChecksum: CRC32.of(UnsafeRawBufferPointer(rebasing: payload[..<size])),
+                                 firstIngestNanos: firstIngest, lastIngestNanos: lastIngest)
+        header.encode(into: base)
+        let block = UnsafeRawBufferPointer(rebasing: compressed[..<header.totalSize])
+
+        let full = offset + block.count > segmentBytes || Clock.monotonicNanos - segmentStartedAt > segmentNanos
+        if file == nil || full && offset > SegmentHeader.size {
+            try roll(firstSequence: firstSequence)
+        }
+        guard let file else { return }
+        do throws(SystemError) {
+            try file.write(block, at: offset)
+        } catch {
+            try? file.truncate(to: offset)
+            throw error
+        }
+        offset += block.count
+        unsynced = true
+        catalog.updateNewest { segment in
+            if segment.isEmpty { segment.firstIngestNanos = firstIngest }
+            segment.lastSequence = header.lastSequence
+            segment.records += UInt64(records)
+            segment.bytes = self.offset
+            segment.lastIngestNanos = lastIngest
+        }
+    }
+
+    /// Makes every appended block durable (and a new segment's directory entry).
+    public func sync() throws(SystemError) {
+        guard unsynced || needsDirectorySync else { return }
+        try file?.sync()
+        if needsDirectorySync {
+            try Directory.sync(directory)
+            needsDirectorySync = false
+        }
+        unsynced = false
+    }
+
+    /// Seals the current segment (synced) and starts a new one whose first record is `firstSequence`.
+    private func roll(firstSequence: UInt64) throws(SystemError) {
+        if let file {
+            try sync()
+            file.close()
+            self.file = nil
+        }
+        let path = directory + "/" + SegmentName.name(firstSequence: firstSequence)
+        let created = try File.open(path, create: true)
+        do throws(SystemError) {
+            try created.truncate(to: 0)
+            try created.write(SegmentHeader.encode(firstSequence: firstSequence), at: 0)
+        } catch {
+            created.close()
+            try? Directory.remove(path)
+            throw error
+        }
+        file = created
+        offset = SegmentHeader.size
+        segmentStartedAt = Clock.monotonicNanos
+        needsDirectorySync = true
+        catalog.append(SegmentInfo(path: path, firstSequence: firstSequence, lastSequence: firstSequence - 1,
+                                   records: 0, bytes: offset, firstIngestNanos: 0, lastIngestNanos: 0))
+    }
+
+    /// Closes the current segment (after a final sync by the caller).
+    public func close() {
+        file?.close()
+        file = nil
+    }
+}

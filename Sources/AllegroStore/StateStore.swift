@@ -1,0 +1,154 @@
+import Foundation
+import GRDB
+
+/// A producer's dedup mark: the highest producer sequence accepted, and its relay sequence.
+public struct ProducerMark: Sendable, Equatable {
+    public var producer: [UInt8]
+    public var producerSequence: UInt64
+    public var relaySequence: UInt64
+
+    public init(producer: [UInt8], producerSequence: UInt64, relaySequence: UInt64) {
+        self.producer = producer
+        self.producerSequence = producerSequence
+        self.relaySequence = relaySequence
+    }
+}
+
+/// One line of the events table: spill damage, retention, forced losses, skips.
+public struct StoredEvent: Sendable, Equatable {
+    public var atNanos: UInt64
+    public var kind: String
+    public var detail: String
+    public var records: UInt64
+}
+
+/// The relay's small state, as of the last start.
+public struct StoredState: Sendable {
+    /// No relay sequence at or below this was ever handed out by an earlier run... or above it.
+    public var reservedThrough: UInt64 = 0
+    /// The producer marks reflect every spilled record at or below this relay sequence.
+    public var marksCheckpoint: UInt64 = 0
+    public var cursors: [String: UInt64] = [:]
+    public var marks: [ProducerMark] = []
+    /// Relay sequences never assigned (skipped after a crash).
+    public var skips: [ClosedRange<UInt64>] = []
+}
+
+/// SQLite state (WAL mode, through GRDB on the system libsqlite3): durable collectors' committed
+/// cursors, producers' dedup marks, the relay sequence reserved ahead of use, skipped ranges, and
+/// a table of spill and retention events. Safe to use from several threads (GRDB serialises).
+public final class StateStore: Sendable {
+    private let database: DatabaseQueue
+
+    /// Opens (creating and migrating) the database at `path`.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA journal_mode = WAL")
+            // NORMAL: a commit survives a process crash (kill -9); fsync happens at checkpoints.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        database = try DatabaseQueue(path: path, configuration: configuration)
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                CREATE TABLE cursors (name TEXT PRIMARY KEY, committed INTEGER NOT NULL, updated_ns INTEGER NOT NULL);
+                CREATE TABLE producers (id BLOB PRIMARY KEY, high_water INTEGER NOT NULL, relay_seq INTEGER NOT NULL,
+                                        updated_ns INTEGER NOT NULL);
+                CREATE TABLE skips (first INTEGER NOT NULL, last INTEGER NOT NULL);
+                CREATE TABLE events (at_ns INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
+                                     records INTEGER NOT NULL);
+                """)
+        }
+        try migrator.migrate(database)
+    }
+
+    public func load() throws -> StoredState {
+        try database.read { db in
+            var state = StoredState()
+            for row in try Row.fetchAll(db, sql: "SELECT key, value FROM meta") {
+                let value = UInt64(bitPattern: row["value"])
+                switch row["key"] as String {
+                case "reserved_through": state.reservedThrough = value
+                case "marks_checkpoint": state.marksCheckpoint = value
+                default: break
+                }
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT name, committed FROM cursors") {
+                state.cursors[row["name"]] = UInt64(bitPattern: row["committed"])
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT id, high_water, relay_seq FROM producers") {
+                let id: [UInt8] = (row["id"] as Data?).map { Array($0) } ?? []
+                state.marks.append(ProducerMark(producer: id, producerSequence: UInt64(bitPattern: row["high_water"]),
+                                                relaySequence: UInt64(bitPattern: row["relay_seq"])))
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT first, last FROM skips ORDER BY first") {
+                let first = UInt64(bitPattern: row["first"]), last = UInt64(bitPattern: row["last"])
+                if first <= last { state.skips.append(first ... last) }
+            }
+            return state
+        }
+    }
+
+    /// Records that relay sequences up to `through` may be handed out.
+    public func reserve(through: UInt64) throws {
+        try database.write { db in try Self.setMeta(db, "reserved_through", through) }
+    }
+
+    public func addSkip(_ range: ClosedRange<UInt64>) throws {
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO skips (first, last) VALUES (?, ?)",
+                           arguments: [Int64(bitPattern: range.lowerBound), Int64(bitPattern: range.upperBound)])
+        }
+    }
+
+    /// One group commit's state: producer marks through `checkpoint`, and committed cursors.
+    public func save(marks: [ProducerMark], checkpoint: UInt64, cursors: [String: UInt64], atNanos: UInt64) throws {
+        try database.write { db in
+            for mark in marks {
+                try db.execute(sql: """
+                    INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(id) DO UPDATE SET high_water = max(high_water, excluded.high_water),
+                        relay_seq = excluded.relay_seq, updated_ns = excluded.updated_ns
+                    """, arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
+                                     Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
+            }
+            if checkpoint > 0 { try Self.setMeta(db, "marks_checkpoint", checkpoint) }
+            for (name, committed) in cursors {
+                try db.execute(sql: """
+                    INSERT INTO cursors (name, committed, updated_ns) VALUES (?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET committed = max(committed, excluded.committed), updated_ns = excluded.updated_ns
+                    """, arguments: [name, Int64(bitPattern: committed), Int64(bitPattern: atNanos)])
+            }
+        }
+    }
+
+    public func recordEvent(kind: String, detail: String, records: UInt64, atNanos: UInt64) throws {
+        try database.write { db in
+            try db.execute(sql: "INSERT INTO events (at_ns, kind, detail, records) VALUES (?, ?, ?, ?)",
+                           arguments: [Int64(bitPattern: atNanos), kind, detail, Int64(bitPattern: records)])
+        }
+    }
+
+    public func events() throws -> [StoredEvent] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT at_ns, kind, detail, records FROM events ORDER BY rowid").map { row in
+                StoredEvent(atNanos: UInt64(bitPattern: row["at_ns"]), kind: row["kind"], detail: row["detail"],
+                            records: UInt64(bitPattern: row["records"]))
+            }
+        }
+    }
+
+    /// Forgets producers not seen since `nanos` (their records have left the spill too).
+    public func pruneProducers(notSeenSince nanos: UInt64) throws {
+        try database.write { db in
+            try db.execute(sql: "DELETE FROM producers WHERE updated_ns < ?", arguments: [Int64(bitPattern: nanos)])
+        }
+    }
+
+    private static func setMeta(_ db: Database, _ key: String, _ value: UInt64) throws {
+        try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       arguments: [key, Int64(bitPattern: value)])
+    }
+}
