@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "AllegroWireTests", dependencies: ["AllegroWire"]),
         .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CSQLite", "CAllegroSys"]),
-        .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix"]),
+        .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -46,10 +46,12 @@ struct ResumePoint {
         }
         let lastSpilled = report.lastSequence
         var skips = state.skips
-        if state.reservedThrough > lastSpilled {
-            // Numbers an earlier run reserved but never spilled: handed out at most to records
-            // that were never acknowledged. Never reuse them; tell collectors they were skipped.
-            let skipped = lastSpilled + 1 ... state.reservedThrough
+        // Numbers up to the last group commit were fsync'd (perhaps acked): if the spill lacks
+        // them now, they were damaged, not skipped. Beyond it, numbers an earlier run reserved
+        // went at most to records never acknowledged: never reuse them; mark them skipped.
+        let skipFrom = max(lastSpilled, state.marksCheckpoint) + 1
+        if state.reservedThrough >= skipFrom {
+            let skipped = skipFrom ... state.reservedThrough
             try store.addSkip(skipped)
             skips.append(skipped)
             try store.recordEvent(kind: "sequences_skipped", detail: "\(skipped.lowerBound) ... \(skipped.upperBound)",

@@ -38,6 +38,8 @@ final class RelayCore {
     private let skips: [ClosedRange<UInt64>]
     /// Relay sequences up to this may be assigned (persisted before use).
     private var reservedThrough: UInt64
+    /// The first relay sequence of this run.
+    private let runStart: UInt64
     /// Signalled by replay threads when they have records for the loop.
     let replayWake: WakeSignal
     private var pingNonce: UInt64 = 0
@@ -64,6 +66,7 @@ final class RelayCore {
         }
         skips = resume.skips
         reservedThrough = resume.firstSequence - 1 + ResumePoint.reservationChunk
+        runStart = resume.firstSequence
         replayWake = try WakeSignal()
         welcome = Welcome(version: Wire.version, maxFrameLength: UInt32(configuration.maxFrameBytes),
                           maxBatchRecords: UInt32(configuration.maxBatchRecords),
@@ -395,7 +398,8 @@ final class RelayCore {
     private func finishReplay(_ feed: ReplayFeed, _ session: CollectorSession, _ frames: inout DeliverFrames) {
         session.replay = nil
         guard session.cursor < ring.tail else { return }
-        let readThrough = feed.readThrough
+        // Numbers below this run's first are final: if the spill lacks them, they are gone.
+        let readThrough = max(feed.readThrough, runStart - 1)
         if readThrough >= session.cursor {
             // Everything spilled up to `readThrough` was read: what is missing below it is gone.
             let last = min(readThrough, ring.tail - 1)

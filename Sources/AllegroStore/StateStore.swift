@@ -26,7 +26,8 @@ public struct StoredEvent: Sendable, Equatable {
 public struct StoredState: Sendable {
     /// No relay sequence at or below this was ever handed out by an earlier run... or above it.
     public var reservedThrough: UInt64 = 0
-    /// The producer marks reflect every spilled record at or below this relay sequence.
+    /// The producer marks reflect every spilled record at or below this relay sequence, and
+    /// every record at or below it was fsync'd in the spill (it only ever rises).
     public var marksCheckpoint: UInt64 = 0
     public var cursors: [String: UInt64] = [:]
     public var marks: [ProducerMark] = []
@@ -114,7 +115,12 @@ public final class StateStore: Sendable {
                     """, arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
                                      Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
             }
-            if checkpoint > 0 { try Self.setMeta(db, "marks_checkpoint", checkpoint) }
+            if checkpoint > 0 {
+                try db.execute(sql: """
+                    INSERT INTO meta (key, value) VALUES ('marks_checkpoint', ?)
+                    ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)
+                    """, arguments: [Int64(bitPattern: checkpoint)])
+            }
             for (name, committed) in cursors {
                 try db.execute(sql: """
                     INSERT INTO cursors (name, committed, updated_ns) VALUES (?, ?, ?)

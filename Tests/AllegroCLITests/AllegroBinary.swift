@@ -44,7 +44,7 @@ enum AllegroBinary {
         let outURL: URL
         let errURL: URL
 
-        init(_ arguments: [String], stdin: URL?, environment: [String: String]) throws {
+        init(_ arguments: [String], stdin: URL?, pipe: Pipe? = nil, environment: [String: String]) throws {
             self.arguments = arguments
             scratch = try AllegroBinary.scratchDirectory()
             outURL = scratch.appendingPathComponent("out")
@@ -60,7 +60,11 @@ enum AllegroBinary {
             process.environment = merged
             process.standardOutput = try FileHandle(forWritingTo: outURL)
             process.standardError = try FileHandle(forWritingTo: errURL)
-            process.standardInput = try stdin.map { try FileHandle(forReadingFrom: $0) } ?? FileHandle.nullDevice
+            if let pipe {
+                process.standardInput = pipe
+            } else {
+                process.standardInput = try stdin.map { try FileHandle(forReadingFrom: $0) } ?? FileHandle.nullDevice
+            }
             try process.run()
         }
 
@@ -87,6 +91,11 @@ enum AllegroBinary {
 
     static func start(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:]) throws -> Running {
         try Running(arguments, stdin: stdin, environment: environment)
+    }
+
+    /// Starts with standard input from a pipe the test writes to (and closes for end of input).
+    static func start(_ arguments: [String], pipe: Pipe) throws -> Running {
+        try Running(arguments, stdin: nil, pipe: pipe, environment: [:])
     }
 
     static func run(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],

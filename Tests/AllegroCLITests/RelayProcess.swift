@@ -6,15 +6,19 @@ final class RelayProcess {
     let running: AllegroBinary.Running
     let address: String
     let dataDirectory: URL
+    private let ownsData: Bool
 
     struct DidNotStart: Error, CustomStringConvertible {
         var log: String
         var description: String { "the relay did not start listening: \(log)" }
     }
 
-    init(_ arguments: [String] = [], listen: String = "127.0.0.1:0", environment: [String: String] = [:]) throws {
-        dataDirectory = try AllegroBinary.scratchDirectory()
-        running = try AllegroBinary.start(["relay", "--listen", listen, "--data", dataDirectory.path] + arguments,
+    /// Starts a relay; with `dataDirectory` it reuses (and leaves) that directory, as a restart would.
+    init(_ arguments: [String] = [], listen: String = "127.0.0.1:0", environment: [String: String] = [:],
+         dataDirectory: URL? = nil) throws {
+        ownsData = dataDirectory == nil
+        self.dataDirectory = try dataDirectory ?? AllegroBinary.scratchDirectory()
+        running = try AllegroBinary.start(["relay", "--listen", listen, "--data", self.dataDirectory.path] + arguments,
                                           environment: environment)
         let deadline = Date().addingTimeInterval(20)
         var found: String?
@@ -28,10 +32,17 @@ final class RelayProcess {
 
     deinit {
         stop()
-        try? FileManager.default.removeItem(at: dataDirectory)
+        if ownsData { try? FileManager.default.removeItem(at: dataDirectory) }
     }
 
     var log: String { running.stderr }
+    var pid: Int32 { running.process.processIdentifier }
+
+    /// kill -9, and wait for it to be gone.
+    func crash() {
+        kill(pid, SIGKILL)
+        running.process.waitUntilExit()
+    }
     var isRunning: Bool { running.process.isRunning }
 
     /// SIGTERM and wait; SIGKILL if it has not exited in 10 s. Returns the exit status.
