@@ -8,6 +8,10 @@ public final class OutboundBuffer {
     private var storage: UnsafeMutableRawBufferPointer
     private var readIndex = 0
     private var writeIndex = 0
+    /// Bytes the buffer's contents have moved towards the front in total (compaction, or the
+    /// reset when it empties). A `FrameMark` holds `index + shifted`, a position that stays
+    /// true while bytes move under an open frame.
+    private var shifted = 0
 
     public init(initialCapacity: Int = 16 * 1024) {
         storage = .allocate(byteCount: max(initialCapacity, 64), alignment: 16)
@@ -28,7 +32,11 @@ public final class OutboundBuffer {
     /// Drops `count` drained bytes from the front.
     public func consume(_ count: Int) {
         readIndex = min(readIndex + max(count, 0), writeIndex)
-        if readIndex == writeIndex { readIndex = 0; writeIndex = 0 }
+        if readIndex == writeIndex {
+            shifted += readIndex
+            readIndex = 0
+            writeIndex = 0
+        }
     }
 
     /// A copy of the unread bytes (tests and tools).
@@ -43,6 +51,7 @@ public final class OutboundBuffer {
             if readIndex > 0 {
                 let live = writeIndex - readIndex
                 if let base = storage.baseAddress { base.copyMemory(from: base + readIndex, byteCount: live) }
+                shifted += readIndex
                 readIndex = 0
                 writeIndex = live
             }
@@ -90,7 +99,8 @@ public final class OutboundBuffer {
 
     // MARK: Frames
 
-    /// Where a frame started, so its length can be patched once its body is written.
+    /// Where a frame started, so its length can be patched once its body is written. Positions
+    /// are logical (index plus `shifted`), so compaction while the frame is open is harmless.
     public struct FrameMark: Sendable {
         let start: Int
         let countOffset: Int?
@@ -98,35 +108,36 @@ public final class OutboundBuffer {
 
     /// Starts a frame of `type`; `endFrame` patches the length prefix.
     public func beginFrame(_ type: FrameType) -> FrameMark {
-        let start = writeIndex
+        let start = writeIndex + shifted
         put(UInt32(0))
         put(type.rawValue)
         return FrameMark(start: start, countOffset: nil)
     }
 
     public func endFrame(_ mark: FrameMark) {
-        let length = UInt32(truncatingIfNeeded: writeIndex - mark.start - Wire.lengthPrefixSize)
-        storage.storeBytes(of: length.littleEndian, toByteOffset: mark.start, as: UInt32.self)
+        let start = mark.start - shifted
+        let length = UInt32(truncatingIfNeeded: writeIndex - start - Wire.lengthPrefixSize)
+        storage.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)
     }
 
     /// Starts a PUBLISH or DELIVER frame; append records, then `endBatch(_:count:)`.
     public func beginBatch(_ type: FrameType) -> FrameMark {
         let mark = beginFrame(type)
-        let countOffset = writeIndex
+        let countOffset = writeIndex + shifted
         put(UInt32(0))
         return FrameMark(start: mark.start, countOffset: countOffset)
     }
 
     public func endBatch(_ mark: FrameMark, count: Int) {
         if let offset = mark.countOffset {
-            storage.storeBytes(of: UInt32(truncatingIfNeeded: count).littleEndian, toByteOffset: offset, as: UInt32.self)
+            storage.storeBytes(of: UInt32(truncatingIfNeeded: count).littleEndian, toByteOffset: offset - shifted, as: UInt32.self)
         }
         endFrame(mark)
     }
 
     /// Drops a frame begun with `beginFrame`/`beginBatch` (for example an empty batch).
-    public func abandon(_ mark: FrameMark) { writeIndex = mark.start }
+    public func abandon(_ mark: FrameMark) { writeIndex = mark.start - shifted }
 
     /// Bytes written since `mark` began (the frame's size so far, prefix included).
-    public func size(since mark: FrameMark) -> Int { writeIndex - mark.start }
+    public func size(since mark: FrameMark) -> Int { writeIndex + shifted - mark.start }
 }
