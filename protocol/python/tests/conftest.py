@@ -1,0 +1,83 @@
+"""Fixtures that start the real `allegro relay` binary on loopback with its own data directory."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def allegro_binary():
+    path = os.environ.get("ALLEGRO_BIN")
+    if path:
+        return path
+    bin_dir = subprocess.run(["swift", "build", "-c", "release", "--show-bin-path"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.strip()
+    return os.path.join(bin_dir, "allegro")
+
+
+class Relay:
+    """A running relay; `restart()` and `crash()` keep its port and data directory."""
+
+    def __init__(self, binary, data, listen="127.0.0.1:0", extra=()):
+        self.binary, self.data, self.extra = binary, data, list(extra)
+        self._start(listen)
+
+    def _start(self, listen):
+        self.log_path = self.data.parent / ("relay-%d.log" % time.monotonic_ns())
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([self.binary, "relay", "--listen", listen, "--data", str(self.data)] + self.extra,
+                                        stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            match = re.search(r"event=listening address=(\S+)", self.log_path.read_text())
+            if match:
+                self.address = match.group(1)
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise RuntimeError("relay did not start: " + self.log_path.read_text())
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+    def crash(self):
+        self.process.kill()
+        self.process.wait()
+        self.log.close()
+
+    def restart(self):
+        self._start(self.address)
+
+    def tail(self, count, start="earliest", timeout=120):
+        """Records from the relay as dicts, via `allegro tail` (the real collector)."""
+        result = subprocess.run([self.binary, "tail", "--relay", self.address, "--from", start, "--count", str(count),
+                                 "--format", "jsonl"], capture_output=True, timeout=timeout)
+        assert result.returncode == 0, result.stderr.decode()
+        return [json.loads(line) for line in result.stdout.decode().splitlines() if '"relay_seq"' in line]
+
+
+@pytest.fixture(scope="session")
+def binary():
+    return allegro_binary()
+
+
+@pytest.fixture
+def relay(binary, tmp_path):
+    running = Relay(binary, tmp_path / "data")
+    yield running
+    running.stop()
