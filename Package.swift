@@ -8,6 +8,10 @@ let package = Package(
         .executable(name: "allegro", targets: ["allegro"]),
         .library(name: "AllegroWire", targets: ["AllegroWire"]),
         .library(name: "AllegroClient", targets: ["AllegroClient"]),
+        // For the benchmarks package in Benchmarks/.
+        .library(name: "AllegroRing", targets: ["AllegroRing"]),
+        .library(name: "AllegroSpill", targets: ["AllegroSpill"]),
+        .library(name: "AllegroPosix", targets: ["AllegroPosix"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -397,6 +397,8 @@ final class RelayCore {
     /// spill grew meanwhile), or step over numbers the spill never had.
     private func finishReplay(_ feed: ReplayFeed, _ session: CollectorSession, _ frames: inout DeliverFrames) {
         session.replay = nil
+        log.log(.debug, "replay_finished", ["cursor": String(session.cursor), "ring_tail": String(ring.tail),
+                                             "read_through": String(feed.readThrough)])
         guard session.cursor < ring.tail else { return }
         // Numbers below this run's first are final: if the spill lacks them, they are gone.
         let readThrough = max(feed.readThrough, runStart - 1)
@@ -417,6 +419,7 @@ final class RelayCore {
     }
 
     private func startReplay(_ session: CollectorSession) {
+        log.log(.debug, "replay_started", ["cursor": String(session.cursor), "ring_tail": String(ring.tail)])
         session.replay = ReplayFeed(catalog: spill.catalog, from: session.cursor, writtenThrough: spill.writtenThrough,
                                     wake: replayWake)
     }

@@ -140,6 +140,10 @@ private final class SpillWorker: @unchecked Sendable {
     var lastSynced: UInt64
     var lastSyncAt = Clock.monotonicNanos
     var lastRetentionAt: UInt64 = 0
+    var lastStateSaveAt: UInt64 = 0
+    var savedCheckpoint: UInt64 = 0
+    /// When the oldest record not yet written was first seen (0: none waiting).
+    var pendingSince: UInt64 = 0
     /// Producer marks seen since the last group commit.
     var marks: [[UInt8]: ProducerMark] = [:]
     var recentProducer: [UInt8] = []
@@ -165,13 +169,26 @@ private final class SpillWorker: @unchecked Sendable {
     func run() {
         while true {
             let head = ring.head
+            var now = Clock.monotonicNanos
             if next < head {
+                // Group commit: gather records for up to the fsync interval (or a full block)
+                // before writing, so a trickle of records costs one block and one fsync per
+                // interval, not one per record. Delivery to collectors never waits for this.
+                if pendingSince == 0 { pendingSince = now }
+                let waited = now - pendingSince
+                if waited < fsyncIntervalNanos && !service.isStopping && !blockIsDue(head: head) {
+                    // A plain nap, not the wake-up flag: records arriving in the window must not
+                    // each cost the I/O thread a signal and this thread a context switch.
+                    Clock.sleep(nanos: min(fsyncIntervalNanos - waited, 1_000_000))
+                    continue
+                }
                 guard writeBlock(head: head) else {
                     Clock.sleep(nanos: 200_000_000)
                     continue
                 }
+                pendingSince = next < ring.head ? Clock.monotonicNanos : 0
+                now = Clock.monotonicNanos
             }
-            let now = Clock.monotonicNanos
             if lastWritten > lastSynced && (next == ring.head || now - lastSyncAt >= fsyncIntervalNanos) {
                 guard groupCommit() else {
                     Clock.sleep(nanos: 200_000_000)
@@ -181,11 +198,11 @@ private final class SpillWorker: @unchecked Sendable {
             if now - lastRetentionAt >= 1_000_000_000 {
                 lastRetentionAt = now
                 applyRetention()
-                persistCursorsIfAny()
             }
+            if now - lastStateSaveAt >= Self.stateSaveNanos { saveState() }
             if next == ring.head && lastWritten == lastSynced {
                 if service.isStopping {
-                    persistCursorsIfAny()
+                    saveState()
                     writer.close()
                     // Everything assigned is spilled: the next run continues with no gap.
                     do { try store.reserve(through: next - 1) } catch {
@@ -194,9 +211,26 @@ private final class SpillWorker: @unchecked Sendable {
                     return
                 }
                 service.sleep(unlessBeyond: next, ring: ring, millis: 100)
-                persistCursorsIfAny()
             }
         }
+    }
+
+    /// Producer marks and cursors go to SQLite at most this often (and at shutdown): the marks
+    /// can always be read back from the spill itself, so they need not be saved per group.
+    static let stateSaveNanos: UInt64 = 200_000_000
+
+    /// True when the records waiting make a full block, or a quarter of the ring (so a small
+    /// ring never waits on the group-commit window while producers are paused).
+    private func blockIsDue(head: UInt64) -> Bool {
+        let due = min(blockBytes, ring.byteCapacity / 4)
+        var bytes = 0
+        var sequence = next
+        while sequence < head {
+            bytes += ring.record(sequence).count
+            if bytes >= due { return true }
+            sequence += 1
+        }
+        return false
     }
 
     /// Writes one block of records from `next`. False when the write failed (reported).
@@ -254,23 +288,13 @@ private final class SpillWorker: @unchecked Sendable {
         }
     }
 
-    /// fsync, then the marks and cursors of the group, then publish: acks may follow.
+    /// fsync, then publish: acks may follow.
     private func groupCommit() -> Bool {
         do {
             try writer.sync()
         } catch {
             report(failure: "spill fsync failed: \(error)")
             return false
-        }
-        let cursors = service.takeCursors()
-        do {
-            try store.save(marks: Array(marks.values), checkpoint: lastWritten, cursors: cursors, atNanos: Clock.wallNanos)
-            marks.removeAll(keepingCapacity: true)
-        } catch {
-            // The spill itself is durable, so acks stay correct: a restart reads the marks
-            // back from the spill. Cursors are retried with the next group.
-            log.log(.warning, "state_save_failed", ["error": "\(error)"])
-            for (name, through) in cursors { service.committed(name, through: through) }
         }
         lastSynced = lastWritten
         lastSyncAt = Clock.monotonicNanos
@@ -282,12 +306,21 @@ private final class SpillWorker: @unchecked Sendable {
         return true
     }
 
-    private func persistCursorsIfAny() {
+    /// Saves the producer marks gathered since the last save (all of them fsync'd), the
+    /// checkpoint they reach, and committed cursors.
+    private func saveState() {
+        // Marks may be saved only for records already fsync'd.
+        guard lastWritten == lastSynced else { return }
+        lastStateSaveAt = Clock.monotonicNanos
         let cursors = service.takeCursors()
-        guard !cursors.isEmpty else { return }
+        guard !marks.isEmpty || !cursors.isEmpty || lastSynced > savedCheckpoint else { return }
         do {
-            try store.save(marks: [], checkpoint: 0, cursors: cursors, atNanos: Clock.wallNanos)
+            try store.save(marks: Array(marks.values), checkpoint: lastSynced, cursors: cursors, atNanos: Clock.wallNanos)
+            marks.removeAll(keepingCapacity: true)
+            savedCheckpoint = lastSynced
         } catch {
+            // The spill itself is durable, so acks stay correct: a restart reads the marks back
+            // from the spill. Cursors are retried with the next save.
             log.log(.warning, "state_save_failed", ["error": "\(error)"])
             for (name, through) in cursors { service.committed(name, through: through) }
         }

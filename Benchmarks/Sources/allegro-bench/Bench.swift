@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+
+/// `allegro-bench`: the lag and throughput harness. Starts a release-built `allegro relay` (and,
+/// for comparison, nats-server and redis-server from Debian) on loopback with fresh state, runs
+/// the same workload through each with the same code and clock, and prints a table (or JSON).
+@main
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "allegro-bench",
+        abstract: "Measure Allegro's lag and throughput against direct TCP, nats-server and redis-server.",
+        subcommands: [Paced.self, Throughput.self, Outage.self, Crash.self, All.self])
+}
+
+struct Common: ParsableArguments {
+    @Option(help: "The allegro binary (default: $ALLEGRO_BIN or ../.build/release/allegro).") var allegro: String?
+    @Option(help: "Record payload bytes.") var size = 128
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    var binary: String {
+        if let allegro { return allegro }
+        if let env = ProcessInfo.processInfo.environment["ALLEGRO_BIN"] { return env }
+        return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+            .appendingPathComponent("../.build/release/allegro").standardized.path
+    }
+
+    func peers(_ names: String) throws -> [Peer] {
+        try names.split(separator: ",").map { name in
+            switch name {
+            case "allegro": return AllegroPeer(binary: binary)
+            case "direct": return DirectPeer()
+            case "nats": return NatsPeer()
+            case "redis": return RedisPeer()
+            default: throw ValidationError("unknown peer \(name): use allegro, direct, nats, redis")
+            }
+        }
+    }
+
+    func scratch() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    func report(_ measurements: [Measurement]) {
+        Report.print(measurements, json: json)
+    }
+}
+
+struct Paced: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Records at fixed rates; lag percentiles from the scheduled send time.")
+    @OptionGroup var common: Common
+    @Option(help: "Total rates in records/s, comma-separated.") var rates = "100,10000,100000"
+    @Option(help: "Seconds per rate.") var seconds = 5.0
+    @Option(help: "Producer connections.") var producers = 1
+    @Option(help: "Systems to measure, comma-separated: allegro, direct, nats, redis.") var peers = "allegro,direct,nats,redis"
+
+    func run() throws {
+        let scratch = try common.scratch()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        var results: [Measurement] = []
+        for rate in rates.split(separator: ",").compactMap({ Int($0) }) {
+            for peer in try common.peers(peers) {
+                results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: producers, scratch: scratch))
+            }
+        }
+        common.report(results)
+    }
+}
+
+struct Throughput: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "As fast as producers can with batching: records/s and MB/s received.")
+    @OptionGroup var common: Common
+    @Option(help: "Seconds.") var seconds = 5.0
+    @Option(help: "Producer connections.") var producers = 1
+    @Option(help: "Records per write (one PUBLISH frame, or pipelined commands).") var batch = 256
+    @Option(help: "Systems to measure.") var peers = "allegro,direct,nats,redis"
+
+    func run() throws {
+        let scratch = try common.scratch()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        var results: [Measurement] = []
+        for peer in try common.peers(peers) {
+            results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: producers, batch: batch, scratch: scratch))
+        }
+        common.report(results)
+    }
+}
+
+struct Outage: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Collector away under load, then catch-up from the spill.")
+    @OptionGroup var common: Common
+    @Option(help: "Records that arrive while the collector is away.") var records = 1_000_000
+
+    func run() throws {
+        let scratch = try common.scratch()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        common.report([try Scenarios.outage(binary: common.binary, records: records, size: common.size, scratch: scratch)])
+    }
+}
+
+struct Crash: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "kill -9 of the relay under load; nothing acked may be lost.")
+    @OptionGroup var common: Common
+    @Option(help: "Records published.") var records = 200_000
+
+    func run() throws {
+        let scratch = try common.scratch()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        common.report([try Scenarios.crash(binary: common.binary, records: records, size: common.size, scratch: scratch)])
+    }
+}
+
+struct All: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Every scenario with every peer: the BENCHMARKS.md run (or a smoke with --smoke).")
+    @OptionGroup var common: Common
+    @Flag(help: "Seconds-long runs that only check the scenarios work (CI).") var smoke = false
+    @Flag(help: "Exit non-zero when Allegro lost, duplicated or reordered anything (never on timing).") var check = false
+
+    func run() throws {
+        let scratch = try common.scratch()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let seconds = smoke ? 0.5 : 5.0
+        var results: [Measurement] = []
+        for rate in smoke ? [100, 10_000] : [100, 10_000, 100_000] {
+            for peer in try common.peers("allegro,direct,nats,redis") {
+                results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: 1, scratch: scratch))
+            }
+        }
+        for peer in try common.peers("allegro,direct,nats,redis") {
+            results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: 1, batch: 256, scratch: scratch))
+        }
+        results.append(try Scenarios.outage(binary: common.binary, records: smoke ? 20_000 : 1_000_000, size: common.size, scratch: scratch))
+        results.append(try Scenarios.crash(binary: common.binary, records: smoke ? 20_000 : 200_000, size: common.size, scratch: scratch))
+        common.report(results)
+        let failures = Report.correctnessFailures(results)
+        if check && !failures.isEmpty {
+            FileHandle.standardError.write(Data(("allegro-bench: " + failures.joined(separator: "; ") + "\n").utf8))
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import AllegroPosix
+import AllegroWire
+import Foundation
+
+/// One system under test: Allegro, or a peer doing the same job. Producers send records whose
+/// event time is their scheduled send time; the collector reports each record's event time.
+protocol Peer: AnyObject {
+    var name: String { get }
+    func start(scratch: URL) throws
+    func stop()
+    func producer() throws -> PeerProducer
+    func collector() throws -> PeerCollector
+    /// CPU seconds the server process has used (nil for `direct`).
+    var serverCPUSeconds: Double? { get }
+}
+
+/// Handed to one sender thread and used only there (hence `@unchecked Sendable` on each).
+protocol PeerProducer: AnyObject, Sendable {
+    /// Sends one message per event time (one frame or command each, written together).
+    func send(_ eventTimes: UnsafeBufferPointer<UInt64>, payloadSize: Int) throws
+}
+
+/// Handed to one collector thread and used only there.
+protocol PeerCollector: AnyObject, Sendable {
+    /// Reads for up to `timeoutMillis`, calling `onRecord` with each record's event time.
+    func poll(timeoutMillis: Int32, _ onRecord: (UInt64) -> Void) throws
+}
+
+// MARK: Allegro
+
+final class AllegroPeer: Peer {
+    let name = "allegro"
+    let binary: String
+    let extra: [String]
+    private var server: Server?
+    private(set) var address = ""
+    private(set) var dataDirectory: URL?
+
+    init(binary: String, extra: [String] = []) {
+        self.binary = binary
+        self.extra = extra
+    }
+
+    func start(scratch: URL) throws {
+        let data = scratch.appendingPathComponent("allegro-data-\(UUID().uuidString)")
+        dataDirectory = data
+        try start(data: data, port: try freePort(), log: scratch.appendingPathComponent("allegro.log"))
+    }
+
+    /// Starts (or restarts) on a given data directory and port.
+    func start(data: URL, port: Int, log: URL) throws {
+        address = "127.0.0.1:\(port)"
+        dataDirectory = data
+        server = try Server("allegro", binary, ["relay", "--listen", address, "--data", data.path,
+                                                "--set", "log_level=warning"] + extra, log: log)
+        try waitForListener(address)
+    }
+
+    func stop() { server?.stop() }
+    func crash() { server?.stop(signal: SIGKILL) }
+    var serverCPUSeconds: Double? { server?.cpuSeconds }
+
+    func producer() throws -> PeerProducer { try AllegroProducer(address, id: "bench-\(UUID().uuidString.prefix(8))") }
+    func collector() throws -> PeerCollector { try WireCollector(allegro: address) }
+}
+
+/// Publishes to an Allegro relay (or, for `direct`, straight to the collector) in PUBLISH frames.
+final class AllegroProducer: PeerProducer, @unchecked Sendable {
+    let link: Link
+    let outbound = OutboundBuffer(initialCapacity: 1 << 20)
+    var sequence: UInt64 = 1
+    let payload = [UInt8](repeating: 0x61, count: 64 * 1024)
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
+    /// Whether a HELLO/WELCOME handshake is needed (not for `direct`).
+    init(_ address: String, id: String, handshake: Bool = true) throws {
+        link = try Link(address)
+        sequence = Clock.wallNanos / 1000
+        guard handshake else { return }
+        outbound.append(.hello(role: .producer, clientID: id, token: ""))
+        try link.send(outbound.readable)
+        outbound.consume(outbound.count)
+        let inbound = InboundBuffer(limits: .permissive)
+        var welcomed = false
+        while !welcomed {
+            let space = inbound.writableSpace(minimum: 4096)
+            inbound.didWrite(try link.receive(into: space, timeoutMillis: 5000))
+            while let frame = try inbound.next() { if case .welcome = frame { welcomed = true } }
+        }
+    }
+
+    deinit { scratch.deallocate() }
+
+    func send(_ eventTimes: UnsafeBufferPointer<UInt64>, payloadSize: Int) throws {
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        try payload.withUnsafeBytes { bytes in
+            let body = UnsafeRawBufferPointer(rebasing: bytes[..<payloadSize])
+            var index = 0
+            while index < eventTimes.count {
+                let mark = outbound.beginBatch(.publish)
+                var count = 0
+                while index < eventTimes.count && count < 1024 {
+                    try outbound.appendPublishRecord(RecordHeader(producerSequence: sequence, eventTimeNanos: eventTimes[index]),
+                                                     session: empty, kind: empty, contentType: empty, payload: body)
+                    sequence += 1
+                    index += 1
+                    count += 1
+                }
+                outbound.endBatch(mark, count: count)
+            }
+        }
+        try link.send(outbound.readable)
+        outbound.consume(outbound.count)
+        link.drain(scratch)
+    }
+}
+
+/// Reads DELIVER frames from a relay (after subscribing), or PUBLISH frames for `direct`.
+final class WireCollector: PeerCollector, @unchecked Sendable {
+    let link: Link
+    let inbound = InboundBuffer(limits: .permissive, initialCapacity: 1 << 20)
+    let outbound = OutboundBuffer()
+
+    init(allegro address: String) throws {
+        link = try Link(address)
+        outbound.append(.hello(role: .collector, clientID: "bench-collector", token: ""))
+        outbound.append(.subscribe(start: .latest, credit: UInt32.max, name: ""))
+        try link.send(outbound.readable)
+        outbound.consume(outbound.count)
+        var subscribed = false
+        while !subscribed {
+            try poll(timeoutMillis: 5000) { _ in }
+            subscribed = sawSubscribed
+        }
+    }
+
+    init(accepted link: Link) { self.link = link }
+
+    private var sawSubscribed = false
+
+    func poll(timeoutMillis: Int32, _ onRecord: (UInt64) -> Void) throws {
+        let space = inbound.writableSpace(minimum: 256 * 1024)
+        let n = try link.receive(into: space, timeoutMillis: timeoutMillis)
+        inbound.didWrite(n)
+        while let frame = try inbound.next() {
+            switch frame {
+            case let .deliver(batch): for record in batch { onRecord(record.eventTimeNanos) }
+            case let .publish(batch): for record in batch { onRecord(record.eventTimeNanos) }
+            case .subscribed: sawSubscribed = true
+            case let .ping(nonce):
+                outbound.append(.pong(nonce: nonce))
+                try link.send(outbound.readable)
+                outbound.consume(outbound.count)
+            default: break
+            }
+        }
+    }
+}
+
+// MARK: Direct (the floor)
+
+/// Producer straight to collector over one TCP connection, no relay, same frames.
+final class DirectPeer: Peer {
+    let name = "direct"
+    private var listener: Socket?
+    private var address = ""
+
+    func start(scratch: URL) throws {
+        let socket = try Socket.listen(on: SocketAddress(parsing: "127.0.0.1:0"))
+        listener = socket
+        address = try socket.localAddress().description
+    }
+
+    func stop() { listener?.close() }
+    var serverCPUSeconds: Double? { nil }
+
+    func producer() throws -> PeerProducer { try AllegroProducer(address, id: "direct", handshake: false) }
+
+    func collector() throws -> PeerCollector {
+        // The producer connects after the collector exists: accept lazily on the first poll.
+        DirectCollector(listener: listener)
+    }
+}
+
+final class DirectCollector: PeerCollector, @unchecked Sendable {
+    let listener: Socket?
+    var inner: WireCollector?
+
+    init(listener: Socket?) { self.listener = listener }
+
+    func poll(timeoutMillis: Int32, _ onRecord: (UInt64) -> Void) throws {
+        if let inner { return try inner.poll(timeoutMillis: timeoutMillis, onRecord) }
+        guard let listener, try listener.wait(timeoutMillis: timeoutMillis) else { return }
+        if case let .accepted(socket, _) = listener.accept() { inner = WireCollector(accepted: Link(socket: socket)) }
+    }
+}

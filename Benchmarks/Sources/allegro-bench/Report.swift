@@ -1,0 +1,83 @@
+import Foundation
+
+/// The report: the machine, then one table per scenario with Allegro's ratio to each peer.
+enum Report {
+    static func machine() -> [String: String] {
+        let kernel = (try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        let model = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }?.split(separator: ":").last?
+            .trimmingCharacters(in: .whitespaces) ?? "?"
+        return ["cores": String(ProcessInfo.processInfo.activeProcessorCount), "kernel": kernel, "cpu": model,
+                "date": ISO8601DateFormatter().string(from: Date())]
+    }
+
+    static func print(_ measurements: [Measurement], json: Bool) {
+        if json {
+            struct Document: Codable { var machine: [String: String]; var measurements: [Measurement] }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            if let data = try? encoder.encode(Document(machine: machine(), measurements: measurements)) {
+                Swift.print(String(decoding: data, as: UTF8.self))
+            }
+            return
+        }
+        Swift.print("machine: " + machine().sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        for scenario in ["paced", "throughput", "outage", "crash"] {
+            let rows = measurements.filter { $0.scenario == scenario }
+            guard let first = rows.first else { continue }
+            let parameterKeys = first.parameters.keys.sorted()
+            let resultKeys = first.results.keys.sorted()
+            Swift.print("\n## \(scenario)")
+            Swift.print((["peer"] + parameterKeys + resultKeys).joined(separator: " | "))
+            for row in rows {
+                let values = parameterKeys.map { format(row.parameters[$0] ?? 0) } + resultKeys.map { format(row.results[$0] ?? 0) }
+                Swift.print(([row.peer] + values).joined(separator: " | "))
+            }
+            ratios(rows)
+        }
+    }
+
+    /// Allegro against each peer in the same run: p99 for paced (lower is better, ratio
+    /// allegro/peer), records/s for throughput (higher is better, ratio allegro/peer).
+    static func ratios(_ rows: [Measurement]) {
+        let key = rows.first?.scenario == "paced" ? "p99_us" : "records_per_s"
+        guard key == "p99_us" || rows.first?.scenario == "throughput" else { return }
+        let groups = Dictionary(grouping: rows) { $0.parameters["rate"] ?? 0 }
+        for (rate, group) in groups.sorted(by: { $0.key < $1.key }) {
+            guard let allegro = group.first(where: { $0.peer == "allegro" })?.results[key] else { continue }
+            let parts = group.filter { $0.peer != "allegro" }.compactMap { peer -> String? in
+                guard let value = peer.results[key], value > 0 else { return nil }
+                return "\(peer.peer) \(String(format: "%.2f", allegro / value))x"
+            }
+            let label = key == "p99_us" ? "allegro p99 / peer p99 at \(Int(rate))/s" : "allegro records/s / peer records/s"
+            Swift.print("\(label): " + parts.joined(separator: ", "))
+        }
+    }
+
+    /// What Allegro got wrong, if anything: records lost, duplicated or out of order. Timing is
+    /// never judged here.
+    static func correctnessFailures(_ measurements: [Measurement]) -> [String] {
+        var failures: [String] = []
+        for row in measurements where row.peer == "allegro" {
+            let r = row.results
+            switch row.scenario {
+            case "paced" where r["received"] != r["expected"]:
+                failures.append("paced at \(Int(row.parameters["rate"] ?? 0))/s received \(Int(r["received"] ?? 0)) of \(Int(r["expected"] ?? 0))")
+            case "throughput" where r["received"] != r["sent"]:
+                failures.append("throughput received \(Int(r["received"] ?? 0)) of \(Int(r["sent"] ?? 0))")
+            case "outage" where r["received"] != row.parameters["records"] || r["out_of_order_or_gaps"] != 0:
+                failures.append("outage received \(Int(r["received"] ?? 0)) with \(Int(r["out_of_order_or_gaps"] ?? 0)) out of order")
+            case "crash" where r["missing"] != 0 || r["duplicates"] != 0 || r["sequence_disorder"] != 0:
+                failures.append("crash: \(Int(r["missing"] ?? 0)) missing, \(Int(r["duplicates"] ?? 0)) duplicated")
+            default: break
+            }
+        }
+        return failures
+    }
+
+    static func format(_ value: Double) -> String {
+        if value == value.rounded() && abs(value) < 1e12 { return String(Int(value)) }
+        return String(format: abs(value) >= 100 ? "%.0f" : "%.2f", value)
+    }
+}
