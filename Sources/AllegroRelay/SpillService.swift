@@ -146,7 +146,7 @@ private final class SpillWorker: @unchecked Sendable {
     var pendingSince: UInt64 = 0
     /// Producer marks seen since the last group commit.
     var marks: [[UInt8]: ProducerMark] = [:]
-    var recentProducer: [UInt8] = []
+    var recentMark: ProducerMark?
 
     init(service: SpillService, ring: RecordRing, gate: RingGate, store: StateStore, directory: String,
          configuration: RelayConfiguration, log: RelayLog) {
@@ -269,23 +269,35 @@ private final class SpillWorker: @unchecked Sendable {
         return true
     }
 
-    /// Producer marks for the records written since the last group commit. Looks a producer up
-    /// only when it changes from the previous record, so a run of one producer's records costs
-    /// no allocation.
+    /// Producer marks for the records written since the last save. The current run of one
+    /// producer's records updates `recentMark` in place; the dictionary is touched (hashing the
+    /// id) only when the producer changes, so a run costs no hashing and no allocation.
     private func noteMark(_ record: UnsafeRawBufferPointer, _ sequence: UInt64) {
         guard let base = record.baseAddress else { return }
         let producer = DeliveredRecordLayout.producer(of: record)
-        if !producer.elementsEqual(recentProducer) { recentProducer = Array(producer) }
         let producerSequence = DeliveredRecordLayout.producerSequence(at: base)
-        if var mark = marks[recentProducer] {
+        if var mark = recentMark, producer.elementsEqual(mark.producer) {
             if producerSequence > mark.producerSequence {
                 mark.producerSequence = producerSequence
                 mark.relaySequence = sequence
-                marks[recentProducer] = mark
+                recentMark = mark
             }
-        } else {
-            marks[recentProducer] = ProducerMark(producer: recentProducer, producerSequence: producerSequence, relaySequence: sequence)
+            return
         }
+        flushRecentMark()
+        let id = Array(producer)
+        var mark = marks[id] ?? ProducerMark(producer: id, producerSequence: 0, relaySequence: 0)
+        if producerSequence > mark.producerSequence {
+            mark.producerSequence = producerSequence
+            mark.relaySequence = sequence
+        }
+        recentMark = mark
+    }
+
+    private func flushRecentMark() {
+        guard let mark = recentMark else { return }
+        marks[mark.producer] = mark
+        recentMark = nil
     }
 
     /// fsync, then publish: acks may follow.
@@ -311,6 +323,7 @@ private final class SpillWorker: @unchecked Sendable {
     private func saveState() {
         // Marks may be saved only for records already fsync'd.
         guard lastWritten == lastSynced else { return }
+        flushRecentMark()
         lastStateSaveAt = Clock.monotonicNanos
         let cursors = service.takeCursors()
         guard !marks.isEmpty || !cursors.isEmpty || lastSynced > savedCheckpoint else { return }
