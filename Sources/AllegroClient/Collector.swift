@@ -139,17 +139,9 @@ public final class Collector {
             return .skip(first: first, last: last)
         case let .committed(through):
             committed = max(committed, through)
-        case let .ping(nonce):
-            connection.outbound.append(.pong(nonce: nonce))
-            try connection.flush(timeoutMillis: options.connectTimeoutMillis)
-        case .pong:
-            break
-        case let .error(code, message):
-            throw .refused(code: code, message: message.string)
-        case .goodbye:
-            throw .disconnected("the relay said GOODBYE")
         default:
-            throw .protocolViolation("a collector does not expect \(frame.type.name)")
+            try connection.handleCommon(frame, role: "collector")
+            if !connection.outbound.isEmpty { try connection.flush(timeoutMillis: options.connectTimeoutMillis) }
         }
         return nil
     }

@@ -157,16 +157,8 @@ public final class Producer {
             unacked.acknowledge(through: through)
             sentCount = max(0, sentCount - (before - unacked.count))
             ackedThrough = through
-        case let .ping(nonce):
-            connection.outbound.append(.pong(nonce: nonce))
-        case .pong:
-            break
-        case let .error(code, message):
-            throw .refused(code: code, message: message.string)
-        case .goodbye:
-            throw .disconnected("the relay said GOODBYE")
         default:
-            throw .protocolViolation("a producer does not expect \(frame.type.name)")
+            try connection.handleCommon(frame, role: "producer")
         }
     }
 

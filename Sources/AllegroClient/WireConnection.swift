@@ -93,6 +93,19 @@ final class WireConnection {
         }
     }
 
+    /// Handles the frames every role treats alike: answers PING (queued; the caller writes),
+    /// ignores PONG, and turns ERROR and GOODBYE into errors. Anything else is the role's to
+    /// handle: it throws `protocolViolation` naming `role`.
+    func handleCommon(_ frame: Frame, role: String) throws(ClientError) {
+        switch frame {
+        case let .ping(nonce): outbound.append(.pong(nonce: nonce))
+        case .pong: break
+        case let .error(code, message): throw .refused(code: code, message: message.string)
+        case .goodbye: throw .disconnected("the relay said GOODBYE")
+        default: throw .protocolViolation("a \(role) does not expect \(frame.type.name)")
+        }
+    }
+
     /// Throws once the relay has closed its side and every frame it sent has been read.
     func checkOpen() throws(ClientError) {
         if peerClosed { throw .disconnected("the relay closed the connection") }

@@ -65,6 +65,13 @@ public enum FrameJSON {
 
     public static func render(delivered record: DeliveredRecord) -> String {
         var json = JSONObject()
+        addHeader(of: record, to: &json)
+        json.add("payload_hex", hex(record.payload))
+        return json.text
+    }
+
+    /// A delivered record's fields other than the payload, in protocol order.
+    public static func addHeader(of record: DeliveredRecord, to json: inout JSONObject) {
         json.add("relay_seq", record.relaySequence)
         json.add("ingest_ns", record.ingestNanos)
         json.add("producer", record.producer.string)
@@ -73,8 +80,6 @@ public enum FrameJSON {
         json.add("session", record.session.string)
         json.add("kind", record.kind.string)
         json.add("content_type", record.contentType.string)
-        json.add("payload_hex", hex(record.payload))
-        return json.text
     }
 
     /// Lower-case hexadecimal of the bytes.

@@ -113,14 +113,7 @@ struct Tail: ParsableCommand {
 enum RecordLine {
     static func json(_ record: DeliveredRecord) -> String {
         var json = JSONObject()
-        json.add("relay_seq", record.relaySequence)
-        json.add("ingest_ns", record.ingestNanos)
-        json.add("producer", record.producer.string)
-        json.add("producer_seq", record.producerSequence)
-        json.add("event_time_ns", record.eventTimeNanos)
-        json.add("session", record.session.string)
-        json.add("kind", record.kind.string)
-        json.add("content_type", record.contentType.string)
+        FrameJSON.addHeader(of: record, to: &json)
         if let text = String(validating: record.payload.bytes, as: UTF8.self) {
             json.add("payload", text)
         } else {
