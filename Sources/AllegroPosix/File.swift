@@ -63,6 +63,14 @@ public struct File: Sendable {
         guard fdatasync(descriptor) == 0 else { throw .last("fdatasync \(path)") }
     }
 
+    /// Takes an exclusive advisory lock (flock) without waiting: false when another process
+    /// holds it. The lock lasts until the descriptor is closed or the process exits.
+    public func tryLock() throws(SystemError) -> Bool {
+        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 { return true }
+        if errno == EWOULDBLOCK { return false }
+        throw .last("flock \(path)")
+    }
+
     public func truncate(to size: Int) throws(SystemError) {
         guard ftruncate(descriptor, off_t(size)) == 0 else { throw .last("ftruncate \(path)") }
     }

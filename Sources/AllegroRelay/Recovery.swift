@@ -2,6 +2,14 @@ import AllegroPosix
 import AllegroSpill
 import AllegroStore
 
+/// Another relay holds the data directory's lock.
+public struct DataDirectoryInUse: Error, CustomStringConvertible {
+    public var path: String
+    public var description: String {
+        "the data directory \(path) is in use by another allegro relay; stop it or choose another --data directory"
+    }
+}
+
 /// Everything the relay resumes from at start: the spill as recovery left it, the state
 /// database, and where relay sequences continue.
 struct ResumePoint {
@@ -25,6 +33,13 @@ struct ResumePoint {
     static func open(_ configuration: RelayConfiguration, log: RelayLog) throws -> ResumePoint {
         let data = configuration.dataDirectory
         try Directory.create(data)
+        // One relay per data directory: a second would interleave spill writes. The descriptor
+        // stays open, and the lock held, for the life of the process.
+        let lock = try File.open(data + "/lock", create: true)
+        guard try lock.tryLock() else {
+            lock.close()
+            throw DataDirectoryInUse(path: data)
+        }
         let store = try StateStore(path: data + "/state.sqlite")
         let state = try store.load()
         let spillDirectory = data + "/spill"

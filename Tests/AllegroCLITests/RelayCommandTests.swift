@@ -54,6 +54,14 @@ import Testing
         #expect(welcome.first?.json.contains(#""relay_id":"vps-1""#) == true)
     }
 
+    @Test func oneRelayPerDataDirectory() throws {
+        let first = try RelayProcess()
+        let second = try AllegroBinary.run(["relay", "--listen", "127.0.0.1:0", "--data", first.dataDirectory.path], timeout: 20)
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("in use by another allegro relay"), "\(second.stderr)")
+        #expect(first.isRunning)
+    }
+
     @Test func terminateStopsCleanly() throws {
         let relay = try RelayProcess()
         let client = try RawClient(relay.address)
