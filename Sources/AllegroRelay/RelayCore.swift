@@ -260,6 +260,14 @@ final class RelayCore {
         }
     }
 
+    /// Forgets the dedup marks of producers that are not connected and whose last record has
+    /// left the relay (spill and ring): nothing they could resend is still held. Keeps memory
+    /// bounded by what retention keeps, however many producer ids come and go.
+    func pruneProducers() {
+        let earliest = earliestSequence
+        producerStates = producerStates.filter { $0.value.connections > 0 || $0.value.highWaterRelaySequence >= earliest }
+    }
+
     /// After the spill made records durable: queues the acks now due. Returns the paused
     /// producers, which may now resume (the spill has freed ring space).
     func settleAcks() -> [Connection] {

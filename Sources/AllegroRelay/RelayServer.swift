@@ -79,6 +79,7 @@ public final class RelayServer {
                                      "durable_collectors": core.configuration.durableCollectors.joined(separator: ",")])
         var busy = false
         var nextSweep = Clock.monotonicNanos + Self.sweepNanos
+        var nextPrune = Clock.monotonicNanos + 60_000_000_000
         while !stopRequested.load(ordering: .acquiring) && !ProcessSetup.stopRequested {
             try poller.wait(timeoutMillis: busy ? 0 : 100) { event in dispatch(event) }
             now = Clock.monotonicNanos
@@ -92,6 +93,10 @@ public final class RelayServer {
                 sweep()
                 flushQueued()
                 nextSweep = now + Self.sweepNanos
+            }
+            if now >= nextPrune {
+                core.pruneProducers()
+                nextPrune = now + 60_000_000_000
             }
         }
         shutDown()

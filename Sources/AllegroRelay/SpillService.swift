@@ -141,6 +141,7 @@ private final class SpillWorker: @unchecked Sendable {
     var lastSyncAt = Clock.monotonicNanos
     var lastRetentionAt: UInt64 = 0
     var lastStateSaveAt: UInt64 = 0
+    var lastPruneAt = Clock.monotonicNanos
     var savedCheckpoint: UInt64 = 0
     /// When the oldest record not yet written was first seen (0: none waiting).
     var pendingSince: UInt64 = 0
@@ -198,6 +199,14 @@ private final class SpillWorker: @unchecked Sendable {
             if now - lastRetentionAt >= 1_000_000_000 {
                 lastRetentionAt = now
                 applyRetention()
+            }
+            if now - lastPruneAt >= 3_600_000_000_000 {
+                // Producers unseen for the retention age have no records left in the spill.
+                lastPruneAt = now
+                let cutoff = Clock.wallNanos &- UInt64(configuration.retentionMaxAgeMillis) * 1_000_000
+                do { try store.pruneProducers(notSeenSince: cutoff) } catch {
+                    log.log(.warning, "state_save_failed", ["error": "\(error)"])
+                }
             }
             if now - lastStateSaveAt >= Self.stateSaveNanos { saveState() }
             if next == ring.head && lastWritten == lastSynced {
