@@ -39,6 +39,7 @@ public final class Collector {
     private let connection: WireConnection
     private var iterator: DeliverBatch.Iterator?
     private var takenSinceCredit: UInt32 = 0
+    private var lastSentAt = Clock.monotonicNanos
     private var isClosed = false
 
     /// Connects to the first reachable relay and subscribes.
@@ -83,6 +84,7 @@ public final class Collector {
     /// The next record or skip marker, waiting up to `timeoutMillis`; nil on timeout.
     public func next(timeoutMillis: Int) throws(ClientError) -> CollectorEvent? {
         let deadline = Clock.monotonicNanos + UInt64(max(timeoutMillis, 0)) * 1_000_000
+        try heartbeatIfDue()
         while true {
             if var current = iterator, let record = current.next() {
                 iterator = current
@@ -146,6 +148,16 @@ public final class Collector {
         return nil
     }
 
+    /// Sends a PING when nothing has gone to the relay for a heartbeat interval (a collector
+    /// with a large window may otherwise say nothing for a long time).
+    private func heartbeatIfDue() throws(ClientError) {
+        let heartbeat = UInt64(connection.welcome?.heartbeatMillis ?? 5000) * 1_000_000
+        guard Clock.monotonicNanos - lastSentAt >= heartbeat else { return }
+        connection.outbound.append(.ping(nonce: 0))
+        try connection.flush(timeoutMillis: options.connectTimeoutMillis)
+        lastSentAt = Clock.monotonicNanos
+    }
+
     /// Counts records taken and grants credit every half window.
     private func took(_ count: UInt32) throws(ClientError) {
         takenSinceCredit += count
@@ -153,6 +165,7 @@ public final class Collector {
             connection.outbound.append(.credit(takenSinceCredit))
             takenSinceCredit = 0
             try connection.flush(timeoutMillis: options.connectTimeoutMillis)
+            lastSentAt = Clock.monotonicNanos
         }
     }
 }

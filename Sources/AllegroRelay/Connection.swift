@@ -24,6 +24,8 @@ final class Connection {
     let acceptedAt: UInt64
     var lastReceived: UInt64
     var lastSent: UInt64
+    /// When the relay last sent this connection a PING.
+    var lastPing: UInt64 = 0
     /// The relay stopped reading this producer because the ring is full (backpressure).
     var readPaused = false
     /// EPOLLOUT is armed because the kernel's send buffer was full.

@@ -468,11 +468,20 @@ final class RelayCore {
             let reading = connection.wantsInput(backlogLimit: configuration.outputBacklogLimit)
             if reading && millis(connection.lastReceived) >= UInt64(configuration.idleTimeoutMillis) {
                 fail(connection, .idleTimeout, "nothing received for \(configuration.idleTimeoutMillis) ms")
-            } else if millis(connection.lastSent) >= UInt64(configuration.heartbeatMillis) && connection.outbound.isEmpty {
+            } else if heartbeatDue(connection, millis) {
+                // To a connection that has heard nothing from us, or told us nothing, for a
+                // heartbeat: its PONG proves it alive even while it only receives records.
                 pingNonce &+= 1
                 connection.outbound.append(.ping(nonce: pingNonce))
+                connection.lastPing = now
             }
         }
+    }
+
+    private func heartbeatDue(_ connection: Connection, _ millis: (UInt64) -> UInt64) -> Bool {
+        let heartbeat = UInt64(configuration.heartbeatMillis)
+        guard millis(connection.lastPing) >= heartbeat else { return false }
+        return millis(connection.lastSent) >= heartbeat || millis(connection.lastReceived) >= heartbeat
     }
 
     /// Ends the connection with an ERROR frame; the server drains it and closes.

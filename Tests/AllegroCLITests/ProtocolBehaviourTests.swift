@@ -138,6 +138,25 @@ import Testing
         #expect(try take(tail, 1).map(\.2) == ["after the quiet"])
     }
 
+    @Test func collectorThatOnlyReceivesATrickleStaysConnected() throws {
+        // A window far larger than the records sent means the collector never grants credit:
+        // the relay's PINGs (answered) keep it alive past several idle timeouts.
+        let relay = try RelayProcess(["--set", "heartbeat_ms=100", "--set", "idle_timeout_ms=400"])
+        let tail = try collector(relay, start: .latest, window: 1_000_000)
+        let producer = try RawClient(relay.address)
+        try producer.hello(.producer, id: "trickle")
+        var received: [UInt64] = []
+        for sequence in 1 ... 30 as ClosedRange<UInt64> {
+            try producer.send(RawClient.publish(first: sequence, count: 1))
+            _ = try producer.receive(timeout: 0.05)
+            while let event = try tail.next(timeoutMillis: 20), case let .record(record) = event {
+                received.append(record.producerSequence)
+            }
+        }
+        received += try take(tail, 30 - received.count).map(\.1)
+        #expect(received == Array(1 ... 30), "connected for 1.5 s, past three idle timeouts")
+    }
+
     @Test func slowCollectorFallsBackToTheSpillAndCatchesUp() throws {
         // A 16 KiB ring holds about a hundred of these records; the collector takes one and
         // stalls while a thousand more arrive. Its next records come from the spill, then live.
