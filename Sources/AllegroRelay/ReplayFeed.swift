@@ -39,14 +39,12 @@ final class ReplayFeed: Sendable {
         var readThrough: UInt64 = 0
     }
 
-    let start: UInt64
     private let state = Mutex(State())
     private let slots: DispatchSemaphore
     private let cancelled = ManagedAtomic<Bool>(false)
 
     /// Starts reading the spill from `sequence`, up to what the writer has published.
     init(catalog: SegmentCatalog, from sequence: UInt64, writtenThrough: ManagedAtomic<UInt64>, wake: WakeSignal, depth: Int = 8) {
-        start = sequence
         slots = DispatchSemaphore(value: depth)
         Thread { [self] in
             let reader = SpillReader(catalog: catalog, from: sequence)

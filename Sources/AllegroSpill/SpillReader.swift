@@ -29,9 +29,6 @@ public final class SpillReader {
         records.deallocate()
     }
 
-    /// The next sequence this reader will look for.
-    public var position: UInt64 { next }
-
     /// Decompresses the next block holding records at or after the position, and calls `body`
     /// with those records (DELIVER layout, back to back) and their count. Returns false when
     /// nothing more is readable now (end of the spill, or of what the writer has published).
