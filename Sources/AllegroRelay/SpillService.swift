@@ -38,8 +38,6 @@ final class SpillService: Sendable {
         var committed: [String: UInt64] = [:]
         /// Why the spill cannot write now, if it cannot.
         var failure: String?
-        var retentionRemovedSegments = 0
-        var retentionForcedLoss: UInt64 = 0
     }
 
     init(resume: ResumePoint, durableCollectors: [String]) throws {
@@ -103,12 +101,6 @@ final class SpillService: Sendable {
         shared.withLock { state in
             defer { state.failure = message }
             return state.failure
-        }
-    }
-    fileprivate func countRetention(forcedLoss: UInt64) {
-        shared.withLock { state in
-            state.retentionRemovedSegments += 1
-            state.retentionForcedLoss += forcedLoss
         }
     }
 
@@ -369,7 +361,6 @@ private final class SpillWorker: @unchecked Sendable {
             if !removed.isEmpty, let committed = service.lowestCommitted(), committed < removed.lastSequence {
                 forced = removed.lastSequence - max(committed, removed.firstSequence - 1)
             }
-            service.countRetention(forcedLoss: forced)
             let reason = tooOld ? "age" : "size"
             let detail = "\(removed.path) sequences \(removed.firstSequence) ... \(removed.lastSequence) (\(reason))"
             try? store.recordEvent(kind: forced > 0 ? "retention_forced_loss" : "retention_removed", detail: detail,
