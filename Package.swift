@@ -17,6 +17,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["JSON", "YAML"]),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // System libraries (Debian: zlib1g-dev, libsqlite3-dev) and the Linux syscall shim.
@@ -38,7 +47,30 @@ let package = Package(
         .target(
             name: "AllegroRelay",
             dependencies: ["AllegroWire", "AllegroPosix", "AllegroRing", "AllegroSpill", "AllegroStore",
-                           .product(name: "Atomics", package: "swift-atomics")]
+                           .product(name: "Atomics", package: "swift-atomics"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics")]
+        ),
+        // Settings from the embedded defaults, a YAML or JSON file, the environment and flags.
+        .target(
+            name: "AllegroConfig",
+            dependencies: ["AllegroRelay", "AllegroPosix",
+                           .product(name: "Configuration", package: "swift-configuration"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "SystemPackage", package: "swift-system"),
+                           .product(name: "Yams", package: "Yams")]
+        ),
+        // The HTTP control port (health, metrics, status, sessions) and the process lifecycle.
+        .target(
+            name: "AllegroControl",
+            dependencies: ["AllegroRelay", "AllegroStore",
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "Prometheus", package: "swift-prometheus"),
+                           .product(name: "Metrics", package: "swift-metrics"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "UnixSignals", package: "swift-service-lifecycle")]
         ),
         // Producer and collector clients.
         .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
@@ -47,8 +79,9 @@ let package = Package(
         .executableTarget(
             name: "allegro",
             dependencies: [
-                "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient",
+                "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
 

@@ -29,27 +29,7 @@ public enum ProcessSetup {
         return Int(clamping: limit.rlim_cur)
     }
 
-    /// Makes SIGTERM and SIGINT wake `wake` and set the flag `stopRequested` reads. The handler
-    /// only stores to an atomic-sized global and writes to an eventfd: both async-signal-safe.
-    public static func onTerminationSignal(_ wake: WakeSignal) {
-        terminationWakeDescriptor = wake.descriptor
-        let handler: @convention(c) (Int32) -> Void = { _ in
-            terminationRequested = 1
-            var one: UInt64 = 1
-            _ = Glibc.write(terminationWakeDescriptor, &one, 8)
-        }
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = handler
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = SA_RESTART
-        sigaction(SIGTERM, &action, nil)
-        sigaction(SIGINT, &action, nil)
-    }
-
-    /// True once SIGTERM or SIGINT arrived after `onTerminationSignal`.
-    public static var stopRequested: Bool { terminationRequested != 0 }
+    /// Ends the process at once with `code`, running no atexit handlers or deinitialisers (for
+    /// a second stop signal: whatever is in flight is left as a crash would leave it).
+    public static func exitImmediately(_ code: Int32) -> Never { Glibc._exit(code) }
 }
-
-// Written only by the signal handler and read by the event loop after the eventfd wakes it.
-nonisolated(unsafe) private var terminationRequested: sig_atomic_t = 0
-nonisolated(unsafe) private var terminationWakeDescriptor: Int32 = -1

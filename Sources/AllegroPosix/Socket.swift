@@ -106,6 +106,9 @@ public struct Socket: Sendable, Hashable {
         throw error
     }
 
+    /// Bytes the peer has sent that are waiting to be received.
+    public var pendingInputBytes: Int { Int(allegro_pending_input(descriptor)) }
+
     /// One `send` with MSG_NOSIGNAL, so a closed peer is an error, never a SIGPIPE.
     public func send(_ bytes: UnsafeRawBufferPointer) throws(SystemError) -> IOResult {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return .transferred(0) }

@@ -62,18 +62,24 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String {
+        if case .v6 = host { return "[\(hostText)]:\(port)" }
+        return "\(hostText):\(port)"
+    }
+
+    /// The numeric host alone: `127.0.0.1`, `::1`.
+    public var hostText: String {
         switch host {
         case let .v4(address):
             var value = in_addr(s_addr: address)
             var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
             inet_ntop(AF_INET, &value, &text, socklen_t(text.count))
-            return "\(Self.text(text)):\(port)"
+            return Self.text(text)
         case let .v6(bytes):
             var value = in6_addr()
             withUnsafeMutableBytes(of: &value) { $0.copyBytes(from: bytes) }
             var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
             inet_ntop(AF_INET6, &value, &text, socklen_t(text.count))
-            return "[\(Self.text(text))]:\(port)"
+            return Self.text(text)
         }
     }
 

@@ -28,6 +28,10 @@ final class Connection {
     var lastPing: UInt64 = 0
     /// The relay stopped reading this producer because the ring is full (backpressure).
     var readPaused = false
+    /// The relay is stopping and has read everything this peer sent before it began to.
+    var inputEnded = false
+    /// While stopping: bytes still to read (what was waiting when the stop began).
+    var drainBudget = 0
     /// EPOLLOUT is armed because the kernel's send buffer was full.
     var waitingWritable = false
     /// Queued on the relay's flush list.
@@ -52,7 +56,12 @@ final class Connection {
     /// Whether the relay reads this connection now: not while its producer is paused by a full
     /// ring, nor while more than `backlogLimit` bytes wait to be sent to it.
     func wantsInput(backlogLimit: Int) -> Bool {
-        !readPaused && outbound.count < backlogLimit
+        !readPaused && !inputEnded && outbound.count < backlogLimit
+    }
+
+    var isProducer: Bool {
+        if case .producer = state { return true }
+        return false
     }
 
     var isClosing: Bool {

@@ -39,6 +39,8 @@ public struct RelayConfiguration: Sendable, Equatable {
     /// Oldest segments are removed while the spill is larger than this; 0 means no size limit
     /// (a full disk then stops acks and ingest instead of removing data).
     public var retentionMaxBytes = 0
+    /// On SIGTERM: how long to wait for records producers had already sent to be spilled and acked.
+    public var shutdownGraceMillis = 10_000
 
     public init() {}
 
@@ -84,6 +86,7 @@ public struct RelayConfiguration: Sendable, Equatable {
         try check("spill_compression_level", spillCompressionLevel, 1 ... 9)
         try check("retention_max_age_ms", retentionMaxAgeMillis, 100 ... Int(Int32.max) * 100)
         try check("retention_max_bytes", retentionMaxBytes, 0 ... 1 << 50)
+        try check("shutdown_grace_ms", shutdownGraceMillis, 0 ... 600_000)
         if retentionMaxBytes > 0 && retentionMaxBytes < 2 * spillSegmentBytes {
             throw Invalid(key: "retention_max_bytes", value: String(retentionMaxBytes),
                           allowed: "0 (no limit) or at least 2 x spill_segment_bytes (\(2 * spillSegmentBytes))")

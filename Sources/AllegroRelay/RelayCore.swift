@@ -24,14 +24,17 @@ final class RelayCore {
     let ring: RecordRing
     let log: RelayLog
     let spill: SpillService
-    private let store: StateStore
+    let metrics: RelayMetrics
+    let store: StateStore
+    /// Totals since start, for `/status` (the metrics carry the same counts).
+    var traffic = Traffic()
     private let producerToken: Token?
     private let collectorToken: Token?
     private let welcome: Welcome
 
     private var producerStates: [String: ProducerState] = [:]
     private let durableByName: [String: DurableCollector]
-    private let durables: [DurableCollector]
+    let durables: [DurableCollector]
     private(set) var producers: [Connection] = []
     private(set) var collectors: [Connection] = []
     /// Relay sequences never assigned (an earlier run crashed after reserving them).
@@ -46,10 +49,12 @@ final class RelayCore {
     /// Connections with output to send or a close to carry out; the server drains it.
     var flushQueue: [Connection] = []
 
-    init(configuration: RelayConfiguration, log: RelayLog, resume: ResumePoint, spill: SpillService) throws {
+    init(configuration: RelayConfiguration, log: RelayLog, resume: ResumePoint, spill: SpillService,
+         metrics: RelayMetrics) throws {
         self.configuration = configuration
         self.log = log
         self.spill = spill
+        self.metrics = metrics
         store = resume.store
         ring = RecordRing(byteCapacity: configuration.ringBytes, slotCapacity: configuration.ringRecords,
                           firstSequence: resume.firstSequence)
@@ -207,6 +212,18 @@ final class RelayCore {
                         _ session: ProducerSession, _ connection: Connection) -> Bool {
         let producer = session.producer
         let maxDelivered = configuration.maxFrameBytes - 9
+        var accepted = 0, payloadBytes = 0, duplicates = 0
+        var lastEventTime: UInt64 = 0
+        defer {
+            traffic.recordsIn += UInt64(accepted)
+            traffic.duplicates += UInt64(duplicates)
+            if accepted > 0 {
+                metrics.recordsIn.increment(by: accepted)
+                metrics.bytesIn.increment(by: payloadBytes)
+                RelayMetrics.observe(metrics.ingestLag, from: lastEventTime, to: ingestNanos)
+            }
+            if duplicates > 0 { metrics.duplicates.increment(by: duplicates) }
+        }
         return producer.id.withUnsafeBytes { id in
             var index = 0
             for record in batch {
@@ -214,6 +231,7 @@ final class RelayCore {
                 if index < start { continue }
                 if record.producerSequence <= producer.highWaterMark {
                     session.expect(relay: producer.highWaterRelaySequence, producer: record.producerSequence)
+                    duplicates += 1
                     continue
                 }
                 let size = DeliveredRecordLayout.encodedSize(producerLength: id.count, record)
@@ -241,6 +259,9 @@ final class RelayCore {
                 producer.highWaterMark = record.producerSequence
                 producer.highWaterRelaySequence = sequence
                 session.expect(relay: sequence, producer: record.producerSequence)
+                accepted += 1
+                payloadBytes += record.payload.count
+                lastEventTime = record.eventTimeNanos
             }
             return true
         }
@@ -346,7 +367,15 @@ final class RelayCore {
         guard case let .collector(session) = connection.state, session.subscribed else { return false }
         var frames = DeliverFrames(outbound: connection.outbound, maxFrame: configuration.maxFrameBytes,
                                    maxBatch: configuration.maxBatchRecords)
-        defer { frames.close() }
+        defer {
+            frames.close()
+            if frames.records > 0 {
+                traffic.recordsOut += UInt64(frames.records)
+                metrics.recordsOut.increment(by: frames.records)
+                metrics.bytesOut.increment(by: frames.payloadBytes)
+                RelayMetrics.observe(metrics.dwell, from: frames.firstIngest, to: Clock.wallNanos)
+            }
+        }
         let limit = configuration.collectorBufferBytes
         while session.credit > 0, connection.outbound.count < limit {
             if let feed = session.replay {
@@ -429,7 +458,7 @@ final class RelayCore {
     private func startReplay(_ session: CollectorSession) {
         log.log(.debug, "replay_started", ["cursor": String(session.cursor), "ring_tail": String(ring.tail)])
         session.replay = ReplayFeed(catalog: spill.catalog, from: session.cursor, writtenThrough: spill.writtenThrough,
-                                    wake: replayWake)
+                                    wake: replayWake, metrics: metrics)
     }
 
     /// Numbers `gap` will not be delivered: SKIP for the parts an earlier run never assigned;
@@ -487,6 +516,8 @@ final class RelayCore {
     /// Ends the connection with an ERROR frame; the server drains it and closes.
     func fail(_ connection: Connection, _ code: ErrorCode, _ message: String) {
         guard !connection.isClosing else { return }
+        traffic.errors[code.name, default: 0] += 1
+        metrics.protocolError(code)
         log.log(.info, "connection_error", ["peer": connection.peer, "role": connection.roleName, "code": code.name, "message": message])
         retire(connection)
         connection.outbound.append(.error(code, message))
@@ -522,6 +553,10 @@ struct DeliverFrames {
     let maxBatch: Int
     private var mark: OutboundBuffer.FrameMark?
     private var count = 0
+    /// What this pass appended: records, their payload bytes, the first one's ingest time.
+    private(set) var records = 0
+    private(set) var payloadBytes = 0
+    private(set) var firstIngest: UInt64 = 0
 
     init(outbound: OutboundBuffer, maxFrame: Int, maxBatch: Int) {
         self.outbound = outbound
@@ -537,6 +572,11 @@ struct DeliverFrames {
         }
         outbound.append(raw: record)
         count += 1
+        if let base = record.baseAddress {
+            if records == 0 { firstIngest = DeliveredRecordLayout.ingestNanos(at: base) }
+            payloadBytes += DeliveredRecordLayout.payloadLength(at: base)
+        }
+        records += 1
     }
 
     mutating func close() {
@@ -544,4 +584,13 @@ struct DeliverFrames {
         outbound.endBatch(open, count: count)
         mark = nil
     }
+}
+
+/// Traffic totals since the relay started, kept by the event loop for `/status`.
+struct Traffic {
+    var recordsIn: UInt64 = 0
+    var recordsOut: UInt64 = 0
+    var duplicates: UInt64 = 0
+    /// ERROR frames sent, by code name.
+    var errors: [String: UInt64] = [:]
 }

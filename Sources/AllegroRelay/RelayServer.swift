@@ -1,4 +1,5 @@
 import AllegroPosix
+import AllegroStore
 import AllegroWire
 import Atomics
 
@@ -8,15 +9,27 @@ import Atomics
 ///
 /// One iteration: wait for readiness (at most 100 ms) → read from ready sockets and let the core
 /// handle the frames → settle acks and resume paused producers after commits → fill collectors
-/// → write every connection with output → every 100 ms, timeouts and heartbeats.
+/// → write every connection with output → every 100 ms, timeouts, heartbeats and a status for
+/// the control plane (`RelayMonitor`).
+///
+/// Stopping (`Stopper.shutDownGracefully()`, from any thread): stop accepting, read what
+/// producers had already sent, wait (at most `shutdown_grace_ms`) until all of it is fsync'd and
+/// acknowledged, then end every connection with SHUTTING_DOWN; the spill flushes and saves cursors.
 public final class RelayServer {
     public let address: SocketAddress
+    /// The state database (session summaries, cursors), shared with the control plane.
+    public let store: StateStore
     private let core: RelayCore
     private let log: RelayLog
+    private let monitor: RelayMonitor
     private let poller: Poller
     private let listener: Socket
     private let wake: WakeSignal
-    private let stopRequested = ManagedAtomic<Bool>(false)
+    private let drainRequested = ManagedAtomic<Bool>(false)
+    /// When the graceful stop gives up waiting for producers (0: not draining).
+    private var drainDeadline: UInt64 = 0
+    private var listening = true
+    private let startedAt = Clock.wallNanos
 
     private var slots: [Connection?] = []
     private var generations: [UInt32] = []
@@ -39,12 +52,15 @@ public final class RelayServer {
 
     /// Recovers the data directory (spill and state), starts the spill thread and binds the
     /// listening socket. Throws `RelayConfiguration.Invalid`, `SystemError` or a database error.
-    public init(configuration: RelayConfiguration, log: RelayLog) throws {
+    public init(configuration: RelayConfiguration, log: RelayLog, monitor: RelayMonitor = RelayMonitor(),
+                metrics: RelayMetrics = RelayMetrics()) throws {
         try configuration.validate()
         self.log = log
+        self.monitor = monitor
         let resume = try ResumePoint.open(configuration, log: log)
-        let spill = try SpillService(resume: resume, durableCollectors: configuration.durableCollectors)
-        core = try RelayCore(configuration: configuration, log: log, resume: resume, spill: spill)
+        store = resume.store
+        let spill = try SpillService(resume: resume, durableCollectors: configuration.durableCollectors, metrics: metrics)
+        core = try RelayCore(configuration: configuration, log: log, resume: resume, spill: spill, metrics: metrics)
         backlogLimit = configuration.outputBacklogLimit
         let requested = try SocketAddress(parsing: configuration.listen)
         poller = try Poller(capacity: 512)
@@ -55,6 +71,7 @@ public final class RelayServer {
         try poller.add(wake.descriptor, .readable, token: Self.wakeToken)
         try poller.add(spill.progress.descriptor, .readable, token: Self.spillToken)
         try poller.add(core.replayWake.descriptor, .readable, token: Self.replayToken)
+        monitor.attach(wake)
         spill.start(ring: core.ring, gate: core.ring.addGate(from: core.ring.head), resume: resume,
                     configuration: configuration, log: log)
     }
@@ -64,23 +81,37 @@ public final class RelayServer {
         discardBuffer.deallocate()
     }
 
-    /// Asks a running loop to stop (any thread).
-    public func stop() {
-        stopRequested.store(true, ordering: .releasing)
-        wake.signal()
+    /// A handle other threads use to stop this server.
+    public var stopper: Stopper { Stopper(server: self) }
+
+    /// Stops a `RelayServer` from any thread.
+    public struct Stopper: Sendable {
+        private let drain: ManagedAtomic<Bool>
+        private let wake: WakeSignal
+
+        fileprivate init(server: RelayServer) {
+            drain = server.drainRequested
+            wake = server.wake
+        }
+
+        /// Starts the graceful stop described on `RelayServer`; `run()` returns when it is done.
+        public func shutDownGracefully() {
+            drain.store(true, ordering: .releasing)
+            wake.signal()
+        }
     }
 
-    /// Makes SIGTERM and SIGINT stop the loop.
-    public func stopOnTerminationSignals() { ProcessSetup.onTerminationSignal(wake) }
-
-    /// Runs until `stop()` or a termination signal.
+    /// Runs until a graceful stop has finished.
     public func run() throws(SystemError) {
         log.log(.info, "listening", ["address": address.description, "relay_id": core.configuration.relayID,
                                      "durable_collectors": core.configuration.durableCollectors.joined(separator: ",")])
         var busy = false
         var nextSweep = Clock.monotonicNanos + Self.sweepNanos
         var nextPrune = Clock.monotonicNanos + 60_000_000_000
-        while !stopRequested.load(ordering: .acquiring) && !ProcessSetup.stopRequested {
+        publishStatus()
+        while true {
+            if drainDeadline == 0 && drainRequested.load(ordering: .acquiring) { beginDrain() }
+            if drainDeadline != 0 && drainFinished() { break }
             try poller.wait(timeoutMillis: busy ? 0 : 100) { event in dispatch(event) }
             now = Clock.monotonicNanos
             if spillProgressed {
@@ -92,7 +123,10 @@ public final class RelayServer {
             if now >= nextSweep {
                 sweep()
                 flushQueued()
+                publishStatus()
                 nextSweep = now + Self.sweepNanos
+            } else if monitor.takeRefreshRequest() {
+                publishStatus()
             }
             if now >= nextPrune {
                 core.pruneProducers()
@@ -185,10 +219,13 @@ public final class RelayServer {
     private func readable(_ connection: Connection) {
         if connection.isClosing { return discardInput(connection) }
         guard connection.wantsInput(backlogLimit: backlogLimit) else { return }
+        // Stopping: read only what the producer had sent when the stop began.
+        let limit = drainDeadline != 0 ? min(connection.drainBudget, Self.readChunk) : Self.readChunk
+        guard limit > 0 else { return endInput(connection) }
         let space = connection.inbound.writableSpace(minimum: 16 * 1024)
         let result: IOResult
         do {
-            result = try connection.socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: space.prefix(Self.readChunk)))
+            result = try connection.socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: space.prefix(limit)))
         } catch {
             log.log(.info, "receive_failed", ["peer": connection.peer, "error": error.description])
             return close(connection)
@@ -197,10 +234,14 @@ public final class RelayServer {
         case let .transferred(count):
             connection.inbound.didWrite(count)
             connection.lastReceived = now
+            if drainDeadline != 0 {
+                connection.drainBudget -= count
+                if connection.drainBudget <= 0 { connection.inputEnded = true }
+            }
             core.received(connection)
             updateInterest(connection)
         case .wouldBlock:
-            return
+            if drainDeadline != 0 { endInput(connection) }
         case .closed:
             flush(connection)
             close(connection)
@@ -332,6 +373,7 @@ public final class RelayServer {
     }
 
     private func shutDown() {
+        publishStatus(stopping: true)
         log.log(.info, "stopping", ["connections": String(openConnections)])
         for case let connection? in slots where !connection.isClosing {
             core.fail(connection, .shuttingDown, "the relay is stopping; reconnect later")
@@ -345,5 +387,59 @@ public final class RelayServer {
                                                   "effect": "unacknowledged records will be resent by their producers"])
         }
         log.log(.info, "stopped")
+    }
+
+    // MARK: Status and graceful stop
+
+    private func publishStatus(stopping: Bool = false) {
+        var status = core.status(openConnections: openConnections)
+        status.state = stopping || drainDeadline != 0 ? "stopping" : "serving"
+        status.listen = address.description
+        status.startedAtNanos = startedAt
+        status.publishedAtNanos = Clock.wallNanos
+        monitor.publish(status)
+    }
+
+    /// Stops accepting and marks every producer to be read until its socket is empty; a
+    /// connection not yet identified, and collectors, are no longer read.
+    private func beginDrain() {
+        let grace = UInt64(core.configuration.shutdownGraceMillis) * 1_000_000
+        drainDeadline = Clock.monotonicNanos + max(grace, 1)
+        if listening {
+            poller.remove(listener.descriptor)
+            listener.close()
+            listening = false
+        }
+        publishStatus()
+        log.log(.info, "draining", ["producers": String(core.producers.count),
+                                    "grace_ms": String(core.configuration.shutdownGraceMillis)])
+        for case let connection? in slots where !connection.isClosing {
+            // A producer is read for as many bytes as wait in its socket now; collectors and
+            // peers still in the handshake are not read again.
+            connection.drainBudget = connection.isProducer ? connection.socket.pendingInputBytes : 0
+            if connection.drainBudget == 0 { endInput(connection) }
+        }
+    }
+
+    private func endInput(_ connection: Connection) {
+        guard !connection.inputEnded else { return }
+        connection.inputEnded = true
+        updateInterest(connection)
+    }
+
+    /// Everything producers sent before the stop is in, fsync'd and acknowledged (or the grace
+    /// period is over).
+    private func drainFinished() -> Bool {
+        if Clock.monotonicNanos >= drainDeadline {
+            if core.configuration.shutdownGraceMillis > 0 {
+                log.log(.warning, "drain_timed_out", ["effect": "records not yet acknowledged will be resent by their producers"])
+            }
+            return true
+        }
+        for connection in core.producers {
+            if !connection.inputEnded || connection.readPaused || !connection.outbound.isEmpty { return false }
+            if case let .producer(session) = connection.state, session.hasPending { return false }
+        }
+        return core.safeRelaySequence >= core.ring.head &- 1
     }
 }

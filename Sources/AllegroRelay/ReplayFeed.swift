@@ -1,6 +1,7 @@
 import AllegroPosix
 import AllegroSpill
 import Atomics
+import Metrics
 import Foundation
 import Synchronization
 
@@ -44,7 +45,8 @@ final class ReplayFeed: Sendable {
     private let cancelled = ManagedAtomic<Bool>(false)
 
     /// Starts reading the spill from `sequence`, up to what the writer has published.
-    init(catalog: SegmentCatalog, from sequence: UInt64, writtenThrough: ManagedAtomic<UInt64>, wake: WakeSignal, depth: Int = 8) {
+    init(catalog: SegmentCatalog, from sequence: UInt64, writtenThrough: ManagedAtomic<UInt64>, wake: WakeSignal,
+         metrics: RelayMetrics, depth: Int = 8) {
         slots = DispatchSemaphore(value: depth)
         Thread { [self] in
             let reader = SpillReader(catalog: catalog, from: sequence)
@@ -55,6 +57,8 @@ final class ReplayFeed: Sendable {
                 let limit = writtenThrough.load(ordering: .acquiring)
                 more = reader.nextBlock(limit: limit) { records, count in
                     chunk.fill(records, records: count)
+                    metrics.replayRecords.increment(by: count)
+                    metrics.replayBytes.increment(by: records.count)
                 }
                 if more {
                     self.state.withLock { $0.ready.append(chunk) }

@@ -23,6 +23,11 @@ final class SpillService: Sendable {
     /// Signalled after each group commit; the event loop waits on it.
     let progress: WakeSignal
     let catalog: SegmentCatalog
+    let metrics: RelayMetrics
+    /// Records retention removed before every durable collector had committed them.
+    let retentionDropped = ManagedAtomic<UInt64>(0)
+    /// Segments retention removed.
+    let retentionRemovedSegments = ManagedAtomic<UInt64>(0)
 
     private let wake: WakeSignal
     private let sleeping = ManagedAtomic<Bool>(false)
@@ -40,7 +45,8 @@ final class SpillService: Sendable {
         var failure: String?
     }
 
-    init(resume: ResumePoint, durableCollectors: [String]) throws {
+    init(resume: ResumePoint, durableCollectors: [String], metrics: RelayMetrics) throws {
+        self.metrics = metrics
         durableThrough = ManagedAtomic(resume.lastSpilled)
         writtenThrough = ManagedAtomic(resume.lastSpilled)
         progress = try WakeSignal()
@@ -140,6 +146,11 @@ private final class SpillWorker: @unchecked Sendable {
     /// Producer marks seen since the last group commit.
     var marks: [[UInt8]: ProducerMark] = [:]
     var recentMark: ProducerMark?
+    var sessions = SessionTally()
+    /// Session counts taken from the tally but not yet saved (a failed save retries them).
+    var unsavedSessions: [SessionDelta] = []
+    /// Ingest time of the oldest record written since the last fsync (0: none).
+    var oldestUnsyncedIngest: UInt64 = 0
 
     init(service: SpillService, ring: RecordRing, gate: RingGate, store: StateStore, directory: String,
          configuration: RelayConfiguration, log: RelayLog) {
@@ -252,13 +263,17 @@ private final class SpillWorker: @unchecked Sendable {
             lastIngest = DeliveredRecordLayout.ingestNanos(at: source)
             if count == 0 { firstIngest = lastIngest }
             noteMark(record, sequence)
+            sessions.note(record)
             staged += record.count
             count += 1
             sequence += 1
         }
         do {
-            try writer.appendBlock(records: count, firstSequence: next, stagedBytes: staged,
-                                   firstIngest: firstIngest, lastIngest: lastIngest)
+            let written = try writer.appendBlock(records: count, firstSequence: next, stagedBytes: staged,
+                                                 firstIngest: firstIngest, lastIngest: lastIngest)
+            service.metrics.spillRecords.increment(by: count)
+            service.metrics.spillBytes.increment(by: written)
+            if oldestUnsyncedIngest == 0 { oldestUnsyncedIngest = firstIngest }
         } catch {
             report(failure: "spill write failed: \(error)")
             return false
@@ -303,6 +318,7 @@ private final class SpillWorker: @unchecked Sendable {
 
     /// fsync, then publish: acks may follow.
     private func groupCommit() -> Bool {
+        let started = Clock.monotonicNanos
         do {
             try writer.sync()
         } catch {
@@ -311,6 +327,9 @@ private final class SpillWorker: @unchecked Sendable {
         }
         lastSynced = lastWritten
         lastSyncAt = Clock.monotonicNanos
+        RelayMetrics.observe(service.metrics.fsyncTime, from: started, to: lastSyncAt)
+        RelayMetrics.observe(service.metrics.durableLag, from: oldestUnsyncedIngest, to: Clock.wallNanos)
+        oldestUnsyncedIngest = 0
         service.durableThrough.store(lastSynced, ordering: .releasing)
         service.progress.signal()
         if let previous = service.setFailure(nil) {
@@ -327,10 +346,13 @@ private final class SpillWorker: @unchecked Sendable {
         flushRecentMark()
         lastStateSaveAt = Clock.monotonicNanos
         let cursors = service.takeCursors()
-        guard !marks.isEmpty || !cursors.isEmpty || lastSynced > savedCheckpoint else { return }
+        unsavedSessions += sessions.take()
+        guard !marks.isEmpty || !cursors.isEmpty || lastSynced > savedCheckpoint || !unsavedSessions.isEmpty else { return }
         do {
-            try store.save(marks: Array(marks.values), checkpoint: lastSynced, cursors: cursors, atNanos: Clock.wallNanos)
+            try store.save(marks: Array(marks.values), checkpoint: lastSynced, cursors: cursors, sessions: unsavedSessions,
+                           atNanos: Clock.wallNanos)
             marks.removeAll(keepingCapacity: true)
+            unsavedSessions.removeAll(keepingCapacity: true)
             savedCheckpoint = lastSynced
         } catch {
             // The spill itself is durable, so acks stay correct: a restart reads the marks back
@@ -352,6 +374,8 @@ private final class SpillWorker: @unchecked Sendable {
         let maxAge = UInt64(configuration.retentionMaxAgeMillis) * 1_000_000
         let maxBytes = configuration.retentionMaxBytes
         let now = Clock.wallNanos
+        var removedThrough: UInt64 = 0
+        defer { if removedThrough > 0 { pruneSessions(removedThrough: removedThrough) } }
         while let oldest = service.catalog.snapshot().first, service.catalog.count > 1 {
             let tooOld = !oldest.isEmpty && oldest.lastIngestNanos + maxAge < now
             let tooBig = maxBytes > 0 && service.catalog.totalBytes > maxBytes
@@ -361,6 +385,11 @@ private final class SpillWorker: @unchecked Sendable {
             if !removed.isEmpty, let committed = service.lowestCommitted(), committed < removed.lastSequence {
                 forced = removed.lastSequence - max(committed, removed.firstSequence - 1)
             }
+            removedThrough = max(removedThrough, removed.lastIngestNanos)
+            service.retentionRemovedSegments.wrappingIncrement(ordering: .relaxed)
+            service.retentionDropped.wrappingIncrement(by: forced, ordering: .relaxed)
+            service.metrics.retentionSegments.increment()
+            if forced > 0 { service.metrics.retentionDropped.increment(by: forced) }
             let reason = tooOld ? "age" : "size"
             let detail = "\(removed.path) sequences \(removed.firstSequence) ... \(removed.lastSequence) (\(reason))"
             try? store.recordEvent(kind: forced > 0 ? "retention_forced_loss" : "retention_removed", detail: detail,
@@ -368,6 +397,15 @@ private final class SpillWorker: @unchecked Sendable {
             log.log(forced > 0 ? .warning : .info, forced > 0 ? "retention_forced_loss" : "retention_removed",
                     ["segment": removed.path, "records": String(removed.records), "uncommitted_records": String(forced),
                      "reason": reason])
+        }
+    }
+
+    /// Session summaries follow the spill's retention: a session whose last record is older
+    /// than everything the spill still holds is forgotten.
+    private func pruneSessions(removedThrough: UInt64) {
+        let oldestHeld = service.catalog.snapshot().first { !$0.isEmpty }?.firstIngestNanos ?? removedThrough + 1
+        do { try store.pruneSessions(lastSeenBefore: oldestHeld) } catch {
+            log.log(.warning, "state_save_failed", ["error": "\(error)"])
         }
     }
 }

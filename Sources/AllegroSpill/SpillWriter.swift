@@ -52,8 +52,10 @@ public final class SpillWriter {
     /// Compresses the first `count` staged bytes (records `first ... first + records - 1`) into
     /// one block and appends it. Throws `SystemError` when the write fails (nothing is left
     /// behind) or zlib fails.
+    /// Returns the block's size on disk.
+    @discardableResult
     public func appendBlock(records: UInt32, firstSequence: UInt64, stagedBytes count: Int,
-                            firstIngest: UInt64, lastIngest: UInt64) throws(SystemError) {
+                            firstIngest: UInt64, lastIngest: UInt64) throws(SystemError) -> Int {
         let input = UnsafeRawBufferPointer(rebasing: staging[..<count])
         let bound = deflater.bound(count) + BlockHeader.size
         if compressed.count < bound {
@@ -75,7 +77,7 @@ public final class SpillWriter {
         if file == nil || full && offset > SegmentHeader.size {
             try roll(firstSequence: firstSequence)
         }
-        guard let file else { return }
+        guard let file else { return 0 }
         do throws(SystemError) {
             try file.write(block, at: offset)
         } catch {
@@ -91,6 +93,7 @@ public final class SpillWriter {
             segment.bytes = self.offset
             segment.lastIngestNanos = lastIngest
         }
+        return block.count
     }
 
     /// Makes every appended block durable (and a new segment's directory entry).

@@ -39,7 +39,7 @@ public struct StoredState: Sendable {
 /// cursors, producers' dedup marks, the relay sequence reserved ahead of use, skipped ranges, and
 /// a table of spill and retention events. Safe to use from several threads (GRDB serialises).
 public final class StateStore: Sendable {
-    private let database: DatabaseQueue
+    let database: DatabaseQueue
 
     /// Opens (creating and migrating) the database at `path`.
     public init(path: String) throws {
@@ -60,6 +60,17 @@ public final class StateStore: Sendable {
                 CREATE TABLE skips (first INTEGER NOT NULL, last INTEGER NOT NULL);
                 CREATE TABLE events (at_ns INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL,
                                      records INTEGER NOT NULL);
+                """)
+        }
+        migrator.registerMigration("v2-sessions") { db in
+            try db.execute(sql: """
+                CREATE TABLE sessions (id TEXT PRIMARY KEY, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+                                       records INTEGER NOT NULL, bytes INTEGER NOT NULL, errors INTEGER NOT NULL);
+                CREATE INDEX sessions_by_last ON sessions (last_ns);
+                CREATE TABLE session_kinds (session TEXT NOT NULL, kind TEXT NOT NULL, records INTEGER NOT NULL,
+                                            bytes INTEGER NOT NULL, errors INTEGER NOT NULL, PRIMARY KEY (session, kind));
+                CREATE TABLE session_producers (session TEXT NOT NULL, producer TEXT NOT NULL, records INTEGER NOT NULL,
+                                                bytes INTEGER NOT NULL, PRIMARY KEY (session, producer));
                 """)
         }
         try migrator.migrate(database)
@@ -105,8 +116,11 @@ public final class StateStore: Sendable {
     }
 
     /// One group commit's state: producer marks through `checkpoint`, and committed cursors.
-    public func save(marks: [ProducerMark], checkpoint: UInt64, cursors: [String: UInt64], atNanos: UInt64) throws {
+    /// Session counts for records through `checkpoint` are saved in the same transaction.
+    public func save(marks: [ProducerMark], checkpoint: UInt64, cursors: [String: UInt64], sessions: [SessionDelta] = [],
+                     atNanos: UInt64) throws {
         try database.write { db in
+            try Self.add(sessions, db)
             for mark in marks {
                 try db.execute(sql: """
                     INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)

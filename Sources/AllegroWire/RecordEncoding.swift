@@ -127,6 +127,20 @@ public enum DeliveredRecordLayout {
         return size <= bytes.count ? size : nil
     }
 
+    /// The payload length of a record stored in DELIVER layout.
+    public static func payloadLength(at record: UnsafeRawPointer) -> Int {
+        Int(UInt32(littleEndian: record.loadUnaligned(fromByteOffset: DeliverLayout.payloadLength, as: UInt32.self)))
+    }
+
+    /// The session and kind of a DELIVER-layout record whose size `size(of:)` has checked.
+    public static func sessionAndKind(of record: UnsafeRawBufferPointer) -> (session: UnsafeRawBufferPointer, kind: UnsafeRawBufferPointer) {
+        let sessionStart = DeliverLayout.headerSize + Int(record[DeliverLayout.producerLength])
+        let kindStart = sessionStart + Int(record[DeliverLayout.sessionLength])
+        let kindEnd = kindStart + Int(record[DeliverLayout.kindLength])
+        return (UnsafeRawBufferPointer(rebasing: record[sessionStart ..< kindStart]),
+                UnsafeRawBufferPointer(rebasing: record[kindStart ..< kindEnd]))
+    }
+
     /// The producer id of a DELIVER-layout record whose size `size(of:)` has checked.
     public static func producer(of record: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
         let length = Int(record[DeliverLayout.producerLength])

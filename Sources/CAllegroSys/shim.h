@@ -8,6 +8,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 
 int accept4(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
+
+/* Bytes waiting in a socket's receive queue (FIONREAD), 0 when the call fails. */
+static inline int allegro_pending_input(int fd) {
+    int count = 0;
+    return ioctl(fd, FIONREAD, &count) == 0 ? count : 0;
+}
 #endif

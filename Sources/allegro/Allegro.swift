@@ -2,17 +2,18 @@ import ArgumentParser
 
 /// The `allegro` command line.
 @main
-struct Allegro: ParsableCommand {
+struct Allegro: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allegro",
         abstract: "A low-latency telemetry relay: producers push, collectors pull, nothing acknowledged is lost.",
         version: AllegroVersion.string,
-        subcommands: [Relay.self, Push.self, Tail.self, Version.self, ProtocolCommand.self]
+        subcommands: [Relay.self, Push.self, Tail.self, Status.self, Sessions.self, ConfigCommand.self, Version.self,
+                      ProtocolCommand.self]
     )
 }
 
 enum AllegroVersion {
-    static let string = "0.1.0"
+    static let string = "0.2.0"
 }
 
 struct Version: ParsableCommand {

@@ -10,12 +10,7 @@ import Testing
     func relays(_ relay: RelayProcess) throws -> [SocketAddress] { [try SocketAddress(parsing: relay.address)] }
 
     func push(_ relay: RelayProcess, _ lines: [String], producer: String) throws {
-        let scratch = try AllegroBinary.scratchDirectory()
-        defer { try? FileManager.default.removeItem(at: scratch) }
-        let input = scratch.appendingPathComponent("lines")
-        try (lines.joined(separator: "\n") + "\n").write(to: input, atomically: false, encoding: .utf8)
-        let result = try AllegroBinary.run(["push", "--relay", relay.address, "--producer", producer], stdin: input, timeout: 120)
-        #expect(result.status == 0 && result.stderr.contains("acked \(lines.count)"), "\(result.stderr)")
+        try TestTraffic.push(relay, lines, producer: producer)
     }
 
     /// Every record line of a jsonl tail, and its skip markers.
@@ -92,42 +87,19 @@ import Testing
         defer { try? FileManager.default.removeItem(at: data) }
         let perProducer = 100_000
         let first = try RelayProcess(dataDirectory: data)
-        let pipes = (1 ... 4).map { _ in Pipe() }
-        let pushers = try pipes.enumerated().map { index, pipe in
-            try AllegroBinary.start(["push", "--relay", first.address, "--producer", "k\(index + 1)"], pipe: pipe)
-        }
-        func feed(_ range: Range<Int>) {
-            for start in stride(from: range.lowerBound, to: range.upperBound, by: 5_000) {
-                for (index, pipe) in pipes.enumerated() {
-                    let text = (start ..< min(start + 5_000, range.upperBound)).map { "k\(index + 1)-\($0)\n" }.joined()
-                    pipe.fileHandleForWriting.write(Data(text.utf8))
-                }
-            }
-        }
-        feed(0 ..< perProducer / 2)
+        let pushers = try PipedPushers(relay: first, prefix: "k")
+        pushers.feed(0 ..< perProducer / 2)
         usleep(500_000)
         first.crash()
         let second = try RelayProcess(listen: first.address, dataDirectory: data)
-        feed(perProducer / 2 ..< perProducer)
-        for pipe in pipes { try pipe.fileHandleForWriting.close() }
-        for pusher in pushers {
-            let result = try pusher.wait(timeout: 300)
-            #expect(result.status == 0 && result.stderr.contains("acked \(perProducer)"), "\(result.stderr)")
-        }
+        pushers.feed(perProducer / 2 ..< perProducer)
+        try pushers.finish(perProducer: perProducer)
         #expect(second.log.contains("event=sequences_skipped"), "the numbers the crashed run reserved are skipped")
 
         let (records, skips) = try tail(second, ["--from", "earliest", "--count", String(4 * perProducer)])
         #expect(records.count == 4 * perProducer)
         #expect(!skips.isEmpty, "the skip is marked for collectors")
-        var next = [String: Int]()
-        var previous: UInt64 = 0
-        var problems = 0
-        for record in records {
-            if record.relaySequence <= previous || skips.contains(where: { $0.contains(record.relaySequence) }) { problems += 1 }
-            previous = record.relaySequence
-            if record.payload != "\(record.producer)-\(next[record.producer, default: 0])" { problems += 1 }
-            next[record.producer, default: 0] += 1
-        }
+        let (next, problems) = TestTraffic.audit(records, skips: skips)
         #expect(problems == 0, "every acked record exactly once, per-producer order kept, sequences increasing and never in a skip")
         #expect(next == ["k1": perProducer, "k2": perProducer, "k3": perProducer, "k4": perProducer])
     }
@@ -241,10 +213,7 @@ import Testing
     @Test func failingDiskStopsAcksAndRecoversByItself() throws {
         let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"])
         try push(relay, (0 ..< 1000).map { "before-\($0)" }, producer: "disk")
-        // No file of the relay may grow now: every spill write fails with EFBIG.
-        let segment = try SpillFiles.segments(in: relay.dataDirectory).last
-        let size = try segment.map { try FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int ?? 0 } ?? 0
-        #expect(try Self.setFileSizeLimit(of: relay.pid, to: String(size)))
+        try TestTraffic.freezeSpill(of: relay)
 
         let scratch = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
@@ -256,22 +225,12 @@ import Testing
         #expect(relay.log.contains("event=spill_failed"))
         #expect(relay.isRunning)
 
-        #expect(try Self.setFileSizeLimit(of: relay.pid, to: "unlimited"))
+        try TestTraffic.thawSpill(of: relay)
         let result = try blocked.wait(timeout: 60)
         #expect(result.status == 0 && result.stderr.contains("acked \(count)"), "\(result.stderr)")
         #expect(relay.log.contains("event=spill_recovered_from_failure"))
         let (records, _) = try tail(relay, ["--from", "earliest", "--count", String(1000 + count)])
         #expect(records.map(\.payload) == (0 ..< 1000).map { "before-\($0)" } + (0 ..< count).map { "during-\($0)" })
-    }
-
-    /// util-linux `prlimit` on a running process (the test runs as root, like CI).
-    static func setFileSizeLimit(of pid: Int32, to value: String) throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
-        process.arguments = ["--pid", String(pid), "--fsize=\(value):unlimited"]
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus == 0
     }
 
     @Test func hermesLikeJSONCompressesAtLeastThreeToOne() throws {

@@ -18,14 +18,17 @@ import Testing
         let scratch = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
         let cases: [(arguments: [String], file: String?, mentions: [String])] = [
-            (["--set", "bogus=1"], nil, ["unknown key \"bogus\"", "ring_bytes"]),
+            (["--set", "bogus=1"], nil, ["unknown configuration key \"bogus\"", "ring_bytes"]),
             (["--set", "max_connections=0"], nil, ["max_connections = 0", "1 ... 1000000"]),
-            (["--set", "ring_records=lots"], nil, ["ring_records = lots", "whole number"]),
+            (["--set", "ring_records=lots"], nil, ["ring_records = \"lots\"", "whole number"]),
             (["--set", "idle_timeout_ms=100", "--set", "heartbeat_ms=200"], nil, ["idle_timeout_ms = 100", "more than heartbeat_ms"]),
             (["--listen", "nowhere"], nil, ["listen = nowhere"]),
+            (["--http", "everywhere"], nil, ["http = everywhere"]),
             ([], #"{"ring_bytes": 1024}"#, ["ring_bytes = 1024", "4 x max_frame_bytes"]),
-            ([], #"{"durable_collectors": "timmy"}"#, ["durable_collectors must be a list"]),
-            ([], #"{"listen": "127.0.0.1:0", "tokens": {}}"#, ["unknown key \"tokens\""]),
+            ([], #"{"ring_bytes": "lots"}"#, ["ring_bytes = \"lots\"", "whole number"]),
+            ([], #"{"durable_collectors": 7}"#, ["durable_collectors", "list of names"]),
+            ([], #"{"listen": "127.0.0.1:0", "tokens": {}}"#, ["unknown configuration key \"tokens\""]),
+            ([], #"{"log_level": "loud"}"#, ["log_level = \"loud\"", "trace, debug, info"]),
             ([], "not json", ["is not valid JSON"]),
         ]
         for (index, item) in cases.enumerated() {

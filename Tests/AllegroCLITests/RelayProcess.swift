@@ -1,10 +1,12 @@
 import Foundation
 
-/// A real `allegro relay` on a free loopback port with its own data directory, stopped (SIGTERM,
-/// then SIGKILL after a deadline) when released.
+/// A real `allegro relay` on a free loopback port (and its HTTP control port on another) with
+/// its own data directory, stopped (SIGTERM, then SIGKILL after a deadline) when released.
 final class RelayProcess {
     let running: AllegroBinary.Running
     let address: String
+    /// The HTTP control port, HOST:PORT (nil when started with `--http off`).
+    let httpAddress: String?
     let dataDirectory: URL
     private let ownsData: Bool
 
@@ -18,16 +20,20 @@ final class RelayProcess {
          dataDirectory: URL? = nil) throws {
         ownsData = dataDirectory == nil
         self.dataDirectory = try dataDirectory ?? AllegroBinary.scratchDirectory()
-        running = try AllegroBinary.start(["relay", "--listen", listen, "--data", self.dataDirectory.path] + arguments,
+        let http = arguments.contains("--http") ? [] : ["--http", "127.0.0.1:0"]
+        running = try AllegroBinary.start(["relay", "--listen", listen, "--data", self.dataDirectory.path] + http + arguments,
                                           environment: environment)
+        let wantsHTTP = !arguments.contains("off")
         let deadline = Date().addingTimeInterval(20)
-        var found: String?
-        while found == nil && Date() < deadline && running.process.isRunning {
+        var found: String?, foundHTTP: String?
+        while (found == nil || (wantsHTTP && foundHTTP == nil)) && Date() < deadline && running.process.isRunning {
             found = Self.listeningAddress(in: running.stderr)
-            if found == nil { usleep(5000) }
+            foundHTTP = Self.listeningAddress(in: running.stderr, event: "http_listening")
+            if found == nil || (wantsHTTP && foundHTTP == nil) { usleep(5000) }
         }
-        guard let found else { throw DidNotStart(log: running.stderr) }
+        guard let found, !wantsHTTP || foundHTTP != nil else { throw DidNotStart(log: running.stderr) }
         address = found
+        httpAddress = foundHTTP
     }
 
     deinit {
@@ -58,8 +64,8 @@ final class RelayProcess {
         return running.process.terminationStatus
     }
 
-    static func listeningAddress(in log: String) -> String? {
-        for line in log.split(separator: "\n") where line.contains("event=listening") {
+    static func listeningAddress(in log: String, event: String = "listening") -> String? {
+        for line in log.split(separator: "\n") where line.contains("event=\(event) ") {
             for field in line.split(separator: " ") where field.hasPrefix("address=") {
                 return String(field.dropFirst("address=".count))
             }

@@ -51,7 +51,7 @@ final class AllegroPeer: Peer {
     func start(data: URL, port: Int, log: URL) throws {
         address = "127.0.0.1:\(port)"
         dataDirectory = data
-        server = try Server("allegro", binary, ["relay", "--listen", address, "--data", data.path,
+        server = try Server("allegro", binary, ["relay", "--listen", address, "--http", "off", "--data", data.path,
                                                 "--set", "log_level=warning"] + extra, log: log)
         try waitForListener(address)
     }

@@ -32,11 +32,11 @@ class Relay:
     def _start(self, listen):
         self.log_path = self.data.parent / ("relay-%d.log" % time.monotonic_ns())
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([self.binary, "relay", "--listen", listen, "--data", str(self.data)] + self.extra,
+        self.process = subprocess.Popen([self.binary, "relay", "--listen", listen, "--http", "off", "--data", str(self.data)] + self.extra,
                                         stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            match = re.search(r"event=listening address=(\S+)", self.log_path.read_text())
+            match = re.search(r"event=listening .*?address=(\S+)", self.log_path.read_text())
             if match:
                 self.address = match.group(1)
                 return

@@ -1,0 +1,28 @@
+import AllegroRelay
+import Logging
+
+/// Everything `allegro relay` runs with: the relay's settings, the HTTP control port and the
+/// log level. The embedded defaults run a relay on loopback with no file at all.
+public struct AllegroSettings: Sendable, Equatable {
+    public var relay = RelayConfiguration()
+    /// The HTTP control port, HOST:PORT; nil when turned off ("off").
+    public var http: String? = "127.0.0.1:7401"
+    public var logLevel: Logger.Level = .info
+
+    public init() {}
+}
+
+/// A configuration that cannot be used. The message names the key, the value and what is
+/// allowed; fix that key (in the file, the environment variable or the flag named) and retry.
+public struct SettingsError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) { self.message = message }
+
+    public init(key: String, value: String, source: String?, allowed: String) {
+        let from = source.map { " (from \($0))" } ?? ""
+        message = "invalid configuration: \(key) = \(value)\(from): \(allowed)"
+    }
+
+    public var description: String { message }
+}

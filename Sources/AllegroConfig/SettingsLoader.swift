@@ -1,0 +1,214 @@
+import AllegroPosix
+import AllegroRelay
+import Configuration
+import Foundation
+import Logging
+import Synchronization
+import SystemPackage
+import Yams
+
+/// Builds `AllegroSettings` with swift-configuration, from lowest to highest precedence: the
+/// embedded defaults, a YAML or JSON file, `ALLEGRO_*` environment variables, then flags
+/// (`--listen`, `--set KEY=VALUE`, ...). Every problem is a `SettingsError` naming the key.
+public struct SettingsLoader: Sendable {
+    /// The configuration file (`.yaml`, `.yml` or `.json`), if any.
+    public var file: String?
+    public var environment: [String: String]
+    /// Values from the command line, by key, as typed.
+    public var flags: [String: String]
+
+    public init(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                flags: [String: String] = [:]) {
+        self.file = file
+        self.environment = environment
+        self.flags = flags
+    }
+
+    /// Where each key's value came from: "default", "environment", "command line" or the file.
+    public struct Loaded: Sendable {
+        public var settings: AllegroSettings
+        public var sources: [String: String]
+    }
+
+    public func load() async throws(SettingsError) -> Loaded {
+        var providers: [any ConfigProvider] = [try flagProvider()]
+        let environmentProvider = EnvironmentVariablesProvider(environmentVariables: environment)
+        providers.append(KeyMappingProvider(upstream: environmentProvider) { key in
+            AbsoluteConfigKey(["allegro"] + key.components, context: key.context)
+        })
+        if let file { providers.append(try await fileProvider(file)) }
+        var names = [0: "command line", 1: "environment"]
+        if let file { names[2] = file }
+        let reporter = LookupReporter(names: names)
+        let reader = ConfigReader(providers: providers, accessReporter: reporter)
+
+        var settings = AllegroSettings()
+        for setting in SettingsCatalog.all {
+            try read(setting, from: reader, reporter: reporter, into: &settings)
+        }
+        do { try settings.relay.validate() } catch {
+            throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
+        }
+        if let http = settings.http {
+            do { _ = try SocketAddress(parsing: http) } catch {
+                throw SettingsError(key: "http", value: http, source: reporter.source(of: "http"),
+                                    allowed: error.reason + "; expected HOST:PORT with a numeric address, or off")
+            }
+        }
+        return Loaded(settings: settings, sources: reporter.sources())
+    }
+
+    // MARK: Reading one key
+
+    private func read(_ setting: Setting, from reader: ConfigReader, reporter: LookupReporter,
+                      into settings: inout AllegroSettings) throws(SettingsError) {
+        let key = ConfigKey(setting.key)
+        func failed(_ allowed: String) -> SettingsError {
+            let raw = reader.string(forKey: key).map { "\"\($0)\"" } ?? "(a value of another type)"
+            return SettingsError(key: setting.key, value: raw, source: reporter.source(of: setting.key), allowed: allowed)
+        }
+        switch setting.kind {
+        case let .integer(path):
+            let value = reader.int(forKey: key)
+            if reporter.failed(setting.key) { throw failed("expected a whole number") }
+            if let value { settings[keyPath: path] = value }
+        case let .text(path):
+            let value = reader.string(forKey: key)
+            if reporter.failed(setting.key) { throw failed("expected text") }
+            if let value { settings[keyPath: path] = value }
+        case let .secret(path):
+            let value = reader.string(forKey: key, isSecret: true)
+            if reporter.failed(setting.key) {
+                throw SettingsError(key: setting.key, value: "(masked)", source: reporter.source(of: setting.key), allowed: "expected text")
+            }
+            if let value, !value.isEmpty { settings[keyPath: path] = value }
+        case let .list(path):
+            let value = reader.stringArray(forKey: key)
+            if reporter.failed(setting.key) { throw failed("expected a list of names (comma-separated in the environment and on the command line)") }
+            if let value { settings[keyPath: path] = value.filter { !$0.isEmpty } }
+        case .level:
+            let value = reader.string(forKey: key)
+            if reporter.failed(setting.key) { throw failed("expected a log level") }
+            if let value {
+                guard let level = Logger.Level(rawValue: value.lowercased()) else {
+                    throw SettingsError(key: setting.key, value: "\"\(value)\"", source: reporter.source(of: setting.key),
+                                        allowed: "trace, debug, info, notice, warning, error or critical")
+                }
+                settings.logLevel = level
+            }
+        case .http:
+            let value = reader.string(forKey: key)
+            if reporter.failed(setting.key) { throw failed("expected HOST:PORT or off") }
+            if let value { settings.http = value == "off" || value.isEmpty ? nil : value }
+        }
+    }
+
+    // MARK: Providers
+
+    /// Command-line values, typed by their key's kind so the reader can use them.
+    private func flagProvider() throws(SettingsError) -> InMemoryProvider {
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (key, text) in flags {
+            guard let setting = SettingsCatalog.byKey[key] else {
+                throw SettingsError("unknown configuration key \"\(key)\" on the command line; the keys are \(SettingsCatalog.keyList)")
+            }
+            let content: ConfigContent
+            switch setting.kind {
+            case .integer:
+                guard let number = Int(text) else {
+                    throw SettingsError(key: key, value: "\"\(text)\"", source: "command line", allowed: "expected a whole number")
+                }
+                content = .int(number)
+            case .list:
+                content = .stringArray(text.split(separator: ",").map(String.init))
+            case .secret, .text, .level, .http:
+                content = .string(text)
+            }
+            values[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(content, isSecret: { if case .secret = setting.kind { true } else { false } }())
+        }
+        return InMemoryProvider(name: "command line", values: values)
+    }
+
+    /// The file's provider, after checking that it names only known keys with single values
+    /// (swift-configuration ignores keys nobody reads: a misspelt key would silently do nothing).
+    private func fileProvider(_ path: String) async throws(SettingsError) -> any ConfigProvider {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SettingsError("cannot read the configuration file \(path)")
+        }
+        let isJSON = path.hasSuffix(".json")
+        guard isJSON || path.hasSuffix(".yaml") || path.hasSuffix(".yml") else {
+            throw SettingsError("\(path): a configuration file must end in .yaml, .yml or .json")
+        }
+        let top: Any?
+        do {
+            if isJSON {
+                top = try JSONSerialization.jsonObject(with: data)
+            } else {
+                top = try Yams.load(yaml: String(decoding: data, as: UTF8.self))
+            }
+        } catch {
+            throw SettingsError("\(path) is not valid \(isJSON ? "JSON" : "YAML"): \(error)")
+        }
+        if let top {
+            guard let mapping = top as? [String: Any] else {
+                throw SettingsError("\(path) must hold one mapping of settings (key: value)")
+            }
+            for (key, value) in mapping.sorted(by: { $0.key < $1.key }) {
+                guard SettingsCatalog.byKey[key] != nil else {
+                    throw SettingsError("\(path): unknown configuration key \"\(key)\"; the keys are \(SettingsCatalog.keyList)")
+                }
+                if value is [String: Any] {
+                    throw SettingsError(key: key, value: "(a mapping)", source: path, allowed: "expected a single value")
+                }
+            }
+        }
+        do {
+            if isJSON {
+                return try await FileProvider<JSONSnapshot>(filePath: FilePath(path))
+            }
+            return try await FileProvider<YAMLSnapshot>(filePath: FilePath(path))
+        } catch {
+            throw SettingsError("\(path) cannot be read as configuration: \(error)")
+        }
+    }
+}
+
+/// Watches the reader's lookups: which provider answered each key, and which keys had a value
+/// that could not be converted to the type asked for.
+final class LookupReporter: AccessReporter {
+    private struct State {
+        var sources: [String: String] = [:]
+        var failures: Set<String> = []
+    }
+
+    private let names: [Int: String]
+    private let state = Mutex(State())
+
+    init(names: [Int: String]) { self.names = names }
+
+    func report(_ event: AccessEvent) {
+        let key = event.metadata.key.components.joined(separator: ".")
+        var failed = event.conversionError != nil
+        if case .failure = event.result { failed = true }
+        var source: String?
+        for (index, result) in event.providerResults.enumerated() {
+            switch result.result {
+            case let .success(lookup) where lookup.value != nil:
+                if source == nil { source = names[index] ?? result.providerName }
+            case .failure:
+                failed = true
+                if source == nil { source = names[index] ?? result.providerName }
+            default:
+                continue
+            }
+        }
+        state.withLock { state in
+            if let source { state.sources[key] = source }
+            if failed { state.failures.insert(key) } else { state.failures.remove(key) }
+        }
+    }
+
+    func failed(_ key: String) -> Bool { state.withLock { $0.failures.contains(key) } }
+    func source(of key: String) -> String? { state.withLock { $0.sources[key] } }
+    func sources() -> [String: String] { state.withLock { $0.sources } }
+}

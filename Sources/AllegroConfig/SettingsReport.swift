@@ -1,0 +1,37 @@
+import Foundation
+
+extension SettingsLoader {
+    /// Every key, in the order `config check` prints them.
+    public static var keys: [String] { SettingsCatalog.all.map(\.key) }
+}
+
+extension SettingsLoader.Loaded {
+    /// The effective settings as YAML that `allegro relay --config` accepts back, tokens
+    /// masked, each line commented with where its value came from.
+    public func rendered() -> String {
+        var lines = ["# allegro: effective configuration (tokens masked)"]
+        let width = SettingsCatalog.all.map { $0.key.count }.max() ?? 0
+        for setting in SettingsCatalog.all {
+            let value = Self.value(of: setting, in: settings)
+            let entry = setting.key + ": " + value
+            let padding = String(repeating: " ", count: max(1, width + 24 - entry.count))
+            lines.append(entry + padding + "# " + (sources[setting.key] ?? "default"))
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    private static func value(of setting: Setting, in settings: AllegroSettings) -> String {
+        switch setting.kind {
+        case let .integer(path): String(settings[keyPath: path])
+        case let .text(path): quoted(settings[keyPath: path])
+        case let .secret(path): settings[keyPath: path] == nil ? "~" : "\"********\""
+        case let .list(path): "[" + settings[keyPath: path].map(quoted).joined(separator: ", ") + "]"
+        case .level: settings.logLevel.rawValue
+        case .http: settings.http.map(quoted) ?? "off"
+        }
+    }
+
+    private static func quoted(_ text: String) -> String {
+        "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+}

@@ -1,0 +1,46 @@
+import AllegroPosix
+import AllegroRelay
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// `allegro relay` as a process: the relay's event loop and the HTTP control port, run as one
+/// swift-service-lifecycle group that SIGTERM and SIGINT stop gracefully. The relay drains
+/// first while `/health` says "stopping"; the HTTP port closes after it.
+public enum ControlProcess {
+    /// Runs until a stop signal (returns normally: exit 0) or a failure (throws).
+    /// `http` is HOST:PORT or nil (no control port).
+    public static func run(_ configuration: RelayConfiguration, http: String?, log: RelayLog,
+                           metrics: MetricsExport) async throws {
+        let monitor = RelayMonitor()
+        let runner = try await RelayRunner.start(configuration, log: log, monitor: monitor, metrics: RelayMetrics())
+        var services: [any Service] = []
+        if let http {
+            let address = try AllegroPosix.SocketAddress(parsing: http)
+            if !address.isLoopback {
+                log.log(.warning, "http_not_loopback", ["address": http,
+                                                        "effect": "status and session ids are readable by anyone who can reach it"])
+            }
+            var httpLogger = Logger(label: "allegro.http")
+            httpLogger.logLevel = max(log.logger.logLevel, .notice)
+            let routes = ControlRoutes(monitor: monitor, store: runner.store, metrics: metrics)
+            services.append(Application(
+                router: routes.router(),
+                configuration: .init(address: .hostname(address.hostText, port: Int(address.port)), serverName: "allegro"),
+                onServerRunning: { channel in
+                    let bound = channel.localAddress.map { "\($0.ipAddress ?? address.hostText):\($0.port ?? 0)" } ?? http
+                    log.log(.info, "http_listening", ["address": bound])
+                },
+                logger: httpLogger
+            ))
+        }
+        services.append(RelayService(runner: runner, log: log))
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: log.logger
+        ))
+        try await group.run()
+    }
+}

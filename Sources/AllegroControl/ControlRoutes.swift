@@ -1,0 +1,82 @@
+import AllegroRelay
+import AllegroStore
+import Foundation
+import Hummingbird
+
+/// The HTTP control port's routes. Read-only: nothing here changes the relay. Every answer is
+/// live (`Cache-Control: no-store`).
+///
+/// - `GET /health`: 200 `{"status":"serving"}`; 503 with a `reason` when the spill cannot write,
+///   the event loop is stuck, or the relay is stopping.
+/// - `GET /metrics`: Prometheus text format.
+/// - `GET /status`: `RelayStatus` as JSON (snake_case keys), as of the request.
+/// - `GET /sessions[?limit=N]`: Hermes session summaries, newest first (default 100).
+/// - `GET /sessions/{id}`: one session with counts by kind and producer; 404 when unknown.
+public struct ControlRoutes: Sendable {
+    let monitor: RelayMonitor
+    let store: StateStore
+    let metrics: MetricsExport
+
+    public init(monitor: RelayMonitor, store: StateStore, metrics: MetricsExport) {
+        self.monitor = monitor
+        self.store = store
+        self.metrics = metrics
+    }
+
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.get("health") { _, _ in self.health() }
+        router.get("metrics") { _, _ in
+            let status = await self.monitor.fresh()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: self.metrics.scrape(status))))
+        }
+        router.get("status") { _, _ in
+            guard let status = await self.monitor.fresh() else {
+                return Self.json(["error": "the relay is starting"], status: .serviceUnavailable)
+            }
+            return Self.json(status)
+        }
+        router.get("sessions") { request, _ in
+            let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 100
+            guard (1 ... 10_000).contains(limit) else {
+                return Self.json(["error": "limit must be 1 ... 10000"], status: .badRequest)
+            }
+            do { return Self.json(try self.store.sessions(limit: limit)) } catch {
+                return Self.json(["error": "cannot read the state database: \(error)"], status: .internalServerError)
+            }
+        }
+        router.get("sessions/:id") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            do {
+                guard let detail = try self.store.session(id: id) else {
+                    return Self.json(["error": "no session \(id) is held (never seen, or removed by retention)"], status: .notFound)
+                }
+                return Self.json(detail)
+            } catch {
+                return Self.json(["error": "cannot read the state database: \(error)"], status: .internalServerError)
+            }
+        }
+        return router
+    }
+
+    private func health() -> Response {
+        switch monitor.health {
+        case .serving:
+            Self.json(["status": "serving"])
+        case let .failing(reason):
+            Self.json(["status": "failing", "reason": reason], status: .serviceUnavailable)
+        case .stopping:
+            Self.json(["status": "stopping", "reason": "the relay is shutting down"], status: .serviceUnavailable)
+        }
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{\"error\":\"encoding failed\"}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
