@@ -160,6 +160,11 @@ public struct SettingsLoader: Sendable {
                 if value is [String: Any] {
                     throw SettingsError(key: key, value: "(a mapping)", source: path, allowed: "expected a single value")
                 }
+                if value is NSNull {
+                    // YAML's ~ would otherwise be read as the text "~" (a token of "~").
+                    throw SettingsError(key: key, value: "null", source: path,
+                                        allowed: "leave the key out (or comment it out) to keep its default")
+                }
             }
         }
         do {

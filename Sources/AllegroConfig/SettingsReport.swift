@@ -13,18 +13,20 @@ extension SettingsLoader.Loaded {
         let width = SettingsCatalog.all.map { $0.key.count }.max() ?? 0
         for setting in SettingsCatalog.all {
             let value = Self.value(of: setting, in: settings)
-            let entry = setting.key + ": " + value
+            // An unset token is shown as a comment: the output is itself a valid configuration.
+            let entry = (value == nil ? "# " : "") + setting.key + ": " + (value ?? "(unset)")
             let padding = String(repeating: " ", count: max(1, width + 24 - entry.count))
             lines.append(entry + padding + "# " + (sources[setting.key] ?? "default"))
         }
         return lines.joined(separator: "\n")
     }
 
-    private static func value(of setting: Setting, in settings: AllegroSettings) -> String {
+    /// The value as YAML; nil for an unset token.
+    private static func value(of setting: Setting, in settings: AllegroSettings) -> String? {
         switch setting.kind {
         case let .integer(path): String(settings[keyPath: path])
         case let .text(path): quoted(settings[keyPath: path])
-        case let .secret(path): settings[keyPath: path] == nil ? "~" : "\"********\""
+        case let .secret(path): settings[keyPath: path] == nil ? nil : "\"********\""
         case let .list(path): "[" + settings[keyPath: path].map(quoted).joined(separator: ", ") + "]"
         case .level: settings.logLevel.rawValue
         case .http: settings.http.map(quoted) ?? "off"

@@ -41,6 +41,20 @@ public enum ControlProcess {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: log.logger
         ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as IOError {
+            // NIO's only socket here is the control port's.
+            throw ControlPortUnavailable(address: http ?? "", reason: error.description)
+        }
+    }
+}
+
+/// The HTTP control port could not listen (the relay, which had started, stopped gracefully).
+public struct ControlPortUnavailable: Error, CustomStringConvertible {
+    public var address: String
+    public var reason: String
+    public var description: String {
+        "the HTTP control port cannot listen on \(address): \(reason); choose another with --http HOST:PORT (or --http off)"
     }
 }

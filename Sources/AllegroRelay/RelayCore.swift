@@ -25,7 +25,7 @@ final class RelayCore {
     let log: RelayLog
     let spill: SpillService
     let metrics: RelayMetrics
-    let store: StateStore
+    private let store: StateStore
     /// Totals since start, for `/status` (the metrics carry the same counts).
     var traffic = Traffic()
     private let producerToken: Token?

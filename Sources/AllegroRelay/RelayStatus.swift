@@ -119,8 +119,8 @@ public final class RelayMonitor: Sendable {
         let before = publishedAt.load(ordering: .acquiring)
         refreshWanted.store(true, ordering: .releasing)
         wakeLoop.withLock { $0 }?.signal()
-        for _ in 0 ..< 50 where publishedAt.load(ordering: .acquiring) == before {
-            try? await Task.sleep(nanoseconds: 2_000_000)
+        for _ in 0 ..< 1000 where publishedAt.load(ordering: .acquiring) == before {
+            try? await Task.sleep(nanoseconds: 100_000)
         }
         return status
     }

@@ -41,10 +41,21 @@ import Testing
 
         // What it printed is itself a configuration the relay accepts, with the same values.
         let printed = scratch.appendingPathComponent("printed.yaml")
-        try out.replacingOccurrences(of: #""********""#, with: "~").write(to: printed, atomically: false, encoding: .utf8)
+        try out.replacingOccurrences(of: #""********""#, with: #""another-token""#).write(to: printed, atomically: false, encoding: .utf8)
         let again = try AllegroBinary.run(["config", "check", printed.path], environment: ["ALLEGRO_HEARTBEAT_MS": "2000"], timeout: 20)
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stdout.contains("ring_bytes: 8388608") && again.stdout.contains("max_connections: 50"))
+    }
+
+    @Test func theExampleConfigurationIsValidAndSetsEveryKey() throws {
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("config/allegro.yaml")
+        let result = try AllegroBinary.run(["config", "check", example.path], timeout: 20)
+        #expect(result.status == 0, "\(result.stderr)")
+        let settings = result.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        #expect(settings.count == 22, "every key but the two tokens, which are unset: \(result.stdout)")
+        #expect(result.stdout.contains("# producer_token: (unset)"))
+        for line in settings { #expect(line.hasSuffix("# " + example.path), "every key is in the example: \(line)") }
     }
 
     @Test func aBadConfigurationIsRejectedNamingTheKey() throws {
@@ -58,6 +69,7 @@ import Testing
             ("spill_compression_level: 12\n", [:], ["spill_compression_level = 12", "1 ... 9"]),
             ("listen: [1, 2]\n", [:], ["listen", "expected text"]),
             ("log_level: shouting\n", [:], [#"log_level = "shouting""#, "trace, debug, info"]),
+            ("producer_token: ~\n", [:], ["producer_token = null", "leave the key out"]),
             (nil, ["ALLEGRO_MAX_CONNECTIONS": "many"], [#"max_connections = "many""#, "(from environment)", "whole number"]),
             ("- just\n- a list\n", [:], ["must hold one mapping"]),
         ]
@@ -264,7 +276,7 @@ import Testing
         #expect(next == ["g1": perProducer, "g2": perProducer, "g3": perProducer, "g4": perProducer])
     }
 
-    @Test func aSecondSignalExitsAtOnce() throws {
+    @Test func aSecondSignalExitsAtOnce() async throws {
         let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576",
                                       "--set", "shutdown_grace_ms=60000"])
         try push(relay, (0 ..< 100).map { "kept-\($0)" }, producer: "signals")
@@ -278,7 +290,9 @@ import Testing
         kill(relay.pid, SIGTERM)
         let deadline = Date().addingTimeInterval(10)
         while !relay.log.contains("event=draining") && Date() < deadline { usleep(10_000) }
-        usleep(300_000)
+        let health = try await ControlHTTP.get(relay, "/health")
+        let state = try health.json()["status"] as? String
+        #expect(health.status == 503 && state == "stopping", "\(health.text)")
         #expect(relay.isRunning, "still draining: the spill cannot make the records durable")
         kill(relay.pid, SIGTERM)
         relay.running.process.waitUntilExit()

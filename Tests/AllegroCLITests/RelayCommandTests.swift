@@ -65,6 +65,18 @@ import Testing
         #expect(first.isRunning)
     }
 
+    @Test func aBusyControlPortIsReportedByAddress() throws {
+        let first = try RelayProcess()
+        let http = try #require(first.httpAddress)
+        let scratch = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let second = try AllegroBinary.run(["relay", "--listen", "127.0.0.1:0", "--http", http, "--data", scratch.path], timeout: 30)
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("HTTP control port cannot listen on \(http)"), "\(second.stderr)")
+        #expect(second.stderr.contains("event=stopped"), "the relay it had started stopped cleanly")
+        #expect(first.isRunning)
+    }
+
     @Test func terminateStopsCleanly() throws {
         let relay = try RelayProcess()
         let client = try RawClient(relay.address)
