@@ -170,7 +170,7 @@ import Testing
         #expect(resumed.records.map(\.payload) == (60 ..< 200).map { "a-\($0)" })
     }
 
-    @Test func retentionBySizeCountsForcedLosses() throws {
+    @Test func retentionBySizeCountsForcedLosses() async throws {
         // A small ring, so what retention removes from the spill is not still served from memory.
         let relay = try RelayProcess(["--durable", "timmy", "--set", "spill_block_bytes=4096", "--set", "spill_segment_bytes=65536",
                                       "--set", "retention_max_bytes=131072", "--set", "max_frame_bytes=65536",
@@ -192,6 +192,13 @@ import Testing
         #expect(records.last?.relaySequence == UInt64(count))
         #expect(UInt64(records.count) + forced >= UInt64(count), "what is gone was counted (\(forced) forced)")
         #expect(records.first.map { $0.relaySequence > 1 } == true)
+        // The same count reaches /status and /metrics.
+        let status = try await ControlHTTP.get(relay, "/status").json()
+        let retention = try #require(status["retention"] as? [String: Any])
+        #expect(retention["dropped_records"] as? Int == Int(forced))
+        #expect((retention["removed_segments"] as? Int ?? 0) >= 1)
+        let metrics = try await ControlHTTP.get(relay, "/metrics").text
+        #expect(ControlHTTP.sample(metrics, "allegro_retention_dropped_records_total") == Double(forced))
     }
 
     @Test func retentionByAge() throws {
