@@ -43,7 +43,9 @@ struct ResumePoint {
         let store = try StateStore(path: data + "/state.sqlite")
         let state = try store.load()
         let spillDirectory = data + "/spill"
-        let report = try SpillRecovery.run(directory: spillDirectory, marksAfter: state.marksCheckpoint)
+        // Session summaries were saved with the marks, through the checkpoint: count the rest.
+        var sessions = SessionTally()
+        let report = try SpillRecovery.run(directory: spillDirectory, marksAfter: state.marksCheckpoint) { sessions.note($0) }
         let now = Clock.wallNanos
         for damage in report.damage {
             let kind = damage.torn ? "spill_tail_truncated" : "spill_block_quarantined"
@@ -75,7 +77,7 @@ struct ResumePoint {
         }
         let first = max(lastSpilled, state.reservedThrough) + 1
         try store.reserve(through: first - 1 + reservationChunk)
-        try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], atNanos: now)
+        try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], sessions: sessions.take(), atNanos: now)
         log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "last_sequence": String(lastSpilled),
                                            "next_sequence": String(first), "producers": String(marks.count)])
         return ResumePoint(store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,

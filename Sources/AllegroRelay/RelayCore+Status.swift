@@ -9,7 +9,7 @@ extension RelayCore {
         status.relayID = configuration.relayID
         let head = ring.head, durableThrough = safeRelaySequence
         status.nextSequence = head
-        status.acksOutstanding = head &- 1 > durableThrough ? head &- 1 &- durableThrough : 0
+        status.acksOutstanding = recordsAwaitingFsync
         status.connections.producers = producers.count
         status.connections.collectors = collectors.count
         status.connections.handshaking = max(0, openConnections - producers.count - collectors.count)

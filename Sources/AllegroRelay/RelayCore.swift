@@ -83,6 +83,14 @@ final class RelayCore {
     /// Every record at or below this is safe (spilled and fsync'd).
     var safeRelaySequence: UInt64 { spill.durableThrough.load(ordering: .acquiring) }
 
+    /// Records accepted in this run that are not yet fsync'd in the spill (so not yet acked).
+    /// Numbers below the run's first were settled by earlier runs, skipped ones included.
+    var recordsAwaitingFsync: UInt64 {
+        let head = ring.head
+        guard head > runStart else { return 0 }
+        return head - 1 - min(max(safeRelaySequence, runStart - 1), head - 1)
+    }
+
     /// The oldest relay sequence held anywhere (spill or ring).
     var earliestSequence: UInt64 { min(spill.catalog.oldestSequence ?? .max, ring.tail) }
 

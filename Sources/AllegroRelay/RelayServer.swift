@@ -440,6 +440,6 @@ public final class RelayServer {
             if !connection.inputEnded || connection.readPaused || !connection.outbound.isEmpty { return false }
             if case let .producer(session) = connection.state, session.hasPending { return false }
         }
-        return core.safeRelaySequence >= core.ring.head &- 1
+        return core.recordsAwaitingFsync == 0
     }
 }

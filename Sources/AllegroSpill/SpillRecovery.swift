@@ -28,7 +28,9 @@ public struct RecoveryReport: Sendable {
 /// empty segments, and reads producer marks from blocks after `marksAfter`. It never refuses to
 /// start: whatever cannot be read is reported and set aside.
 public enum SpillRecovery {
-    public static func run(directory: String, marksAfter: UInt64) throws(SystemError) -> RecoveryReport {
+    /// `eachRecordAfterMarks` sees every record above `marksAfter` (in DELIVER layout, size checked).
+    public static func run(directory: String, marksAfter: UInt64,
+                           eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void = { _ in }) throws(SystemError) -> RecoveryReport {
         try Directory.create(directory)
         var report = RecoveryReport()
         let names = try Directory.entries(directory).filter { SegmentName.firstSequence(of: $0) != nil }.sorted()
@@ -37,7 +39,7 @@ public enum SpillRecovery {
             guard let first = SegmentName.firstSequence(of: name) else { continue }
             let path = directory + "/" + name
             var segment = try scan(path: path, firstSequence: first, directory: directory, previousLast: &previousLast,
-                                   marksAfter: marksAfter, report: &report)
+                                   marksAfter: marksAfter, report: &report, eachRecordAfterMarks: eachRecordAfterMarks)
             if segment.isEmpty {
                 try Directory.remove(path)
                 continue
@@ -50,7 +52,8 @@ public enum SpillRecovery {
     }
 
     private static func scan(path: String, firstSequence: UInt64, directory: String, previousLast: inout UInt64,
-                             marksAfter: UInt64, report: inout RecoveryReport) throws(SystemError) -> SegmentInfo {
+                             marksAfter: UInt64, report: inout RecoveryReport,
+                             eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void) throws(SystemError) -> SegmentInfo {
         let file = try File.open(path)
         defer { file.close() }
         let size = try file.size()
@@ -80,7 +83,7 @@ public enum SpillRecovery {
                 keep.append(offset ..< end)
                 if header.lastSequence > marksAfter {
                     readMarks(header, payload: UnsafeRawBufferPointer(rebasing: data[offset + BlockHeader.size ..< end]),
-                              inflater: inflater, into: &report)
+                              after: marksAfter, inflater: inflater, into: &report, eachRecordAfterMarks)
                 }
                 if info.isEmpty { info.firstIngestNanos = header.firstIngestNanos }
                 info.lastSequence = header.lastSequence
@@ -130,8 +133,9 @@ public enum SpillRecovery {
         return CRC32.of(payload) == header.payloadChecksum ? header : nil
     }
 
-    private static func readMarks(_ header: BlockHeader, payload: UnsafeRawBufferPointer, inflater: Inflater,
-                                  into report: inout RecoveryReport) {
+    private static func readMarks(_ header: BlockHeader, payload: UnsafeRawBufferPointer, after marksAfter: UInt64,
+                                  inflater: Inflater, into report: inout RecoveryReport,
+                                  _ eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void) {
         let records = UnsafeMutableRawBufferPointer.allocate(byteCount: max(Int(header.uncompressedSize), 1), alignment: 16)
         defer { records.deallocate() }
         let output = UnsafeMutableRawBufferPointer(rebasing: records[..<Int(header.uncompressedSize)])
@@ -150,6 +154,7 @@ public enum SpillRecovery {
             } else {
                 report.producerMarks[producer] = (producerSequence, relaySequence)
             }
+            if relaySequence > marksAfter { eachRecordAfterMarks(record) }
             at += size
         }
     }

@@ -243,6 +243,26 @@ import Testing
         #expect(kept.first { $0["id"] as? String == "alpha" }?["records"] as? Int == 307)
     }
 
+    @Test func sessionSummariesSurviveAKillNine() async throws {
+        let data = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let relay = try RelayProcess(dataDirectory: data)
+        let lines = (0 ..< 5_000).map { "{\"turn\":\($0)}" }
+        try push(relay, lines, producer: "hermes-9", session: "crashy", kind: "model_turn")
+        // Acked means fsync'd in the spill; the summaries reach SQLite up to 200 ms later.
+        relay.crash()
+        let again = try RelayProcess(dataDirectory: data)
+        let detail = try (await ControlHTTP.get(again, "/sessions/crashy")).json()
+        let summary = try #require(detail["summary"] as? [String: Any])
+        #expect(summary["records"] as? Int == 5_000, "counted once, whether saved before the crash or recovered: \(detail)")
+        #expect(summary["bytes"] as? Int == lines.reduce(0) { $0 + $1.utf8.count })
+        // The numbers the crashed run had reserved are skipped; none of them is awaited.
+        let status = try await ControlHTTP.get(again, "/status").json()
+        #expect(status["acks_outstanding"] as? Int == 0, "\(status)")
+        #expect(again.stop() == 0)
+        #expect(!again.log.contains("drain_timed_out"), "nothing to wait for: \(again.log)")
+    }
+
     // MARK: Lifecycle
 
     @Test func sigtermUnderLoadExitsZeroAndTheRestartLosesNothingAcked() throws {
