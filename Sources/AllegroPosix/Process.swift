@@ -1,4 +1,3 @@
-import CAllegroSys
 import Glibc
 
 /// Process-wide set-up the relay does once at start.
