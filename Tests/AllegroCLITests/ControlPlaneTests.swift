@@ -170,6 +170,21 @@ import Testing
         #expect(promtool.terminationStatus == 0, "promtool check metrics: \(report)")
     }
 
+    @Test func catchUpFromTheSpillIsCountedAsReplay() async throws {
+        // A ring far smaller than what is pushed: a collector from the start reads the spill.
+        let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=262144"])
+        let lines = (0 ..< 20_000).map { "replayed-\($0)-" + String(repeating: "x", count: 100) }
+        try push(relay, lines, producer: "replay")
+        let tail = try AllegroBinary.run(["tail", "--relay", relay.address, "--from", "earliest", "--count", "20000"], timeout: 60)
+        #expect(tail.status == 0)
+        let text = try await ControlHTTP.get(relay, "/metrics").text
+        let replayed = ControlHTTP.sample(text, "allegro_spill_replayed_records_total") ?? 0
+        let held = ControlHTTP.sample(text, "allegro_ring_records") ?? 0
+        #expect(ControlHTTP.sample(text, "allegro_records_out_total") == 20_000)
+        #expect(replayed >= 20_000 - held && held < 20_000, "replayed \(replayed), ring holds \(held)")
+        #expect((ControlHTTP.sample(text, "allegro_spill_replayed_bytes_total") ?? 0) > replayed * 100)
+    }
+
     @Test func statusShowsHowFarBehindACollectorIs() async throws {
         let relay = try RelayProcess(["--durable", "timmy"])
         try push(relay, (0 ..< 300).map { "status-\($0)" }, producer: "status")
