@@ -36,20 +36,21 @@ public struct StoredState: Sendable {
 }
 
 /// SQLite state (WAL mode, through GRDB on the system libsqlite3): durable collectors' committed
-/// cursors, producers' dedup marks, the relay sequence reserved ahead of use, skipped ranges, and
-/// a table of spill and retention events. Safe to use from several threads (GRDB serialises).
+/// cursors, producers' dedup marks, the relay sequence reserved ahead of use, skipped ranges,
+/// session summaries, and a table of spill and retention events. Safe to use from several
+/// threads: writes are serialised, and reads (the control port's) run on their own connections
+/// beside them, so a read never holds up the spill thread's saves.
 public final class StateStore: Sendable {
-    let database: DatabaseQueue
+    let database: DatabasePool
 
     /// Opens (creating and migrating) the database at `path`.
     public init(path: String) throws {
         var configuration = Configuration()
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA journal_mode = WAL")
             // NORMAL: a commit survives a process crash (kill -9); fsync happens at checkpoints.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
-        database = try DatabaseQueue(path: path, configuration: configuration)
+        database = try DatabasePool(path: path, configuration: configuration)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
             try db.execute(sql: """
