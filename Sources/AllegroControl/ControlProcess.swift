@@ -13,11 +13,11 @@ public enum ControlProcess {
     /// `http` is HOST:PORT or nil (no control port).
     public static func run(_ configuration: RelayConfiguration, http: String?, log: RelayLog,
                            metrics: MetricsExport) async throws {
+        let address = try http.map { try AllegroPosix.SocketAddress(parsing: $0) }
         let monitor = RelayMonitor()
         let runner = try await RelayRunner.start(configuration, log: log, monitor: monitor, metrics: RelayMetrics())
         var services: [any Service] = []
-        if let http {
-            let address = try AllegroPosix.SocketAddress(parsing: http)
+        if let http, let address {
             if !address.isLoopback {
                 log.log(.warning, "http_not_loopback", ["address": http,
                                                         "effect": "status and session ids are readable by anyone who can reach it"])
