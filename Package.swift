@@ -87,6 +87,8 @@ let package = Package(
 
         .testTarget(name: "AllegroWireTests", dependencies: ["AllegroWire"]),
         .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
+        .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore"]),
+        .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CSQLite", "CAllegroSys"]),
         .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
     ],

@@ -1,26 +1,26 @@
 import Glibc
 
-/// A regular file descriptor with the calls the spill needs: append, positioned read, fsync,
-/// truncate. Like `Socket`, the value does not own the descriptor: its owner closes it once.
+/// A regular file with the calls the spill needs: append, positioned read, fsync, truncate,
+/// lock. It owns its descriptor (`FileDescriptor`): `close()` once, or let the last reference go.
 public struct File: Sendable {
-    public let descriptor: Int32
+    public let descriptor: FileDescriptor
     public let path: String
 
     /// Opens `path` for reading and appending, creating it (mode 0600) if asked.
     public static func open(_ path: String, create: Bool = false, readOnly: Bool = false) throws(SystemError) -> File {
         var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
         if create { flags |= O_CREAT }
-        let fd = Glibc.open(path, flags, 0o600)
-        guard fd >= 0 else { throw .last("open \(path)") }
-        return File(descriptor: fd, path: path)
+        let fd = try SystemCall.run(.open, path: path) { Glibc.open(path, flags, 0o600) }.get("open \(path)")
+        return File(descriptor: FileDescriptor(owning: fd), path: path)
     }
 
-    public func close() { _ = Glibc.close(descriptor) }
+    public func close() { descriptor.close() }
 
     /// The file's size in bytes.
     public func size() throws(SystemError) -> Int {
         var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw .last("fstat \(path)") }
+        let raw = descriptor.rawValue
+        _ = try SystemCall.run(.fstat, path: path) { fstat(raw, &info) }.get("fstat \(path)")
         return Int(info.st_size)
     }
 
@@ -28,10 +28,14 @@ public struct File: Sendable {
     /// size limit) throws with the bytes already written left in place: the caller truncates.
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) {
         guard let base = bytes.baseAddress else { return }
+        let raw = descriptor.rawValue
         var done = 0
         while done < bytes.count {
-            let n = retryingInterrupts { pwrite(descriptor, base + done, bytes.count - done, off_t(offset + done)) }
-            guard n > 0 else { throw n == 0 ? SystemError("pwrite \(path)", errno: ENOSPC) : .last("pwrite \(path)") }
+            let count = bytes.count - done
+            let n = try SystemCall.run(.pwrite, path: path) { pwrite(raw, base + done, count, off_t(offset + done)) }
+                .get("pwrite \(path)")
+            // pwrite returns 0 only when it cannot make progress: the disk is full.
+            guard n > 0 else { throw SystemError("pwrite \(path)", errno: ENOSPC) }
             done += n
         }
     }
@@ -48,10 +52,12 @@ public struct File: Sendable {
     /// Reads up to `buffer.count` bytes at `offset`; fewer only at end of file.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
+        let raw = descriptor.rawValue
         var done = 0
         while done < buffer.count {
-            let n = retryingInterrupts { pread(descriptor, base + done, buffer.count - done, off_t(offset + done)) }
-            guard n >= 0 else { throw .last("pread \(path)") }
+            let count = buffer.count - done
+            let n = try SystemCall.run(.pread, path: path) { pread(raw, base + done, count, off_t(offset + done)) }
+                .get("pread \(path)")
             if n == 0 { break }
             done += n
         }
@@ -60,19 +66,23 @@ public struct File: Sendable {
 
     /// Flushes the file's data to stable storage.
     public func sync() throws(SystemError) {
-        guard fdatasync(descriptor) == 0 else { throw .last("fdatasync \(path)") }
+        let raw = descriptor.rawValue
+        _ = try SystemCall.run(.fdatasync, path: path) { fdatasync(raw) }.get("fdatasync \(path)")
     }
 
     /// Takes an exclusive advisory lock (flock) without waiting: false when another process
     /// holds it. The lock lasts until the descriptor is closed or the process exits.
     public func tryLock() throws(SystemError) -> Bool {
-        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 { return true }
-        if errno == EWOULDBLOCK { return false }
-        throw .last("flock \(path)")
+        let raw = descriptor.rawValue
+        let outcome = SystemCall.run(.flock, path: path) { flock(raw, LOCK_EX | LOCK_NB) }
+        if outcome.errno == EWOULDBLOCK { return false }
+        _ = try outcome.get("flock \(path)")
+        return true
     }
 
     public func truncate(to size: Int) throws(SystemError) {
-        guard ftruncate(descriptor, off_t(size)) == 0 else { throw .last("ftruncate \(path)") }
+        let raw = descriptor.rawValue
+        _ = try SystemCall.run(.ftruncate, path: path) { ftruncate(raw, off_t(size)) }.get("ftruncate \(path)")
     }
 }
 
@@ -83,13 +93,15 @@ public enum Directory {
         var partial = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             partial += "/" + component
-            if mkdir(partial, 0o700) != 0 && errno != EEXIST { throw .last("mkdir \(partial)") }
+            let current = partial
+            let outcome = SystemCall.run(.mkdir, path: current) { mkdir(current, 0o700) }
+            if outcome.errno != EEXIST { _ = try outcome.get("mkdir \(current)") }
         }
     }
 
     /// Names of the entries in `path` (not . or ..), unsorted.
     public static func entries(_ path: String) throws(SystemError) -> [String] {
-        guard let directory = opendir(path) else { throw .last("opendir \(path)") }
+        let directory = try SystemCall.run(.opendir, path: path, pointer: { opendir(path) }).get("opendir \(path)").pointer
         defer { closedir(directory) }
         var names: [String] = []
         while let entry = readdir(directory) {
@@ -101,20 +113,23 @@ public enum Directory {
         return names
     }
 
+    /// Removes a file; one that is already gone is not an error.
     public static func remove(_ path: String) throws(SystemError) {
-        guard unlink(path) == 0 || errno == ENOENT else { throw .last("unlink \(path)") }
+        let outcome = SystemCall.run(.unlink, path: path) { unlink(path) }
+        if outcome.errno != ENOENT { _ = try outcome.get("unlink \(path)") }
     }
 
     public static func rename(_ from: String, to: String) throws(SystemError) {
-        guard Glibc.rename(from, to) == 0 else { throw .last("rename \(from)") }
+        _ = try SystemCall.run(.rename, path: from) { Glibc.rename(from, to) }.get("rename \(from) to \(to)")
     }
 
+    /// fsync of the directory itself, so entries created, renamed or removed in it are durable.
     public static func sync(_ path: String) throws(SystemError) {
-        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw .last("open \(path)") }
-        defer { Glibc.close(fd) }
-        guard fsync(fd) == 0 else { throw .last("fsync \(path)") }
+        let fd = try SystemCall.run(.open, path: path) { Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+            .get("open \(path)")
+        let directory = FileDescriptor(owning: fd)
+        defer { directory.close() }
+        let raw = directory.rawValue
+        _ = try SystemCall.run(.fsync, path: path) { fsync(raw) }.get("fsync \(path)")
     }
-
-    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 }

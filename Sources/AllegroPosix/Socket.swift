@@ -20,26 +20,30 @@ public enum AcceptResult: Sendable {
     case failed(SystemError)
 }
 
-/// A TCP socket descriptor. A thin typed layer: each method is one system call (retried on
-/// EINTR), errno becomes `SystemError`, and `EAGAIN` becomes `.wouldBlock`. The value does not
-/// own the descriptor: its owner calls `close()` exactly once.
-public struct Socket: Sendable, Hashable {
-    public let descriptor: Int32
+/// A TCP socket. A thin typed layer: each method is one system call (retried on EINTR), errno
+/// becomes `SystemError`, and `EAGAIN` becomes `.wouldBlock`. The socket owns its descriptor
+/// (`FileDescriptor`); copies of the value share that one owner, and `close()` is called once.
+public struct Socket: Sendable {
+    public let descriptor: FileDescriptor
 
-    public init(descriptor: Int32) { self.descriptor = descriptor }
+    public init(owning descriptor: FileDescriptor) { self.descriptor = descriptor }
 
     // MARK: Creating
 
+    private static func stream(_ address: SocketAddress) throws(SystemError) -> Socket {
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        let fd = try SystemCall.run(.socket) { Glibc.socket(address.family, type, 0) }.get("socket")
+        return Socket(owning: FileDescriptor(owning: fd))
+    }
+
     /// A non-blocking listening socket with SO_REUSEADDR, bound to `address`.
     public static func listen(on address: SocketAddress, backlog: Int32 = 1024) throws(SystemError) -> Socket {
-        let fd = Glibc.socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .last("socket") }
-        let socket = Socket(descriptor: fd)
+        let socket = try stream(address)
+        let fd = socket.descriptor.rawValue
         do throws(SystemError) {
             try socket.setOption(SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")
-            let bound = address.withSockaddr { Glibc.bind(fd, $0, $1) }
-            guard bound == 0 else { throw SystemError.last("bind \(address)") }
-            guard Glibc.listen(fd, backlog) == 0 else { throw SystemError.last("listen") }
+            _ = try SystemCall.run(.bind) { address.withSockaddr { Glibc.bind(fd, $0, $1) } }.get("bind \(address)")
+            _ = try SystemCall.run(.listen) { Glibc.listen(fd, backlog) }.get("listen \(address)")
         } catch {
             socket.close()
             throw error
@@ -49,19 +53,20 @@ public struct Socket: Sendable, Hashable {
 
     /// A connected, non-blocking TCP socket with TCP_NODELAY, or an error after `timeoutMillis`.
     public static func connect(to address: SocketAddress, timeoutMillis: Int32) throws(SystemError) -> Socket {
-        let fd = Glibc.socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw .last("socket") }
-        let socket = Socket(descriptor: fd)
+        let socket = try stream(address)
+        let fd = socket.descriptor.rawValue
         do throws(SystemError) {
-            let started = address.withSockaddr { Glibc.connect(fd, $0, $1) }
-            if started != 0 {
-                guard errno == EINPROGRESS || errno == EINTR else { throw SystemError.last("connect \(address)") }
+            // Non-blocking: EINPROGRESS (or EINTR) means the handshake goes on; poll for it.
+            let started = SystemCall.run(.connect, retryingInterrupts: false) { address.withSockaddr { Glibc.connect(fd, $0, $1) } }
+            if let code = started.errno {
+                guard code == EINPROGRESS || code == EINTR else { throw SystemError("connect \(address)", errno: code) }
                 guard try socket.wait(writable: true, timeoutMillis: timeoutMillis) else {
                     throw SystemError("connect \(address)", errno: ETIMEDOUT)
                 }
                 var pending: Int32 = 0
                 var size = socklen_t(MemoryLayout<Int32>.size)
-                guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &size) == 0 else { throw SystemError.last("getsockopt(SO_ERROR)") }
+                _ = try SystemCall.run(.getsockopt) { getsockopt(fd, SOL_SOCKET, SO_ERROR, &pending, &size) }
+                    .get("getsockopt(SO_ERROR)")
                 guard pending == 0 else { throw SystemError("connect \(address)", errno: pending) }
             }
             try socket.setNoDelay()
@@ -78,18 +83,22 @@ public struct Socket: Sendable, Hashable {
     public func accept() -> AcceptResult {
         var storage = sockaddr_storage()
         var size = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let fd = retryingInterrupts {
+        let listener = descriptor.rawValue
+        let outcome = SystemCall.run(.accept4) {
             withUnsafeMutablePointer(to: &storage) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    accept4(descriptor, $0, &size, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+                    accept4(listener, $0, &size, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
                 }
             }
         }
-        guard fd >= 0 else {
-            if errno == EAGAIN || errno == EWOULDBLOCK { return .wouldBlock }
-            return .failed(.last("accept4"))
+        let fd: Int32
+        switch outcome {
+        case let .value(accepted): fd = accepted
+        case let .failed(code):
+            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+            return .failed(SystemError("accept4", errno: code))
         }
-        let socket = Socket(descriptor: fd)
+        let socket = Socket(owning: FileDescriptor(owning: fd))
         try? socket.setNoDelay()
         return .accepted(socket, withUnsafePointer(to: &storage) { SocketAddress.from($0) })
     }
@@ -97,25 +106,30 @@ public struct Socket: Sendable, Hashable {
     /// One `recv` into `buffer`.
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> IOResult {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return .wouldBlock }
-        let n = retryingInterrupts { Glibc.recv(descriptor, base, buffer.count, 0) }
-        if n > 0 { return .transferred(n) }
-        if n == 0 { return .closed }
-        if errno == EAGAIN || errno == EWOULDBLOCK { return .wouldBlock }
-        let error = SystemError.last("recv")
-        if error.isDisconnect { return .closed }
-        throw error
+        let fd = descriptor.rawValue, count = buffer.count
+        switch SystemCall.run(.recv, { Glibc.recv(fd, base, count, 0) }) {
+        case let .value(n): return n > 0 ? .transferred(n) : .closed
+        case let .failed(code): return try Self.unfinished(code, "recv")
+        }
     }
 
     /// Bytes the peer has sent that are waiting to be received.
-    public var pendingInputBytes: Int { Int(allegro_pending_input(descriptor)) }
+    public var pendingInputBytes: Int { Int(allegro_pending_input(descriptor.rawValue)) }
 
     /// One `send` with MSG_NOSIGNAL, so a closed peer is an error, never a SIGPIPE.
     public func send(_ bytes: UnsafeRawBufferPointer) throws(SystemError) -> IOResult {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return .transferred(0) }
-        let n = retryingInterrupts { Glibc.send(descriptor, base, bytes.count, Int32(MSG_NOSIGNAL)) }
-        if n >= 0 { return .transferred(n) }
-        if errno == EAGAIN || errno == EWOULDBLOCK { return .wouldBlock }
-        let error = SystemError.last("send")
+        let fd = descriptor.rawValue, count = bytes.count
+        switch SystemCall.run(.send, { Glibc.send(fd, base, count, Int32(MSG_NOSIGNAL)) }) {
+        case let .value(n): return .transferred(n)
+        case let .failed(code): return try Self.unfinished(code, "send")
+        }
+    }
+
+    /// A failed recv or send: no data yet, the peer gone, or a real error.
+    private static func unfinished(_ code: Int32, _ call: StaticString) throws(SystemError) -> IOResult {
+        if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+        let error = SystemError("\(call)", errno: code)
         if error.isDisconnect { return .closed }
         throw error
     }
@@ -123,19 +137,20 @@ public struct Socket: Sendable, Hashable {
     /// Waits until the socket is readable (or writable) or the timeout passes; true when ready.
     /// A hang-up or error counts as ready: the next call reports it.
     public func wait(writable: Bool = false, timeoutMillis: Int32) throws(SystemError) -> Bool {
-        var entry = pollfd(fd: descriptor, events: Int16(writable ? POLLOUT : POLLIN), revents: 0)
-        let n = retryingInterrupts { poll(&entry, 1, timeoutMillis) }
-        guard n >= 0 else { throw .last("poll") }
-        return n > 0
+        try poll(Int16(writable ? POLLOUT : POLLIN), timeoutMillis: timeoutMillis)
     }
 
     /// Waits until the socket is readable, or writable when `writable` is set, or the timeout
     /// passes; false on timeout.
     public func waitReadable(orWritable writable: Bool, timeoutMillis: Int32) throws(SystemError) -> Bool {
-        var entry = pollfd(fd: descriptor, events: Int16(POLLIN | (writable ? POLLOUT : 0)), revents: 0)
-        let n = retryingInterrupts { poll(&entry, 1, timeoutMillis) }
-        guard n >= 0 else { throw .last("poll") }
-        return n > 0
+        try poll(Int16(POLLIN | (writable ? POLLOUT : 0)), timeoutMillis: timeoutMillis)
+    }
+
+    /// poll(2) on this socket alone. An interrupted wait is retried with the full timeout: the
+    /// callers' deadlines are their own.
+    private func poll(_ events: Int16, timeoutMillis: Int32) throws(SystemError) -> Bool {
+        var entry = pollfd(fd: descriptor.rawValue, events: events, revents: 0)
+        return try SystemCall.run(.poll) { Glibc.poll(&entry, 1, timeoutMillis) }.get("poll") > 0
     }
 
     public func setNoDelay() throws(SystemError) {
@@ -146,10 +161,12 @@ public struct Socket: Sendable, Hashable {
     public func localAddress() throws(SystemError) -> SocketAddress {
         var storage = sockaddr_storage()
         var size = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        let status = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &size) }
-        }
-        guard status == 0 else { throw .last("getsockname") }
+        let fd = descriptor.rawValue
+        _ = try SystemCall.run(.getsockname) {
+            withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &size) }
+            }
+        }.get("getsockname")
         guard let address = withUnsafePointer(to: &storage, { SocketAddress.from($0) }) else {
             throw SystemError("getsockname", errno: EAFNOSUPPORT)
         }
@@ -157,14 +174,15 @@ public struct Socket: Sendable, Hashable {
     }
 
     /// Sends FIN: the peer reads what was sent, then end of stream.
-    public func shutdownWrite() { _ = Glibc.shutdown(descriptor, Int32(SHUT_WR)) }
+    public func shutdownWrite() { _ = Glibc.shutdown(descriptor.rawValue, Int32(SHUT_WR)) }
 
-    public func close() { _ = Glibc.close(descriptor) }
+    /// Closes the socket; its owner calls this once (see `FileDescriptor`).
+    public func close() { descriptor.close() }
 
-    private func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ call: String) throws(SystemError) {
+    private func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ call: StaticString) throws(SystemError) {
         var value = value
-        guard setsockopt(descriptor, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 else {
-            throw .last(call)
-        }
+        let fd = descriptor.rawValue
+        _ = try SystemCall.run(.setsockopt) { setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size)) }
+            .get("\(call)")
     }
 }

@@ -31,9 +31,8 @@ public struct InputReader {
     /// One read(2) into `buffer`: the byte count, 0 at end of input.
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
         guard let base = buffer.baseAddress else { return 0 }
-        let n = retryingInterrupts { Glibc.read(descriptor, base, buffer.count) }
-        guard n >= 0 else { throw .last("read") }
-        return n
+        let fd = descriptor, count = buffer.count
+        return try SystemCall.run(.read) { Glibc.read(fd, base, count) }.get("read")
     }
 }
 
@@ -66,9 +65,11 @@ public final class BufferedOutput {
             guard let base = raw.baseAddress else { return }
             var offset = 0
             while offset < raw.count {
-                let n = retryingInterrupts { Glibc.write(descriptor, base + offset, raw.count - offset) }
-                if n < 0 { failure = .last("write"); return }
-                offset += n
+                let fd = descriptor, at = offset
+                switch SystemCall.run(.write, { Glibc.write(fd, base + at, raw.count - at) }) {
+                case let .value(n): offset += n
+                case let .failed(code): failure = SystemError("write", errno: code); return
+                }
             }
         }
         bytes.removeAll(keepingCapacity: true)

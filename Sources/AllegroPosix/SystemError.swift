@@ -1,7 +1,8 @@
 import Glibc
 
 /// A failed system call: which call, and the `errno` it left. Every syscall in Allegro goes
-/// through this module, so errno is read in exactly one place, right after the call.
+/// through `SystemCall.run`, which copies errno the moment the call returns; this message is
+/// built only afterwards.
 public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     public var call: String
     public var errno: Int32
@@ -10,9 +11,6 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
         self.call = call
         self.errno = errno
     }
-
-    /// The error for the call that just failed.
-    static func last(_ call: String) -> SystemError { SystemError(call, errno: Glibc.errno) }
 
     public var description: String {
         "\(call): \(String(cString: strerror(errno))) (errno \(errno))"
@@ -24,15 +22,5 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The connection is gone (reset, broken pipe, timed out by the kernel).
     public var isDisconnect: Bool {
         [ECONNRESET, EPIPE, ETIMEDOUT, ECONNABORTED, ENOTCONN, EHOSTUNREACH, ENETUNREACH].contains(errno)
-    }
-}
-
-/// Runs `body` until it does not fail with EINTR. Returns its result, or nil with `errno` set.
-@inline(__always)
-func retryingInterrupts<T: BinaryInteger>(_ body: () -> T) -> T {
-    while true {
-        let result = body()
-        if result == -1 && Glibc.errno == EINTR { continue }
-        return result
     }
 }

@@ -13,6 +13,8 @@ public struct DataDirectoryInUse: Error, CustomStringConvertible {
 /// Everything the relay resumes from at start: the spill as recovery left it, the state
 /// database, and where relay sequences continue.
 struct ResumePoint {
+    /// The data directory's lock (flock on `DATA/lock`): held while this descriptor is open.
+    let lock: File
     let store: StateStore
     let catalog: SegmentCatalog
     let spillDirectory: String
@@ -22,7 +24,7 @@ struct ResumePoint {
     let lastSpilled: UInt64
     let cursors: [String: UInt64]
     let marks: [ProducerMark]
-    let skips: [ClosedRange<UInt64>]
+    let skips: SkippedSequences
 
     /// Relay sequences are reserved this many at a time, ahead of use.
     static let reservationChunk: UInt64 = 1 << 20
@@ -33,13 +35,10 @@ struct ResumePoint {
     static func open(_ configuration: RelayConfiguration, log: RelayLog) throws -> ResumePoint {
         let data = configuration.dataDirectory
         try Directory.create(data)
-        // One relay per data directory: a second would interleave spill writes. The descriptor
-        // stays open, and the lock held, for the life of the process.
+        // One relay per data directory: a second would interleave spill writes. The lock is
+        // held while its descriptor is open: the server keeps it for its whole life.
         let lock = try File.open(data + "/lock", create: true)
-        guard try lock.tryLock() else {
-            lock.close()
-            throw DataDirectoryInUse(path: data)
-        }
+        guard try lock.tryLock() else { throw DataDirectoryInUse(path: data) }
         let store = try StateStore(path: data + "/state.sqlite")
         let state = try store.load()
         let spillDirectory = data + "/spill"
@@ -65,12 +64,14 @@ struct ResumePoint {
         var skips = state.skips
         // Numbers up to the last group commit were fsync'd (perhaps acked): if the spill lacks
         // them now, they were damaged, not skipped. Beyond it, numbers an earlier run reserved
-        // went at most to records never acknowledged: never reuse them; mark them skipped.
-        let skipFrom = max(lastSpilled, state.marksCheckpoint) + 1
+        // went at most to records never acknowledged: never reuse them; mark them skipped. A
+        // range already skipped stays as it is (two crashes in a row): the new skip starts
+        // after it, so skips never overlap.
+        let skipFrom = max(lastSpilled, state.marksCheckpoint, skips.upperBound) + 1
         if state.reservedThrough >= skipFrom {
             let skipped = skipFrom ... state.reservedThrough
             try store.addSkip(skipped)
-            skips.append(skipped)
+            skips.insert(skipped)
             try store.recordEvent(kind: "sequences_skipped", detail: "\(skipped.lowerBound) ... \(skipped.upperBound)",
                                   records: 0, atNanos: now)
             log.log(.warning, "sequences_skipped", ["first": String(skipped.lowerBound), "last": String(skipped.upperBound)])
@@ -80,8 +81,8 @@ struct ResumePoint {
         try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], sessions: sessions.take(), atNanos: now)
         log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "last_sequence": String(lastSpilled),
                                            "next_sequence": String(first), "producers": String(marks.count)])
-        return ResumePoint(store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
+        return ResumePoint(lock: lock, store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
                            firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
-                           marks: Array(marks.values), skips: skips.sorted { $0.lowerBound < $1.lowerBound })
+                           marks: Array(marks.values), skips: skips)
     }
 }

@@ -38,7 +38,7 @@ final class RelayCore {
     private(set) var producers: [Connection] = []
     private(set) var collectors: [Connection] = []
     /// Relay sequences never assigned (an earlier run crashed after reserving them).
-    private let skips: [ClosedRange<UInt64>]
+    private let skips: SkippedSequences
     /// Relay sequences up to this may be assigned (persisted before use).
     private var reservedThrough: UInt64
     /// The first relay sequence of this run.
@@ -457,7 +457,7 @@ final class RelayCore {
 
     /// If the cursor is in a range of numbers an earlier run never assigned, SKIP past it.
     private func skipIfNeverAssigned(_ session: CollectorSession, _ frames: inout DeliverFrames) -> Bool {
-        guard let range = skips.first(where: { $0.contains(session.cursor) }) else { return false }
+        guard let range = skips.range(containing: session.cursor) else { return false }
         markGap(session.cursor ... range.upperBound, &frames)
         session.cursor = range.upperBound + 1
         return true
@@ -474,8 +474,9 @@ final class RelayCore {
     private func markGap(_ gap: ClosedRange<UInt64>, _ frames: inout DeliverFrames) {
         frames.close()
         var position = gap.lowerBound
-        for range in skips where range.overlaps(gap) {
-            let first = max(range.lowerBound, gap.lowerBound), last = min(range.upperBound, gap.upperBound)
+        // The parts are disjoint and in order, so each SKIP starts past the one before.
+        for part in skips.parts(of: gap) {
+            let first = part.lowerBound, last = part.upperBound
             if first > position { reportUnavailable(position ... first - 1) }
             frames.outbound.append(.skip(first: first, last: last))
             position = last &+ 1

@@ -24,6 +24,8 @@ public final class RelayServer {
     private let monitor: RelayMonitor
     private let poller: Poller
     private let listener: Socket
+    /// The data directory's lock, held as long as this server exists.
+    private let dataLock: File
     private let wake: WakeSignal
     private let drainRequested = ManagedAtomic<Bool>(false)
     /// When the graceful stop gives up waiting for producers (0: not draining).
@@ -59,6 +61,7 @@ public final class RelayServer {
         self.monitor = monitor
         let resume = try ResumePoint.open(configuration, log: log)
         store = resume.store
+        dataLock = resume.lock
         let spill = try SpillService(resume: resume, durableCollectors: configuration.durableCollectors, metrics: metrics)
         core = try RelayCore(configuration: configuration, log: log, resume: resume, spill: spill, metrics: metrics)
         backlogLimit = configuration.outputBacklogLimit
@@ -76,10 +79,9 @@ public final class RelayServer {
                     configuration: configuration, log: log)
     }
 
-    deinit {
-        listener.close()
-        discardBuffer.deallocate()
-    }
+    /// The listener, poller and wake signal close their own descriptors when released (the
+    /// listener may already be closed by the graceful stop).
+    deinit { discardBuffer.deallocate() }
 
     /// A handle other threads use to stop this server.
     public var stopper: Stopper { Stopper(server: self) }
@@ -380,7 +382,6 @@ public final class RelayServer {
         }
         for case let connection? in slots { flush(connection) }
         for case let connection? in slots { close(connection) }
-        poller.remove(listener.descriptor)
         // Everything accepted goes to the spill and is fsync'd before the process exits.
         if !core.spill.stop(timeoutSeconds: 30) {
             log.log(.error, "spill_not_flushed", ["reason": core.spill.failure ?? "timed out",

@@ -6,6 +6,11 @@ import AllegroPosix
 ///
 /// A failed write leaves the segment as it was before the block (it is truncated back), so a
 /// retry after the disk recovers appends cleanly.
+///
+/// A failed fsync is final for this writer: Linux may drop the dirty pages it could not write and
+/// report success on the next fsync ("fsyncgate"), so once `sync()` has failed it fails every
+/// time after, and nothing written since the last good sync is ever called durable. A restart
+/// runs recovery, which verifies every block that is really on disk.
 public final class SpillWriter {
     public let directory: String
     public let catalog: SegmentCatalog
@@ -19,6 +24,8 @@ public final class SpillWriter {
     private var compressed: UnsafeMutableRawBufferPointer
     private var needsDirectorySync = false
     private var unsynced = false
+    /// The first failed fsync, repeated by every later `sync()`.
+    private var syncFailure: SystemError?
 
     /// `catalog` holds the segments recovery found; appending continues in a new segment. A
     /// segment is sealed past `segmentBytes` or once it is `segmentNanos` old, so retention by
@@ -96,13 +103,21 @@ public final class SpillWriter {
         return block.count
     }
 
-    /// Makes every appended block durable (and a new segment's directory entry).
+    /// Makes every appended block durable (and a new segment's directory entry). Once it has
+    /// failed, it throws that failure again every time (see the type's comment).
     public func sync() throws(SystemError) {
+        if let syncFailure { throw syncFailure }
         guard unsynced || needsDirectorySync else { return }
-        try file?.sync()
-        if needsDirectorySync {
-            try Directory.sync(directory)
-            needsDirectorySync = false
+        do throws(SystemError) {
+            try file?.sync()
+            if needsDirectorySync {
+                try Directory.sync(directory)
+                needsDirectorySync = false
+            }
+        } catch {
+            syncFailure = SystemError(error.call + " (data since the last good fsync is not trusted; restart the relay to recover the spill)",
+                                      errno: error.errno)
+            throw error
         }
         unsynced = false
     }

@@ -31,8 +31,8 @@ public struct StoredState: Sendable {
     public var marksCheckpoint: UInt64 = 0
     public var cursors: [String: UInt64] = [:]
     public var marks: [ProducerMark] = []
-    /// Relay sequences never assigned (skipped after a crash).
-    public var skips: [ClosedRange<UInt64>] = []
+    /// Relay sequences never assigned (skipped after a crash), merged: disjoint and in order.
+    public var skips = SkippedSequences()
 }
 
 /// SQLite state (WAL mode, through GRDB on the system libsqlite3): durable collectors' committed
@@ -96,10 +96,12 @@ public final class StateStore: Sendable {
                 state.marks.append(ProducerMark(producer: id, producerSequence: UInt64(bitPattern: row["high_water"]),
                                                 relaySequence: UInt64(bitPattern: row["relay_seq"])))
             }
+            var skips: [ClosedRange<UInt64>] = []
             for row in try Row.fetchAll(db, sql: "SELECT first, last FROM skips ORDER BY first") {
                 let first = UInt64(bitPattern: row["first"]), last = UInt64(bitPattern: row["last"])
-                if first <= last { state.skips.append(first ... last) }
+                if first <= last { skips.append(first ... last) }
             }
+            state.skips = SkippedSequences(skips)
             return state
         }
     }

@@ -44,15 +44,22 @@ enum AllegroBinary {
         let outURL: URL
         let errURL: URL
 
-        init(_ arguments: [String], stdin: URL?, pipe: Pipe? = nil, environment: [String: String]) throws {
+        /// `launcher` runs the binary under another program (`["/usr/bin/strace", "-f", ...]`).
+        init(_ arguments: [String], stdin: URL?, pipe: Pipe? = nil, environment: [String: String],
+             launcher: [String] = []) throws {
             self.arguments = arguments
             scratch = try AllegroBinary.scratchDirectory()
             outURL = scratch.appendingPathComponent("out")
             errURL = scratch.appendingPathComponent("err")
             _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
             _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-            process.executableURL = AllegroBinary.url
-            process.arguments = arguments
+            if let program = launcher.first {
+                process.executableURL = URL(fileURLWithPath: program)
+                process.arguments = Array(launcher.dropFirst()) + [AllegroBinary.url.path] + arguments
+            } else {
+                process.executableURL = AllegroBinary.url
+                process.arguments = arguments
+            }
             var merged = ProcessInfo.processInfo.environment
             merged["ALLEGRO_PRODUCER_TOKEN"] = nil
             merged["ALLEGRO_COLLECTOR_TOKEN"] = nil
@@ -89,8 +96,9 @@ enum AllegroBinary {
         }
     }
 
-    static func start(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:]) throws -> Running {
-        try Running(arguments, stdin: stdin, environment: environment)
+    static func start(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
+                      launcher: [String] = []) throws -> Running {
+        try Running(arguments, stdin: stdin, environment: environment, launcher: launcher)
     }
 
     /// Starts with standard input from a pipe the test writes to (and closes for end of input).

@@ -29,7 +29,11 @@ enum ControlHTTP {
     }
 
     static func get(_ relay: RelayProcess, _ path: String) async throws -> Answer {
-        let address = try #require(relay.httpAddress)
+        try await get(address: try #require(relay.httpAddress), path)
+    }
+
+    /// GET from a control port at `address` (HOST:PORT).
+    static func get(address: String, _ path: String) async throws -> Answer {
         let url = try #require(URL(string: "http://\(address)\(path)"))
         var request = URLRequest(url: url)
         request.timeoutInterval = 10

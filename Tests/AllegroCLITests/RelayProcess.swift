@@ -15,14 +15,18 @@ final class RelayProcess {
         var description: String { "the relay did not start listening: \(log)" }
     }
 
-    /// Starts a relay; with `dataDirectory` it reuses (and leaves) that directory, as a restart would.
+    /// The relay's own process id: the launcher's child when it runs under one (strace).
+    let pid: Int32
+
+    /// Starts a relay; with `dataDirectory` it reuses (and leaves) that directory, as a restart
+    /// would. With a `launcher` (`["/usr/bin/strace", ...]`) the relay runs under that program.
     init(_ arguments: [String] = [], listen: String = "127.0.0.1:0", environment: [String: String] = [:],
-         dataDirectory: URL? = nil) throws {
+         dataDirectory: URL? = nil, launcher: [String] = []) throws {
         ownsData = dataDirectory == nil
         self.dataDirectory = try dataDirectory ?? AllegroBinary.scratchDirectory()
         let http = arguments.contains("--http") ? [] : ["--http", "127.0.0.1:0"]
         running = try AllegroBinary.start(["relay", "--listen", listen, "--data", self.dataDirectory.path] + http + arguments,
-                                          environment: environment)
+                                          environment: environment, launcher: launcher)
         let wantsHTTP = !arguments.contains("off")
         let deadline = Date().addingTimeInterval(20)
         var found: String?, foundHTTP: String?
@@ -34,6 +38,17 @@ final class RelayProcess {
         guard let found, !wantsHTTP || foundHTTP != nil else { throw DidNotStart(log: running.stderr) }
         address = found
         httpAddress = foundHTTP
+        let launched = running.process.processIdentifier
+        guard !launcher.isEmpty else {
+            pid = launched
+            return
+        }
+        // The launcher forked the relay: its one child (listening by now, so exec'd).
+        let children = (try? String(contentsOfFile: "/proc/\(launched)/task/\(launched)/children", encoding: .utf8)) ?? ""
+        guard let child = children.split(separator: " ").first.flatMap({ Int32($0) }) else {
+            throw DidNotStart(log: "no child of the launcher \(launcher[0]): \(running.stderr)")
+        }
+        pid = child
     }
 
     deinit {
@@ -42,7 +57,6 @@ final class RelayProcess {
     }
 
     var log: String { running.stderr }
-    var pid: Int32 { running.process.processIdentifier }
 
     /// kill -9, and wait for it to be gone.
     func crash() {
@@ -55,10 +69,10 @@ final class RelayProcess {
     @discardableResult
     func stop() -> Int32 {
         if running.process.isRunning {
-            kill(running.process.processIdentifier, SIGTERM)
+            kill(pid, SIGTERM)
             let deadline = Date().addingTimeInterval(10)
             while running.process.isRunning && Date() < deadline { usleep(2000) }
-            if running.process.isRunning { kill(running.process.processIdentifier, SIGKILL) }
+            if running.process.isRunning { kill(pid, SIGKILL) }
             running.process.waitUntilExit()
         }
         return running.process.terminationStatus

@@ -1,0 +1,81 @@
+import AllegroPosix
+import AllegroSpill
+import AllegroWire
+import Foundation
+
+/// A temporary spill directory with a writer on it, and records in DELIVER layout written from
+/// PROTOCOL.md's table (40-byte header: relay_seq, ingest_ns, producer_seq, event_ns, payload
+/// length, then the four short-field lengths; then producer, session, kind, content type,
+/// payload). Payloads are "p-SEQUENCE", so what a reader returns can be checked record by record.
+final class SpillFixture {
+    let directory: String
+    private(set) var writer: SpillWriter
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-spill-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog())
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+    static func makeWriter(_ directory: String, catalog: SegmentCatalog) -> SpillWriter {
+        SpillWriter(directory: directory, catalog: catalog, segmentBytes: 1 << 20, segmentNanos: .max / 2, level: 1)
+    }
+
+    /// A new writer on what recovery left, as a restart would have.
+    func restart() throws(SystemError) -> RecoveryReport {
+        let report = try SpillRecovery.run(directory: directory, marksAfter: 0)
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments))
+        return report
+    }
+
+    static func record(_ sequence: UInt64, producer: String = "p") -> [UInt8] {
+        let producerBytes = Array(producer.utf8), session = Array("s".utf8), kind = Array("k".utf8)
+        let payload = Array("p-\(sequence)".utf8)
+        var bytes: [UInt8] = []
+        func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+        append(sequence)                       // relay_seq
+        append(UInt64(1_000 + sequence))       // ingest_ns
+        append(sequence)                       // producer_seq
+        append(UInt64(500 + sequence))         // event_ns
+        append(UInt32(payload.count))
+        bytes += [UInt8(producerBytes.count), UInt8(session.count), UInt8(kind.count), 0]
+        return bytes + producerBytes + session + kind + payload
+    }
+
+    /// Stages records `first ..< first + count` and appends them as one block.
+    func appendBlock(first: UInt64, count: Int) throws(SystemError) {
+        let bytes = (0 ..< UInt64(count)).flatMap { Self.record(first + $0) }
+        let space = writer.stagingSpace(minimum: bytes.count)
+        space.copyBytes(from: bytes)
+        try writer.appendBlock(records: UInt32(count), firstSequence: first, stagedBytes: bytes.count,
+                               firstIngest: 1_000 + first, lastIngest: 1_000 + first + UInt64(count) - 1)
+    }
+
+    /// Every record a reader returns from `sequence` on, as (relay sequence, payload).
+    func readAll(from sequence: UInt64 = 1, catalog: SegmentCatalog? = nil) -> [(UInt64, String)] {
+        let reader = SpillReader(catalog: catalog ?? writer.catalog, from: sequence)
+        var found: [(UInt64, String)] = []
+        while reader.nextBlock(limit: .max, { records, count in
+            var at = 0
+            for _ in 0 ..< count {
+                let rest = UnsafeRawBufferPointer(rebasing: records[at...])
+                guard let size = DeliveredRecordLayout.size(of: rest), let base = rest.baseAddress else { return }
+                let payloadLength = DeliveredRecordLayout.payloadLength(at: base)
+                let payload = String(decoding: rest[size - payloadLength ..< size], as: UTF8.self)
+                found.append((DeliveredRecordLayout.relaySequence(at: base), payload))
+                at += size
+            }
+        }) {}
+        return found
+    }
+
+    var segmentFiles: [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.hasSuffix(".seg") }.sorted()
+    }
+
+    func size(of name: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: directory + "/" + name))?[.size] as? Int) ?? -1
+    }
+}
