@@ -12,6 +12,10 @@ public struct CollectorOptions: Sendable {
     public var start: StartPosition = .latest
     /// Flow-control window in records: the most delivered and not yet taken by `next`.
     public var window: UInt32 = 4096
+    /// Ephemeral only: receive records as soon as the relay accepts them, before they are
+    /// fsync'd (lower lag; after a relay crash such a record may be gone or come again under a
+    /// new number). Off: only records the relay can never forget.
+    public var live = false
     public var connectTimeoutMillis: Int32 = 5_000
 
     public init(relays: [SocketAddress]) { self.relays = relays }
@@ -60,7 +64,7 @@ public final class Collector {
         guard let opened else { throw lastError ?? .disconnected("no relay address given") }
         connection = opened
         do throws(ClientError) {
-            opened.outbound.append(.subscribe(start: options.start, credit: options.window, name: options.name))
+            opened.outbound.append(.subscribe(start: options.start, credit: options.window, name: options.name, live: options.live))
             try opened.flush(timeoutMillis: options.connectTimeoutMillis)
             let deadline = Clock.monotonicNanos + UInt64(options.connectTimeoutMillis) * 1_000_000
             guard let frame = try opened.nextFrame(deadline: deadline) else { throw ClientError.timedOut("no SUBSCRIBED") }

@@ -142,7 +142,12 @@ final class CollectorSession {
     /// Records the collector will still accept.
     var credit: UInt64 = 0
     var durable: DurableCollector?
-    var commitReplyDue = false
+    /// Asked for records before they are fsync'd (ephemeral only); otherwise it is given only
+    /// records at or below the spill's durable point, so nothing it saw can be forgotten.
+    var live = false
+    /// The highest COMMIT on this connection not yet answered: COMMITTED goes out once the
+    /// durable collector's saved cursor reaches it (nil: none waiting).
+    var commitAwaited: UInt64?
     /// While the cursor is older than the ring: the spill reader feeding it, and the chunk of
     /// records being copied out (from `chunkOffset`).
     var replay: ReplayFeed?
@@ -157,7 +162,11 @@ final class CollectorSession {
 /// not it is connected, and records it has not committed are held.
 final class DurableCollector {
     let name: String
+    /// The cursor in force (retention and status count from it).
     var committed: UInt64 = 0
+    /// The cursor as saved in the state database: what COMMITTED answers, and where a restart
+    /// resumes.
+    var saved: UInt64 = 0
     /// The connection currently subscribed under this name.
     var connection: Connection?
 

@@ -61,7 +61,10 @@ final class RelayCore {
         producerToken = configuration.producerToken.map(Token.init)
         collectorToken = configuration.collectorToken.map(Token.init)
         durables = configuration.durableCollectors.map(DurableCollector.init)
-        for durable in durables { durable.committed = resume.cursors[durable.name] ?? 0 }
+        for durable in durables {
+            durable.committed = resume.cursors[durable.name] ?? 0
+            durable.saved = durable.committed
+        }
         durableByName = Dictionary(uniqueKeysWithValues: durables.map { ($0.name, $0) })
         for mark in resume.marks {
             let state = ProducerState(id: mark.producer)
@@ -175,9 +178,10 @@ final class RelayCore {
                 connection.outbound.append(.ack(through: session.ackedThrough))
             }
         case let .collector(session):
-            if session.commitReplyDue, let durable = session.durable {
-                session.commitReplyDue = false
-                connection.outbound.append(.committed(through: durable.committed))
+            // COMMITTED names only a cursor that is on disk (coalescing commits waiting for it).
+            if let awaited = session.commitAwaited, let durable = session.durable, durable.saved >= awaited {
+                session.commitAwaited = nil
+                connection.outbound.append(.committed(through: durable.saved))
             }
         default:
             break
@@ -306,7 +310,18 @@ final class RelayCore {
             if session.hasPending { finishPass(connection) }
             if connection.readPaused { resumable.append(connection) }
         }
+        settleCommits()
         return resumable
+    }
+
+    /// After the spill saved cursors: the COMMITTED answers now due.
+    private func settleCommits() {
+        for durable in durables {
+            durable.saved = max(durable.saved, spill.savedCursor(durable.name))
+            guard let connection = durable.connection, case let .collector(session) = connection.state,
+                  session.commitAwaited != nil else { continue }
+            finishPass(connection)
+        }
     }
 
     // MARK: Collectors
@@ -346,6 +361,7 @@ final class RelayCore {
         session.cursor = first
         session.credit = UInt64(request.credit)
         session.durable = durable
+        session.live = request.live
         collectors.append(connection)
         connection.outbound.append(.subscribed(Subscribed(firstSequence: first, headSequence: head,
                                                           committed: durable?.committed ?? 0)))
@@ -361,7 +377,9 @@ final class RelayCore {
             return fail(connection, .commitOutOfRange,
                         "commit through \(through) is beyond the last record delivered on this connection (\(session.lastDelivered))")
         }
-        session.commitReplyDue = true
+        // A commit at or below the cursor in force changes nothing; it is answered once that
+        // cursor is saved.
+        session.commitAwaited = max(session.commitAwaited ?? 0, through)
         guard through > durable.committed else { return }
         durable.committed = through
         spill.committed(durable.name, through: through)
@@ -385,6 +403,7 @@ final class RelayCore {
             }
         }
         let limit = configuration.collectorBufferBytes
+        let end = deliverableEnd(session)
         while session.credit > 0, connection.outbound.count < limit {
             if let feed = session.replay {
                 if session.chunk == nil { session.chunk = feed.take() }
@@ -400,10 +419,18 @@ final class RelayCore {
                 if !skipIfNeverAssigned(session, &frames) { startReplay(session) }
                 continue
             }
-            guard session.cursor < ring.head else { break }
+            guard session.cursor < end else { break }
             deliver(ring.record(session.cursor), sequence: session.cursor, session, &frames)
         }
-        return session.credit > 0 && (session.cursor < ring.head || session.chunk != nil)
+        return session.credit > 0 && (session.cursor < end || session.chunk != nil)
+    }
+
+    /// One past the last sequence `session` may be given now: everything accepted for a live
+    /// subscription, only what the spill has fsync'd for every other (so a crash can never
+    /// take back a record a collector saw). The spill's progress wakes the loop, which fills again.
+    private func deliverableEnd(_ session: CollectorSession) -> UInt64 {
+        let head = ring.head
+        return session.live ? head : min(head, safeRelaySequence &+ 1)
     }
 
     /// Copies records out of one replay chunk; gives the chunk back when it is used up.
@@ -465,7 +492,9 @@ final class RelayCore {
 
     private func startReplay(_ session: CollectorSession) {
         log.log(.debug, "replay_started", ["cursor": String(session.cursor), "ring_tail": String(ring.tail)])
-        session.replay = ReplayFeed(catalog: spill.catalog, from: session.cursor, writtenThrough: spill.writtenThrough,
+        // A live subscription may read blocks not yet fsync'd; any other only fsync'd ones.
+        session.replay = ReplayFeed(catalog: spill.catalog, from: session.cursor,
+                                    readableThrough: session.live ? spill.writtenThrough : spill.durableThrough,
                                     wake: replayWake, metrics: metrics)
     }
 

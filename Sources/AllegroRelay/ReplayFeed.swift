@@ -44,8 +44,8 @@ final class ReplayFeed: Sendable {
     private let slots: DispatchSemaphore
     private let cancelled = ManagedAtomic<Bool>(false)
 
-    /// Starts reading the spill from `sequence`, up to what the writer has published.
-    init(catalog: SegmentCatalog, from sequence: UInt64, writtenThrough: ManagedAtomic<UInt64>, wake: WakeSignal,
+    /// Starts reading the spill from `sequence`, up to `readableThrough` as the spill publishes it.
+    init(catalog: SegmentCatalog, from sequence: UInt64, readableThrough: ManagedAtomic<UInt64>, wake: WakeSignal,
          metrics: RelayMetrics, depth: Int = 8) {
         slots = DispatchSemaphore(value: depth)
         Thread { [self] in
@@ -54,7 +54,7 @@ final class ReplayFeed: Sendable {
             while more && !self.cancelled.load(ordering: .relaxed) {
                 if self.slots.wait(timeout: .now() + .milliseconds(200)) == .timedOut { continue }
                 let chunk = self.state.withLock { $0.spare.popLast() } ?? Chunk()
-                let limit = writtenThrough.load(ordering: .acquiring)
+                let limit = readableThrough.load(ordering: .acquiring)
                 more = reader.nextBlock(limit: limit) { records, count in
                     chunk.fill(records, records: count)
                     metrics.replayRecords.increment(by: count)

@@ -12,7 +12,7 @@ import Synchronization
 /// producer marks and committed cursors of each group, then publishes `durableThrough`: the
 /// relay acknowledges a record only once it is at or below that.
 ///
-/// The ring cannot reclaim a record the spill has not written, so when the disk stalls or fails
+/// The ring cannot reclaim a record the spill has not fsync'd, so when the disk stalls or fails
 /// the ring fills and the relay stops reading producers: back-pressure, never loss. A failed
 /// write is retried every 200 ms and reported until it succeeds.
 final class SpillService: Sendable {
@@ -39,6 +39,8 @@ final class SpillService: Sendable {
     struct Shared {
         /// Committed cursors not yet persisted.
         var dirtyCursors: [String: UInt64] = [:]
+        /// Cursors as saved in the state database (what COMMITTED may answer).
+        var savedCursors: [String: UInt64] = [:]
         /// Every configured durable collector's committed cursor (for retention accounting).
         var committed: [String: UInt64] = [:]
         /// Why the spill cannot write now, if it cannot.
@@ -54,7 +56,7 @@ final class SpillService: Sendable {
         catalog = resume.catalog
         var committed: [String: UInt64] = [:]
         for name in durableCollectors { committed[name] = resume.cursors[name] ?? 0 }
-        shared = Mutex(Shared(committed: committed))
+        shared = Mutex(Shared(savedCursors: committed, committed: committed))
     }
 
     /// Starts the spill thread on `ring` (whose gate it owns).
@@ -77,13 +79,16 @@ final class SpillService: Sendable {
     /// A durable collector's new committed cursor, persisted with the next group commit.
     func committed(_ name: String, through: UInt64) {
         shared.withLock { state in
-            state.dirtyCursors[name] = through
+            state.dirtyCursors[name] = max(state.dirtyCursors[name] ?? 0, through)
             state.committed[name] = max(state.committed[name] ?? 0, through)
         }
         wake.signal()
     }
 
     var failure: String? { shared.withLock { $0.failure } }
+
+    /// A durable collector's cursor as saved on disk.
+    func savedCursor(_ name: String) -> UInt64 { shared.withLock { $0.savedCursors[name] ?? 0 } }
 
     /// Asks the thread to write and fsync everything in the ring, persist cursors and stop;
     /// waits up to `timeoutSeconds`. False if it did not finish (a stuck disk).
@@ -101,6 +106,15 @@ final class SpillService: Sendable {
             defer { state.dirtyCursors.removeAll() }
             return state.dirtyCursors
         }
+    }
+    fileprivate var hasDirtyCursors: Bool { shared.withLock { !$0.dirtyCursors.isEmpty } }
+    /// Publishes cursors now saved, and wakes the event loop to answer COMMITTED.
+    fileprivate func cursorsSaved(_ cursors: [String: UInt64]) {
+        guard !cursors.isEmpty else { return }
+        shared.withLock { state in
+            for (name, through) in cursors { state.savedCursors[name] = max(state.savedCursors[name] ?? 0, through) }
+        }
+        progress.signal()
     }
     fileprivate func lowestCommitted() -> UInt64? { shared.withLock { $0.committed.values.min() } }
     fileprivate func setFailure(_ message: String?) -> String? {
@@ -139,10 +153,9 @@ private final class SpillWorker: @unchecked Sendable {
     var lastSyncAt = Clock.monotonicNanos
     var lastRetentionAt: UInt64 = 0
     var lastStateSaveAt: UInt64 = 0
+    var lastCursorSaveAt: UInt64 = 0
     var lastPruneAt = Clock.monotonicNanos
     var savedCheckpoint: UInt64 = 0
-    /// When the oldest record not yet written was first seen (0: none waiting).
-    var pendingSince: UInt64 = 0
     /// Producer marks seen since the last group commit.
     var marks: [[UInt8]: ProducerMark] = [:]
     var recentMark: ProducerMark?
@@ -174,23 +187,26 @@ private final class SpillWorker: @unchecked Sendable {
         while true {
             let head = ring.head
             var now = Clock.monotonicNanos
+            // Commits are saved within an fsync interval, whatever the spill is doing (even
+            // while its disk writes fail): COMMITTED waits for this save.
+            if now - lastCursorSaveAt >= fsyncIntervalNanos && service.hasDirtyCursors { saveCursors() }
             if next < head {
-                // Group commit: gather records for up to the fsync interval (or a full block)
-                // before writing, so a trickle of records costs one block and one fsync per
-                // interval, not one per record. Delivery to collectors never waits for this.
-                if pendingSince == 0 { pendingSince = now }
-                let waited = now - pendingSince
-                if waited < fsyncIntervalNanos && !service.isStopping && !blockIsDue(head: head) {
+                // Group commit, on the leading edge: records that find the last fsync at least an
+                // interval old are written and fsync'd at once (a trickle waits only for its own
+                // fsync: collectors other than live ones are given records only after it); records
+                // arriving sooner gather until the interval since that fsync is up (or a block is
+                // full), so the disk sees at most one fsync per interval however fast records come.
+                let sinceSync = now - lastSyncAt
+                if sinceSync < fsyncIntervalNanos && !service.isStopping && !blockIsDue(head: head) {
                     // A plain nap, not the wake-up flag: records arriving in the window must not
                     // each cost the I/O thread a signal and this thread a context switch.
-                    Clock.sleep(nanos: min(fsyncIntervalNanos - waited, 1_000_000))
+                    Clock.sleep(nanos: min(fsyncIntervalNanos - sinceSync, 1_000_000))
                     continue
                 }
                 guard writeBlock(head: head) else {
                     Clock.sleep(nanos: 200_000_000)
                     continue
                 }
-                pendingSince = next < ring.head ? Clock.monotonicNanos : 0
                 now = Clock.monotonicNanos
             }
             if lastWritten > lastSynced && (next == ring.head || now - lastSyncAt >= fsyncIntervalNanos) {
@@ -222,7 +238,12 @@ private final class SpillWorker: @unchecked Sendable {
                     }
                     return
                 }
-                service.sleep(unlessBeyond: next, ring: ring, millis: 100)
+                // A commit that came too soon after the last cursor save is saved when the
+                // interval is up, not after a full nap.
+                let cursorDue = service.hasDirtyCursors
+                    ? Int32(clamping: max((lastCursorSaveAt + fsyncIntervalNanos) &- Clock.monotonicNanos, 0) / 1_000_000 + 1)
+                    : 100
+                service.sleep(unlessBeyond: next, ring: ring, millis: min(cursorDue, 100))
             }
         }
     }
@@ -281,7 +302,6 @@ private final class SpillWorker: @unchecked Sendable {
         lastWritten = sequence - 1
         next = sequence
         service.writtenThrough.store(lastWritten, ordering: .releasing)
-        gate.advance(to: next)
         return true
     }
 
@@ -331,11 +351,28 @@ private final class SpillWorker: @unchecked Sendable {
         RelayMetrics.observe(service.metrics.durableLag, from: oldestUnsyncedIngest, to: Clock.wallNanos)
         oldestUnsyncedIngest = 0
         service.durableThrough.store(lastSynced, ordering: .releasing)
+        // The ring keeps every record until it is fsync'd: a collector that is not live and has
+        // fallen behind the ring finds in the spill everything it may be given.
+        gate.advance(to: lastSynced + 1)
         service.progress.signal()
         if let previous = service.setFailure(nil) {
             log.log(.info, "spill_recovered_from_failure", ["was": previous])
         }
         return true
+    }
+
+    /// Saves the durable collectors' committed cursors alone, and publishes them.
+    private func saveCursors() {
+        lastCursorSaveAt = Clock.monotonicNanos
+        let cursors = service.takeCursors()
+        guard !cursors.isEmpty else { return }
+        do {
+            try store.save(marks: [], checkpoint: 0, cursors: cursors, atNanos: Clock.wallNanos)
+            service.cursorsSaved(cursors)
+        } catch {
+            log.log(.warning, "state_save_failed", ["error": "\(error)", "effect": "COMMITTED waits until the cursor is saved"])
+            for (name, through) in cursors { service.committed(name, through: through) }
+        }
     }
 
     /// Saves the producer marks gathered since the last save (all of them fsync'd), the
@@ -354,6 +391,7 @@ private final class SpillWorker: @unchecked Sendable {
             marks.removeAll(keepingCapacity: true)
             unsavedSessions.removeAll(keepingCapacity: true)
             savedCheckpoint = lastSynced
+            service.cursorsSaved(cursors)
         } catch {
             // The spill itself is durable, so acks stay correct: a restart reads the marks back
             // from the spill. Cursors are retried with the next save.

@@ -4,7 +4,8 @@ public enum ControlFrame: Sendable, Equatable {
     case hello(minVersion: UInt16, maxVersion: UInt16, role: Role, clientID: String, token: [UInt8])
     case welcome(Welcome)
     case ack(through: UInt64)
-    case subscribe(start: StartPosition, credit: UInt32, name: String)
+    /// `live`: deliver records before they are fsync'd (ephemeral subscriptions only).
+    case subscribe(start: StartPosition, credit: UInt32, name: String, live: Bool = false)
     case subscribed(Subscribed)
     case credit(UInt32)
     case commit(through: UInt64)
@@ -49,13 +50,14 @@ extension OutboundBuffer {
             putText8(Self.clip(welcome.relayID, to: 255))
             endFrame(mark)
         case let .ack(through): fixed(.ack, through)
-        case let .subscribe(start, credit, name):
+        case let .subscribe(start, credit, name, live):
             let mark = beginFrame(.subscribe)
+            let flags: UInt8 = live ? Subscribe.liveFlag : 0
             switch start {
-            case .earliest: put(UInt8(0)); put(UInt8(0)); put(UInt16(0)); put(UInt64(0))
-            case .latest: put(UInt8(1)); put(UInt8(0)); put(UInt16(0)); put(UInt64(0))
-            case .committed: put(UInt8(2)); put(UInt8(0)); put(UInt16(0)); put(UInt64(0))
-            case let .sequence(sequence): put(UInt8(3)); put(UInt8(0)); put(UInt16(0)); put(sequence)
+            case .earliest: put(UInt8(0)); put(flags); put(UInt16(0)); put(UInt64(0))
+            case .latest: put(UInt8(1)); put(flags); put(UInt16(0)); put(UInt64(0))
+            case .committed: put(UInt8(2)); put(flags); put(UInt16(0)); put(UInt64(0))
+            case let .sequence(sequence): put(UInt8(3)); put(flags); put(UInt16(0)); put(sequence)
             }
             put(credit)
             putText8(Self.clip(name, to: 255))

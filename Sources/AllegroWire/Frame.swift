@@ -87,6 +87,13 @@ public struct Subscribe {
     public var credit: UInt32
     /// The durable collector name; empty for an ephemeral subscription.
     public var name: ByteView
+    /// Records are delivered as soon as they are accepted, before they are fsync'd: lower lag,
+    /// but after a relay crash such a record may be gone, or come again under a new number.
+    /// Only an ephemeral subscription may ask for it.
+    public var live: Bool
+
+    /// The `flags` bit that asks for live delivery.
+    public static let liveFlag: UInt8 = 0x01
 }
 
 /// The relay's answer to SUBSCRIBE.

@@ -78,7 +78,8 @@ public enum FrameDecoder {
 
     static func subscribe(_ reader: inout BodyReader) throws(WireError) -> Subscribe {
         let startByte = try reader.integer(UInt8.self, "start")
-        try reader.reserved(UInt8.self, "flags")
+        let flags = try reader.integer(UInt8.self, "flags")
+        guard flags & ~Subscribe.liveFlag == 0 else { throw reader.invalid("flags", "only bit 0 (live) is defined") }
         try reader.reserved(UInt16.self, "reserved")
         let sequence = try reader.integer(UInt64.self, "sequence")
         let credit = try reader.integer(UInt32.self, "credit")
@@ -99,7 +100,11 @@ public enum FrameDecoder {
         if start == .committed && name.isEmpty {
             throw reader.invalid("name", "start committed needs a durable collector name")
         }
-        return Subscribe(start: start, credit: credit, name: name)
+        let live = flags & Subscribe.liveFlag != 0
+        if live && !name.isEmpty {
+            throw reader.invalid("flags", "live delivery is for ephemeral subscriptions: a durable collector is given only fsync'd records")
+        }
+        return Subscribe(start: start, credit: credit, name: name, live: live)
     }
 
     static func batchCount(_ reader: inout BodyReader, headerSize: Int, limits: DecodeLimits) throws(WireError) -> Int {

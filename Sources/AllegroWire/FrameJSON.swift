@@ -28,6 +28,7 @@ public enum FrameJSON {
             if case let .sequence(sequence) = subscribe.start { json.add("sequence", sequence) }
             json.add("credit", subscribe.credit)
             json.add("name", subscribe.name.string)
+            if subscribe.live { json.add("live", true) }
         case let .subscribed(subscribed):
             json.add("first_sequence", subscribed.firstSequence)
             json.add("head_sequence", subscribed.headSequence)

@@ -25,6 +25,8 @@ struct Tail: ParsableCommand {
     @Option(help: "Where to start: earliest, latest, committed or a relay sequence.") var from = "latest"
     @Option(help: "Durable collector name (configured on the relay).") var collector: String?
     @Option(help: "Exit after this many records.") var count: Int?
+    @Flag(help: "Receive records before they are fsync'd (lower lag; not with --collector: after a relay crash such a record may be gone or come again under a new number).")
+    var live = false
     @Option(help: "Output format: jsonl or payload.") var format: Format = .jsonl
     @Option(name: .customLong("idle-exit-ms"), help: "Exit 0 when nothing arrives for this long.") var idleExitMillis: Int?
 
@@ -49,7 +51,11 @@ struct Tail: ParsableCommand {
         if options.start == .committed && collector == nil {
             throw ValidationError("--from committed needs --collector NAME")
         }
+        if live && collector != nil {
+            throw ValidationError("--live is for ephemeral tails: a durable collector is given only records that are fsync'd")
+        }
         options.name = collector ?? ""
+        options.live = live
         options.clientID = collector ?? "tail-\(ProcessInfo.processInfo.processIdentifier)"
         options.token = token ?? ProcessInfo.processInfo.environment["ALLEGRO_COLLECTOR_TOKEN"] ?? ""
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }

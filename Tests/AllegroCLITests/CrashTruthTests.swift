@@ -36,7 +36,13 @@ import Testing
         let lines = tail.stdout.split(separator: "\n")
         #expect(lines.filter { $0.hasPrefix("{\"relay_seq\":") }.count == 12, "\(tail.stdout.prefix(2000))")
 
-        // Timmy, durable, reads half, commits, and resumes twice from his committed cursor.
+        do { try readTwiceFromCommitted(third) } catch {
+            Issue.record("\(error); the relay's log: \(third.log.suffix(3000))")
+        }
+    }
+
+    /// Timmy, durable, reads half, commits, and resumes twice from his committed cursor.
+    func readTwiceFromCommitted(_ third: RelayProcess) throws {
         var options = CollectorOptions(relays: [try SocketAddress(parsing: third.address)])
         options.name = "timmy"
         options.start = .earliest
@@ -63,5 +69,84 @@ import Testing
             }
             again.close()
         }
+    }
+
+    /// Payloads of the records a collector gets within `millis` of silence, up to `limit`.
+    func payloads(_ collector: Collector, limit: Int, silenceMillis: Int) throws -> [(UInt64, String)] {
+        var found: [(UInt64, String)] = []
+        while found.count < limit, let event = try collector.next(timeoutMillis: silenceMillis) {
+            if case let .record(record) = event { found.append((record.relaySequence, record.payload.string)) }
+        }
+        return found
+    }
+
+    @Test func aCollectorIsNeverGivenARecordThatACrashMakesTheRelayForget() throws {
+        let data = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        let first = try RelayProcess(["--durable", "timmy"], dataDirectory: data)
+        let address = try SocketAddress(parsing: first.address)
+        try TestTraffic.push(first, (1 ... 5).map { "warm-\($0)" }, producer: "warm")
+        var timmyOptions = CollectorOptions(relays: [address])
+        timmyOptions.name = "timmy"
+        timmyOptions.start = .earliest
+        let timmy = try Collector(timmyOptions)
+        #expect(try payloads(timmy, limit: 5, silenceMillis: 5_000).map(\.1) == (1 ... 5).map { "warm-\($0)" })
+        try timmy.commit(through: 5)
+        try timmy.waitCommitted(through: 5)
+
+        // The disk stops taking writes: new records are accepted into memory, never fsync'd.
+        try TestTraffic.freezeSpill(of: first)
+        var tailOptions = CollectorOptions(relays: [address])
+        tailOptions.start = .sequence(6)
+        let tail = try Collector(tailOptions)
+        tailOptions.live = true
+        let live = try Collector(tailOptions)
+        let scratch = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let pusher = try AllegroBinary.start(["push", "--relay", first.address, "--producer", "late"],
+                                             stdin: try StreamingTests.lines("late", 20, in: scratch))
+        let seenLive = try payloads(live, limit: 20, silenceMillis: 5_000)
+        #expect(seenLive.map(\.1) == (0 ..< 20).map { "late-\($0)" }, "a live tail sees records before the fsync")
+        #expect(try payloads(timmy, limit: 1, silenceMillis: 1_000).isEmpty, "timmy is given nothing that is not fsync'd")
+        #expect(try payloads(tail, limit: 1, silenceMillis: 200).isEmpty, "nor is an ephemeral tail by default")
+
+        // kill -9: the late records were never durable. Their producer resends them to the next run.
+        first.crash()
+        let second = try RelayProcess(["--durable", "timmy"], listen: first.address, dataDirectory: data)
+        let pushed = try pusher.wait(timeout: 60)
+        #expect(pushed.status == 0 && pushed.stderr.contains("acked 20"), "\(pushed.stderr)")
+        timmyOptions.start = .committed
+        let again = try Collector(timmyOptions)
+        let resumed = try payloads(again, limit: 20, silenceMillis: 5_000)
+        #expect(resumed.map(\.1) == (0 ..< 20).map { "late-\($0)" }, "each late record once, in order: \(resumed)")
+        #expect(resumed.allSatisfy { record in !seenLive.contains { $0.0 == record.0 } },
+                "the resent records have new numbers, above those the crash took back")
+        _ = second
+    }
+
+    @Test func aCommitTheRelayConfirmedSurvivesAKillRightAfterIt() throws {
+        let data = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: data) }
+        var relay = try RelayProcess(["--durable", "timmy", "--http", "off"], dataDirectory: data)
+        try TestTraffic.push(relay, (1 ... 50).map { "c-\($0)" }, producer: "c")
+        var confirmed: UInt64 = 0
+        for round in 1 ... 5 {
+            var options = CollectorOptions(relays: [try SocketAddress(parsing: relay.address)])
+            options.name = "timmy"
+            options.start = .committed
+            let timmy = try Collector(options)
+            #expect(timmy.subscription.firstSequence == confirmed + 1, "round \(round) resumes just after the confirmed commit")
+            var last: UInt64 = 0
+            while last < confirmed + 10, let event = try timmy.next(timeoutMillis: 5_000) {
+                if case let .record(record) = event { last = record.relaySequence }
+            }
+            try timmy.commit(through: last)
+            try timmy.waitCommitted(through: last)
+            confirmed = last
+            // kill -9 the moment COMMITTED arrived.
+            relay.crash()
+            relay = try RelayProcess(["--durable", "timmy", "--http", "off"], dataDirectory: data)
+        }
+        #expect(confirmed == 50)
     }
 }

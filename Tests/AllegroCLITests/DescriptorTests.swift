@@ -20,20 +20,27 @@ import Testing
         let feeding = Thread { feeder.feed(0 ..< 20_000) }
         feeding.start()
 
-        // Four pollers of /health and /sessions, until the relay has gone.
+        // Four pollers of /health and /sessions, until the relay has gone; the stop comes once
+        // each has had an answer (or after 10 s), so it lands while they poll.
         let http = try #require(relay.httpAddress), pid = relay.pid
+        let polling = PollCount()
         let answered = try await withThrowingTaskGroup(of: Int.self) { group in
             for index in 0 ..< 4 {
                 group.addTask {
                     var answers = 0
                     while kill(pid, 0) == 0 {
                         let path = index % 2 == 0 ? "/health" : "/sessions"
-                        if (try? await ControlHTTP.get(address: http, path)) != nil { answers += 1 }
+                        if (try? await ControlHTTP.get(address: http, path)) != nil {
+                            answers += 1
+                            if answers == 1 { await polling.add() }
+                        }
                     }
                     return answers
                 }
             }
-            try await Task.sleep(nanoseconds: 400_000_000)
+            let deadline = Date().addingTimeInterval(10)
+            while await polling.count < 4 && Date() < deadline { try await Task.sleep(nanoseconds: 10_000_000) }
+            try await Task.sleep(nanoseconds: 100_000_000)
             kill(pid, SIGTERM)
             var total = 0
             for try await answers in group { total += answers }
@@ -50,4 +57,10 @@ import Testing
         let failed = closes.filter { $0.contains("EBADF") }
         #expect(failed.isEmpty, "no close(2) of a descriptor already closed: \(failed.prefix(5))")
     }
+}
+
+/// How many pollers have had an answer.
+private actor PollCount {
+    private(set) var count = 0
+    func add() { count += 1 }
 }

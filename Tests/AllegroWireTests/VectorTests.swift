@@ -55,6 +55,7 @@ import Testing
             ("subscribe_committed", .subscribe(start: .committed, credit: 4096, name: "timmy")),
             ("subscribe_sequence", .subscribe(start: .sequence(123_456_789), credit: 10, name: "timmy")),
             ("subscribe_earliest", .subscribe(start: .earliest, credit: 1000, name: "")),
+            ("subscribe_live", .subscribe(start: .latest, credit: 64, name: "", live: true)),
             ("subscribed", .subscribed(Subscribed(firstSequence: 101, headSequence: 250, committed: 100))),
             ("hello_producer", .hello(role: .producer, clientID: "hermes-7f3a", token: "s3cret")),
             ("welcome", .welcome(Welcome(version: 1, maxFrameLength: 1 << 20, maxBatchRecords: 4096,

@@ -81,13 +81,15 @@ def u64(type_name, key, value):
     return frame(type_name, struct.pack("<Q", value)), {"type": type_name, key: value}
 
 
-def subscribe(start, credit, name, sequence=0):
+def subscribe(start, credit, name, sequence=0, live=False):
     code = ["earliest", "latest", "committed", "sequence"].index(start)
-    body = struct.pack("<BBHQI", code, 0, 0, sequence, credit) + s8(name)
+    body = struct.pack("<BBHQI", code, 1 if live else 0, 0, sequence, credit) + s8(name)
     desc = dict(type="SUBSCRIBE", start=start)
     if start == "sequence":
         desc["sequence"] = sequence
     desc.update(credit=credit, name=name)
+    if live:
+        desc["live"] = True
     return frame("SUBSCRIBE", body), desc
 
 
@@ -136,6 +138,8 @@ def vectors():
     ok("ack", "cumulative acknowledgement", u64("ACK", "through", 10))
     ok("subscribe_earliest", "ephemeral subscription from the oldest record", subscribe("earliest", 1000, ""))
     ok("subscribe_latest", "ephemeral subscription to new records only", subscribe("latest", 64, ""))
+    ok("subscribe_live", "ephemeral subscription asking for records before they are fsync'd",
+       subscribe("latest", 64, "", live=True))
     ok("subscribe_committed", "durable collector resuming after its commit", subscribe("committed", 4096, "timmy"))
     ok("subscribe_sequence", "durable collector from an explicit sequence",
        subscribe("sequence", 10, "timmy", sequence=123456789))
@@ -208,6 +212,10 @@ def vectors():
         "batch_too_large", "BATCH_TOO_LARGE", 0, limits=dict(max_frame=1 << 20, max_batch=2))
     bad("subscribe_committed_no_name", "start committed without a collector name",
         frame("SUBSCRIBE", struct.pack("<BBHQI", 2, 0, 0, 0, 10) + s8("")), "invalid_value", "MALFORMED_FRAME", 0)
+    bad("subscribe_live_named", "live delivery asked for a durable collector",
+        frame("SUBSCRIBE", struct.pack("<BBHQI", 0, 1, 0, 0, 10) + s8("timmy")), "invalid_value", "MALFORMED_FRAME", 0)
+    bad("subscribe_unknown_flag", "a SUBSCRIBE flag bit that is not defined",
+        frame("SUBSCRIBE", struct.pack("<BBHQI", 0, 2, 0, 0, 10) + s8("")), "invalid_value", "MALFORMED_FRAME", 0)
     bad("subscribe_bad_start", "start 9", frame("SUBSCRIBE", struct.pack("<BBHQI", 9, 0, 0, 0, 10) + s8("")),
         "invalid_value", "MALFORMED_FRAME", 0)
     bad("skip_reversed", "a SKIP whose first is after its last", frame("SKIP", struct.pack("<QQ", 10, 9)),

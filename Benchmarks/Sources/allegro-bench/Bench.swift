@@ -28,10 +28,11 @@ struct Common: ParsableArguments {
         try names.split(separator: ",").map { name in
             switch name {
             case "allegro": return AllegroPeer(binary: binary)
+            case "allegro-live": return AllegroPeer(binary: binary, live: true)
             case "direct": return DirectPeer()
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
-            default: throw ValidationError("unknown peer \(name): use allegro, direct, nats, redis")
+            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, direct, nats, redis")
             }
         }
     }
@@ -53,7 +54,7 @@ struct Paced: ParsableCommand {
     @Option(help: "Total rates in records/s, comma-separated.") var rates = "100,10000,100000"
     @Option(help: "Seconds per rate.") var seconds = 5.0
     @Option(help: "Producer connections.") var producers = 1
-    @Option(help: "Systems to measure, comma-separated: allegro, direct, nats, redis.") var peers = "allegro,direct,nats,redis"
+    @Option(help: "Systems to measure, comma-separated: allegro (fsync'd delivery), allegro-live, direct, nats, redis.") var peers = "allegro,allegro-live,direct,nats,redis"
 
     func run() throws {
         let scratch = try common.scratch()
@@ -74,7 +75,7 @@ struct Throughput: ParsableCommand {
     @Option(help: "Seconds.") var seconds = 5.0
     @Option(help: "Producer connections.") var producers = 1
     @Option(help: "Records per write (one PUBLISH frame, or pipelined commands).") var batch = 256
-    @Option(help: "Systems to measure.") var peers = "allegro,direct,nats,redis"
+    @Option(help: "Systems to measure.") var peers = "allegro,allegro-live,direct,nats,redis"
 
     func run() throws {
         let scratch = try common.scratch()
@@ -123,11 +124,11 @@ struct All: ParsableCommand {
         let seconds = smoke ? 0.5 : 5.0
         var results: [Measurement] = []
         for rate in smoke ? [100, 10_000] : [100, 10_000, 100_000] {
-            for peer in try common.peers("allegro,direct,nats,redis") {
+            for peer in try common.peers("allegro,allegro-live,direct,nats,redis") {
                 results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: 1, scratch: scratch))
             }
         }
-        for peer in try common.peers("allegro,direct,nats,redis") {
+        for peer in try common.peers("allegro,allegro-live,direct,nats,redis") {
             results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: 1, batch: 256, scratch: scratch))
         }
         results.append(try Scenarios.outage(binary: common.binary, records: smoke ? 20_000 : 1_000_000, size: common.size, scratch: scratch))

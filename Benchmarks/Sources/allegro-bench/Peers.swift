@@ -28,17 +28,22 @@ protocol PeerCollector: AnyObject, Sendable {
 
 // MARK: Allegro
 
+/// `allegro`: the collector is given only fsync'd records (what Timmy's durable collector
+/// gets). `allegro-live`: an ephemeral subscription with the live flag, ahead of the fsync.
 final class AllegroPeer: Peer {
-    let name = "allegro"
+    let name: String
     let binary: String
     let extra: [String]
+    let live: Bool
     private var server: Server?
     private(set) var address = ""
     private(set) var dataDirectory: URL?
 
-    init(binary: String, extra: [String] = []) {
+    init(binary: String, extra: [String] = [], live: Bool = false) {
         self.binary = binary
         self.extra = extra
+        self.live = live
+        name = live ? "allegro-live" : "allegro"
     }
 
     func start(scratch: URL) throws {
@@ -61,7 +66,7 @@ final class AllegroPeer: Peer {
     var serverCPUSeconds: Double? { server?.cpuSeconds }
 
     func producer() throws -> PeerProducer { try AllegroProducer(address, id: "bench-\(UUID().uuidString.prefix(8))") }
-    func collector() throws -> PeerCollector { try WireCollector(allegro: address) }
+    func collector() throws -> PeerCollector { try WireCollector(allegro: address, live: live) }
 }
 
 /// Publishes to an Allegro relay (or, for `direct`, straight to the collector) in PUBLISH frames.
@@ -120,10 +125,10 @@ final class WireCollector: PeerCollector, @unchecked Sendable {
     let inbound = InboundBuffer(limits: .permissive, initialCapacity: 1 << 20)
     let outbound = OutboundBuffer()
 
-    init(allegro address: String) throws {
+    init(allegro address: String, live: Bool) throws {
         link = try Link(address)
         outbound.append(.hello(role: .collector, clientID: "bench-collector", token: ""))
-        outbound.append(.subscribe(start: .latest, credit: UInt32.max, name: ""))
+        outbound.append(.subscribe(start: .latest, credit: UInt32.max, name: "", live: live))
         try link.send(outbound.readable)
         outbound.consume(outbound.count)
         var subscribed = false
