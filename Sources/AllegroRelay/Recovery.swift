@@ -54,13 +54,24 @@ struct ResumePoint {
             try store.recordEvent(kind: kind, detail: detail, records: damage.lostRecords, atNanos: now)
         }
 
-        var marks: [[UInt8]: ProducerMark] = [:]
-        for mark in state.marks { marks[mark.producer] = mark }
-        for (producer, found) in report.producerMarks where found.producerSequence > marks[producer]?.producerSequence ?? 0 {
-            marks[producer] = ProducerMark(producer: producer, producerSequence: found.producerSequence,
-                                           relaySequence: found.relaySequence)
-        }
         let lastSpilled = report.lastSequence
+        var marks: [[UInt8]: ProducerMark] = [:]
+        var found = report.producerMarks
+        // Marks must never be ahead of what the spill holds: a resend of records it lost would
+        // be dropped as a duplicate and acknowledged. When recovery cut anything (or the spill
+        // ends before the saved checkpoint), stored marks beyond the spill are dropped and every
+        // producer's mark is read again from every block that is left.
+        let cut = !report.damage.isEmpty || lastSpilled < state.marksCheckpoint
+        if cut {
+            found = try SpillRecovery.run(directory: spillDirectory, marksAfter: 0).producerMarks
+            log.log(.warning, "producer_marks_rebuilt", ["reason": "the spill lost records that marks had seen",
+                                                         "last_sequence": String(lastSpilled)])
+        }
+        for mark in state.marks where !cut || mark.relaySequence <= lastSpilled { marks[mark.producer] = mark }
+        for (producer, spilled) in found where spilled.producerSequence > marks[producer]?.producerSequence ?? 0 {
+            marks[producer] = ProducerMark(producer: producer, producerSequence: spilled.producerSequence,
+                                           relaySequence: spilled.relaySequence)
+        }
         var skips = state.skips
         // Numbers up to the last group commit were fsync'd (perhaps acked): if the spill lacks
         // them now, they were damaged, not skipped. Beyond it, numbers an earlier run reserved
@@ -78,6 +89,7 @@ struct ResumePoint {
         }
         let first = max(lastSpilled, state.reservedThrough) + 1
         try store.reserve(through: first - 1 + reservationChunk)
+        if cut { try store.replaceMarks(Array(marks.values), checkpoint: lastSpilled, atNanos: now) }
         try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], sessions: sessions.take(), atNanos: now)
         log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "last_sequence": String(lastSpilled),
                                            "next_sequence": String(first), "producers": String(marks.count)])

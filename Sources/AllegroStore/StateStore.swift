@@ -127,14 +127,7 @@ public final class StateStore: Sendable {
                      atNanos: UInt64) throws {
         try database.write { db in
             try Self.add(sessions, db)
-            for mark in marks {
-                try db.execute(sql: """
-                    INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(id) DO UPDATE SET high_water = max(high_water, excluded.high_water),
-                        relay_seq = excluded.relay_seq, updated_ns = excluded.updated_ns
-                    """, arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
-                                     Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
-            }
+            for mark in marks { try Self.raise(mark, db, atNanos: atNanos) }
             if checkpoint > 0 {
                 try db.execute(sql: """
                     INSERT INTO meta (key, value) VALUES ('marks_checkpoint', ?)
@@ -148,6 +141,29 @@ public final class StateStore: Sendable {
                     """, arguments: [name, Int64(bitPattern: committed), Int64(bitPattern: atNanos)])
             }
         }
+    }
+
+    /// Replaces every producer mark and sets the checkpoint to exactly `checkpoint`: for a spill
+    /// that recovery cut short, whose stored marks may be ahead of what it holds.
+    public func replaceMarks(_ marks: [ProducerMark], checkpoint: UInt64, atNanos: UInt64) throws {
+        try database.write { db in
+            try db.execute(sql: "DELETE FROM producers")
+            for mark in marks { try Self.raise(mark, db, atNanos: atNanos) }
+            try db.execute(sql: """
+                INSERT INTO meta (key, value) VALUES ('marks_checkpoint', ?)
+                ON CONFLICT(key) DO UPDATE SET value = excluded.value
+                """, arguments: [Int64(bitPattern: checkpoint)])
+        }
+    }
+
+    /// Stores a producer mark, keeping the higher producer sequence.
+    private static func raise(_ mark: ProducerMark, _ db: Database, atNanos: UInt64) throws {
+        try db.execute(sql: """
+            INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET high_water = max(high_water, excluded.high_water),
+                relay_seq = excluded.relay_seq, updated_ns = excluded.updated_ns
+            """, arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
+                             Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
     }
 
     public func recordEvent(kind: String, detail: String, records: UInt64, atNanos: UInt64) throws {
