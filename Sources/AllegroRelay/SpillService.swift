@@ -240,10 +240,12 @@ private final class SpillWorker: @unchecked Sendable {
                 }
                 // A commit that came too soon after the last cursor save is saved when the
                 // interval is up, not after a full nap.
-                let cursorDue = service.hasDirtyCursors
-                    ? Int32(clamping: max((lastCursorSaveAt + fsyncIntervalNanos) &- Clock.monotonicNanos, 0) / 1_000_000 + 1)
-                    : 100
-                service.sleep(unlessBeyond: next, ring: ring, millis: min(cursorDue, 100))
+                let dueAt = lastCursorSaveAt + fsyncIntervalNanos, napStart = Clock.monotonicNanos
+                var millis: Int32 = 100
+                if service.hasDirtyCursors {
+                    millis = dueAt > napStart ? min(Int32(clamping: (dueAt - napStart) / 1_000_000 + 1), 100) : 0
+                }
+                service.sleep(unlessBeyond: next, ring: ring, millis: millis)
             }
         }
     }
