@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "Allegro",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "allegro", targets: ["allegro"]),
         .library(name: "AllegroWire", targets: ["AllegroWire"]),
@@ -28,9 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
-        // System libraries (Debian: zlib1g-dev, libsqlite3-dev) and the Linux syscall shim.
+        // System library (Debian: zlib1g-dev; GRDB links libsqlite3-dev itself) and the Linux syscall shim.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
-        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CAllegroSys"),
 
         // Wire protocol v1: frames, handshake, records. Pure codec, no I/O.
@@ -89,7 +87,7 @@ let package = Package(
         .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
         .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore"]),
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire"]),
-        .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CSQLite", "CAllegroSys"]),
+        .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
         .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -6,7 +6,6 @@ import PackageDescription
 
 let package = Package(
     name: "AllegroBenchmarks",
-    platforms: [.macOS(.v14)],
     dependencies: [
         .package(name: "Allegro", path: ".."),
         .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),

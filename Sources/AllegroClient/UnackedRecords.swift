@@ -15,7 +15,6 @@ struct UnackedRecords {
 
     var count: Int { index.count - first }
     var isEmpty: Bool { count == 0 }
-    var newestSequence: UInt64? { isEmpty ? nil : index[index.count - 1].sequence }
 
     mutating func append(_ header: RecordHeader, session: UnsafeRawBufferPointer, kind: UnsafeRawBufferPointer,
                          contentType: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) throws(RecordTooLarge) {

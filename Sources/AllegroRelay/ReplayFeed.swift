@@ -15,21 +15,19 @@ final class ReplayFeed: Sendable {
     final class Chunk: @unchecked Sendable {
         private(set) var storage: UnsafeMutableRawBufferPointer
         var count = 0
-        var records = 0
 
         init() { storage = .allocate(byteCount: 128 * 1024, alignment: 16) }
         deinit { storage.deallocate() }
 
         var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[..<count]) }
 
-        func fill(_ source: UnsafeRawBufferPointer, records: Int) {
+        func fill(_ source: UnsafeRawBufferPointer) {
             if storage.count < source.count {
                 storage.deallocate()
                 storage = .allocate(byteCount: source.count, alignment: 16)
             }
             if let from = source.baseAddress, let to = storage.baseAddress { to.copyMemory(from: from, byteCount: source.count) }
             count = source.count
-            self.records = records
         }
     }
 
@@ -56,7 +54,7 @@ final class ReplayFeed: Sendable {
                 let chunk = self.state.withLock { $0.spare.popLast() } ?? Chunk()
                 let limit = readableThrough.load(ordering: .acquiring)
                 more = reader.nextBlock(limit: limit) { records, count in
-                    chunk.fill(records, records: count)
+                    chunk.fill(records)
                     metrics.replayRecords.increment(by: count)
                     metrics.replayBytes.increment(by: records.count)
                 }

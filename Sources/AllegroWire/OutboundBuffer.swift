@@ -135,9 +135,6 @@ public final class OutboundBuffer {
         endFrame(mark)
     }
 
-    /// Drops a frame begun with `beginFrame`/`beginBatch` (for example an empty batch).
-    public func abandon(_ mark: FrameMark) { writeIndex = mark.start - shifted }
-
     /// Bytes written since `mark` began (the frame's size so far, prefix included).
     public func size(since mark: FrameMark) -> Int { writeIndex + shifted - mark.start }
 }

@@ -1,5 +1,4 @@
 import CAllegroSys
-import CSQLite
 import CZlib
 import Glibc
 import Testing
@@ -21,18 +20,6 @@ import Testing
         var stream = z_stream()
         #expect(deflateInit_(&stream, 1, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK)
         #expect(deflateEnd(&stream) == Z_OK)
-    }
-
-    @Test func sqliteInMemory() throws {
-        var db: OpaquePointer?
-        #expect(sqlite3_open(":memory:", &db) == SQLITE_OK)
-        defer { sqlite3_close(db) }
-        #expect(sqlite3_exec(db, "CREATE TABLE t(x INTEGER); INSERT INTO t VALUES (41), (1);", nil, nil, nil) == SQLITE_OK)
-        var statement: OpaquePointer?
-        #expect(sqlite3_prepare_v2(db, "SELECT sum(x) FROM t", -1, &statement, nil) == SQLITE_OK)
-        defer { sqlite3_finalize(statement) }
-        #expect(sqlite3_step(statement) == SQLITE_ROW)
-        #expect(sqlite3_column_int64(statement, 0) == 42)
     }
 
     @Test func epollAndEventfdAreReachable() throws {
