@@ -36,6 +36,8 @@ final class ReplayFeed: Sendable {
         var spare: [Chunk] = []
         var finished = false
         var readThrough: UInt64 = 0
+        /// Slots taken from `slots` and not yet given back (a chunk in flight).
+        var slotsTaken = 0
     }
 
     private let state = Mutex(State())
@@ -51,7 +53,10 @@ final class ReplayFeed: Sendable {
             var more = true
             while more && !self.cancelled.load(ordering: .relaxed) {
                 if self.slots.wait(timeout: .now() + .milliseconds(200)) == .timedOut { continue }
-                let chunk = self.state.withLock { $0.spare.popLast() } ?? Chunk()
+                let chunk = self.state.withLock { state in
+                    state.slotsTaken += 1
+                    return state.spare.popLast()
+                } ?? Chunk()
                 let limit = readableThrough.load(ordering: .acquiring)
                 more = reader.nextBlock(limit: limit) { records, count in
                     chunk.fill(records)
@@ -64,6 +69,7 @@ final class ReplayFeed: Sendable {
                     self.state.withLock { state in
                         state.spare.append(chunk)
                         state.readThrough = limit
+                        state.slotsTaken -= 1
                     }
                     self.slots.signal()
                 }
@@ -81,8 +87,19 @@ final class ReplayFeed: Sendable {
 
     /// Gives a chunk back once its records are copied out.
     func recycle(_ chunk: Chunk) {
-        state.withLock { $0.spare.append(chunk) }
+        state.withLock { state in
+            state.spare.append(chunk)
+            state.slotsTaken -= 1
+        }
         slots.signal()
+    }
+
+    /// libdispatch traps when a semaphore is released below its starting value ("deallocated
+    /// while in use"): a collector that left mid-replay never gave back the chunks it held, so
+    /// their slots are returned here. The reader thread holds the feed, so none waits any more.
+    deinit {
+        let taken = state.withLock { $0.slotsTaken }
+        for _ in 0 ..< max(taken, 0) { slots.signal() }
     }
 
     /// True once the reader reached the end of what was spilled and every chunk was taken.

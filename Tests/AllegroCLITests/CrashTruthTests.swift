@@ -37,7 +37,9 @@ import Testing
         #expect(lines.filter { $0.hasPrefix("{\"relay_seq\":") }.count == 12, "\(tail.stdout.prefix(2000))")
 
         do { try readTwiceFromCommitted(third) } catch {
-            Issue.record("\(error); the relay's log: \(third.log.suffix(3000))")
+            let saved = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-crash-truth-\(UUID().uuidString).log")
+            try? third.log.write(to: saved, atomically: false, encoding: .utf8)
+            Issue.record("\(error); the relay's log is in \(saved.path): \(third.log.prefix(3000))")
         }
     }
 
@@ -187,5 +189,28 @@ import Testing
                                           "--idle-exit-ms", "3000", "--format", "payload"], timeout: 60)
         let payloads = tail.stdout.split(separator: "\n").map(String.init)
         #expect(payloads == (0 ..< 10).map { "early-\($0)" } + (0 ..< 4).map { "cp2-\($0)" }, "\(payloads)")
+    }
+
+    @Test func collectorsThatLeaveInTheMiddleOfACatchUpFromTheSpillDoNotBringTheRelayDown() throws {
+        // A small ring: the backlog is served from the spill, chunk by chunk.
+        let relay = try RelayProcess(["--http", "off", "--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"])
+        let scratch = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let pushed = try AllegroBinary.run(["push", "--relay", relay.address, "--producer", "backlog"],
+                                           stdin: try StreamingTests.lines("backlog", 60_000, in: scratch), timeout: 120)
+        #expect(pushed.status == 0, "\(pushed.stderr)")
+        for _ in 0 ..< 20 {
+            var options = CollectorOptions(relays: [try SocketAddress(parsing: relay.address)])
+            options.start = .earliest
+            options.window = 8
+            let leaving = try Collector(options)
+            _ = try payloads(leaving, limit: 3, silenceMillis: 5_000)
+            leaving.close()
+        }
+        usleep(1_500_000)
+        #expect(relay.isRunning, "the relay survived: \(relay.log.prefix(2000))")
+        let tail = try AllegroBinary.run(["tail", "--relay", relay.address, "--from", "earliest", "--count", "60000",
+                                          "--format", "payload"], timeout: 120)
+        #expect(tail.status == 0 && tail.stdout.split(separator: "\n").count == 60_000, "\(tail.stderr)")
     }
 }
