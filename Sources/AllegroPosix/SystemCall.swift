@@ -2,7 +2,7 @@ import Glibc
 
 /// The system calls Allegro makes, by name: what an error message starts with and what a test's
 /// injected fault (`SystemFaults`, debug builds) matches.
-public enum SystemCallName: String, Sendable, CaseIterable {
+public enum SystemCallName: String, Sendable {
     case open, close, fstat, pread, pwrite, fdatasync, fsync, ftruncate, flock
     case mkdir, opendir, unlink, rename
     case socket, setsockopt, getsockopt, getsockname, bind, listen, connect, accept4, recv, send, poll, read, write
@@ -12,7 +12,6 @@ public enum SystemCallName: String, Sendable, CaseIterable {
 /// What one system call returned, or the errno it failed with. The errno is copied out the
 /// moment the call returns -1, before any other code (a string, an allocation, a log line) can
 /// run and overwrite it; the message is built afterwards, and only on failure.
-@usableFromInline
 enum CallOutcome<Value: Sendable>: Sendable {
     case value(Value)
     case failed(Int32)
@@ -71,7 +70,6 @@ enum SystemCall {
 
 /// A pointer a system call returned (a `DIR *`), carried out of `SystemCall.run` by the thread
 /// that made the call.
-@usableFromInline
 struct UncheckedPointer<T>: @unchecked Sendable {
     let pointer: T
     init(_ pointer: T) { self.pointer = pointer }

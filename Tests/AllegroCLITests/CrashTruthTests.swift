@@ -5,17 +5,19 @@ import Testing
 
 /// What a collector sees after crashes (kill -9 of the real binary): the stream stays a stream.
 @Suite(.serialized) struct CrashTruthTests {
-    /// Reads a collector until `records` records have come (or 10 s of silence), checking that
-    /// sequences and SKIPs only go forward; returns the records' sequences and the skips.
-    func read(_ collector: Collector, records: Int) throws -> (sequences: [UInt64], skips: [ClosedRange<UInt64>]) {
-        var sequences: [UInt64] = [], skips: [ClosedRange<UInt64>] = []
-        while sequences.count < records, let event = try collector.next(timeoutMillis: 10_000) {
+    /// Reads a collector until `records` records have come (or `silenceMillis` pass with none);
+    /// returns each record's sequence and payload, and the skips. The client itself checks that
+    /// sequences and SKIPs only go forward.
+    func read(_ collector: Collector, records: Int, silenceMillis: Int = 10_000)
+        throws -> (records: [(UInt64, String)], skips: [ClosedRange<UInt64>]) {
+        var found: [(UInt64, String)] = [], skips: [ClosedRange<UInt64>] = []
+        while found.count < records, let event = try collector.next(timeoutMillis: silenceMillis) {
             switch event {
-            case let .record(record): sequences.append(record.relaySequence)
+            case let .record(record): found.append((record.relaySequence, record.payload.string))
             case let .skip(first, last): skips.append(first ... last)
             }
         }
-        return (sequences, skips)
+        return (found, skips)
     }
 
     @Test func twoCrashesInARowLeaveSkipsThatNeverOverlapAndEveryCollectorGetsPast() throws {
@@ -50,36 +52,32 @@ import Testing
         options.start = .earliest
         let timmy = try Collector(options)
         let early = try read(timmy, records: 6)
-        #expect(early.sequences == Array(1 ... 6))
+        #expect(early.records.map(\.0) == Array(1 ... 6))
         try timmy.commit(through: 6)
         timmy.close()
         for round in 1 ... 2 {
             options.start = .committed
             let again = try Collector(options)
             let rest = try read(again, records: 6)
-            #expect(rest.sequences.prefix(4) == [7, 8, 9, 10], "round \(round): \(rest.sequences)")
-            #expect(rest.sequences.count == 6, "round \(round): the two records after the crashes arrive")
+            let sequences = rest.records.map(\.0)
+            #expect(sequences.prefix(4) == [7, 8, 9, 10], "round \(round): \(sequences)")
+            #expect(sequences.count == 6, "round \(round): the two records after the crashes arrive")
             #expect(rest.skips.count >= 1, "round \(round): the crashed runs' numbers are marked skipped")
             // Skips and records only go forward: nothing overlaps, nothing repeats.
-            var events = rest.skips.map { ($0.lowerBound, $0.upperBound) } + rest.sequences.map { ($0, $0) }
+            var events = rest.skips.map { ($0.lowerBound, $0.upperBound) } + sequences.map { ($0, $0) }
             events.sort { $0.0 < $1.0 }
             for (earlier, later) in zip(events, events.dropFirst()) {
                 #expect(later.0 > earlier.1, "round \(round): \(earlier) then \(later)")
             }
-            if let lastSkip = rest.skips.last, let lastRecord = rest.sequences.last {
+            if let lastSkip = rest.skips.last, let lastRecord = sequences.last {
                 #expect(lastSkip.upperBound < lastRecord)
             }
             again.close()
         }
     }
 
-    /// Payloads of the records a collector gets within `millis` of silence, up to `limit`.
     func payloads(_ collector: Collector, limit: Int, silenceMillis: Int) throws -> [(UInt64, String)] {
-        var found: [(UInt64, String)] = []
-        while found.count < limit, let event = try collector.next(timeoutMillis: silenceMillis) {
-            if case let .record(record) = event { found.append((record.relaySequence, record.payload.string)) }
-        }
-        return found
+        try read(collector, records: limit, silenceMillis: silenceMillis).records
     }
 
     @Test func aCollectorIsNeverGivenARecordThatACrashMakesTheRelayForget() throws {
