@@ -39,6 +39,10 @@ public final class MetricsExport: Sendable {
         "allegro_spill_healthy": "1 while the spill can write, 0 while writes fail (acks and ingest pause).",
         "allegro_acks_outstanding": "Records accepted but not yet fsync'd in the spill, so not yet acknowledged.",
         "allegro_next_sequence": "The next relay sequence to be assigned.",
+        "allegro_recovery_lost_records": "Records start-up recovery found gone from the spill at or below the last fsync'd checkpoint.",
+        "allegro_recovery_unconfirmed_records": "Numbers start-up recovery found gone past that checkpoint (perhaps never acknowledged).",
+        "allegro_recovery_set_aside": "Spill entries and byte ranges start-up recovery moved to quarantine.",
+        "allegro_recovery_state_rebuilt": "1 when state.sqlite could not be read at start and was rebuilt from the spill.",
         "allegro_collector_connected": "1 while a durable collector has a subscribed connection.",
         "allegro_collector_lag_records": "Records a durable collector has not yet committed.",
         "allegro_collector_lag_seconds": "Age of the oldest record a durable collector has not yet committed.",
@@ -63,6 +67,10 @@ public final class MetricsExport: Sendable {
         Gauge(label: "allegro_spill_healthy").record(status.spill.failure == nil ? 1 : 0)
         Gauge(label: "allegro_acks_outstanding").record(status.acksOutstanding)
         Gauge(label: "allegro_next_sequence").record(status.nextSequence)
+        Gauge(label: "allegro_recovery_lost_records").record(status.recovery.lostRecords)
+        Gauge(label: "allegro_recovery_unconfirmed_records").record(status.recovery.unconfirmedRecords)
+        Gauge(label: "allegro_recovery_set_aside").record(status.recovery.setAside)
+        Gauge(label: "allegro_recovery_state_rebuilt").record(status.recovery.stateRebuilt ? 1 : 0)
         for collector in status.collectors where collector.durable {
             let dimensions = [("collector", collector.name)]
             Gauge(label: "allegro_collector_connected", dimensions: dimensions).record(collector.connected ? 1 : 0)

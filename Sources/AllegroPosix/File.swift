@@ -89,6 +89,25 @@ public struct File: Sendable {
 /// Directory operations: create, list, remove, rename, and fsync of the directory itself (so a
 /// new or renamed file survives a crash).
 public enum Directory {
+    /// What a path names, without following a symbolic link.
+    public enum EntryKind: Sendable, Equatable {
+        case regularFile, directory, symbolicLink, other
+    }
+
+    /// The kind of entry at `path` (lstat), or nil when nothing is there.
+    public static func kind(of path: String) throws(SystemError) -> EntryKind? {
+        var info = stat()
+        let outcome = SystemCall.run(.lstat, path: path) { lstat(path, &info) }
+        if outcome.errno == ENOENT { return nil }
+        _ = try outcome.get("lstat \(path)")
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: return .regularFile
+        case S_IFDIR: return .directory
+        case S_IFLNK: return .symbolicLink
+        default: return .other
+        }
+    }
+
     public static func create(_ path: String) throws(SystemError) {
         var partial = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {

@@ -3,7 +3,7 @@ import Glibc
 /// The system calls Allegro makes, by name: what an error message starts with and what a test's
 /// injected fault (`SystemFaults`, debug builds) matches.
 public enum SystemCallName: String, Sendable {
-    case open, close, fstat, pread, pwrite, fdatasync, fsync, ftruncate, flock
+    case open, close, fstat, lstat, pread, pwrite, fdatasync, fsync, ftruncate, flock
     case mkdir, opendir, unlink, rename
     case socket, setsockopt, getsockopt, getsockname, bind, listen, connect, accept4, recv, send, poll, read, write
     case epollCreate = "epoll_create1", epollControl = "epoll_ctl", epollWait = "epoll_wait", eventfd

@@ -25,6 +25,8 @@ struct ResumePoint {
     let cursors: [String: UInt64]
     let marks: [ProducerMark]
     let skips: SkippedSequences
+    /// What start-up recovery found, for `/status` and `/metrics`.
+    let recovery: RelayStatus.Recovery
 
     /// Relay sequences are reserved this many at a time, ahead of use.
     static let reservationChunk: UInt64 = 1 << 20
@@ -39,20 +41,50 @@ struct ResumePoint {
         // held while its descriptor is open: the server keeps it for its whole life.
         let lock = try File.open(data + "/lock", create: true)
         guard try lock.tryLock() else { throw DataDirectoryInUse(path: data) }
-        let store = try StateStore(path: data + "/state.sqlite")
-        let state = try store.load()
+        let now = Clock.wallNanos
+        let opened = try StateStore.openOrSetAside(path: data + "/state.sqlite", nowNanos: now)
+        let store = opened.store, state = opened.state
+        var recovery = RelayStatus.Recovery()
+        if let target = opened.setAsideTo {
+            // Rebuilt from the spill below: marks from every block, numbers after the last one.
+            // Lost with it: committed cursors (durable collectors resume from where SUBSCRIBE
+            // says, so they may see records again), skipped ranges (gaps now count as lost)
+            // and session counts of records no longer in the spill.
+            recovery.stateRebuilt = true
+            log.log(.error, "state_set_aside", ["path": data + "/state.sqlite", "moved_to": target, "reason": opened.reason ?? "",
+                                                 "consequence": "rebuilt from the spill; committed cursors and skips are gone"])
+            try store.recordEvent(kind: "state_set_aside", detail: "\(target): \(opened.reason ?? "")", records: 0, atNanos: now)
+        }
         let spillDirectory = data + "/spill"
         // Session summaries were saved with the marks, through the checkpoint: count the rest.
         var sessions = SessionTally()
-        let report = try SpillRecovery.run(directory: spillDirectory, marksAfter: state.marksCheckpoint) { sessions.note($0) }
-        let now = Clock.wallNanos
+        let report = try SpillRecovery.run(directory: spillDirectory, marksAfter: state.marksCheckpoint,
+                                           durableThrough: state.marksCheckpoint,
+                                           explained: state.skips.ranges + state.countedGaps) { sessions.note($0) }
+        try store.addCountedGaps(report.countedGaps)
         for damage in report.damage {
-            let kind = damage.torn ? "spill_tail_truncated" : "spill_block_quarantined"
-            let detail = "\(damage.segment) offset \(damage.offset) length \(damage.length) -> \(damage.quarantineFile)"
-            log.log(.warning, kind, ["segment": damage.segment, "offset": String(damage.offset), "bytes": String(damage.length),
-                                     "lost_records": String(damage.lostRecords), "quarantine": damage.quarantineFile])
-            try store.recordEvent(kind: kind, detail: detail, records: damage.lostRecords, atNanos: now)
+            let detail = damage.quarantineFile.isEmpty ? damage.segment
+                : "\(damage.segment) offset \(damage.offset) length \(damage.length) -> \(damage.quarantineFile)"
+            let lost = damage.lostRecords > 0
+            log.log(lost ? .error : .warning, damage.kind.rawValue,
+                    ["segment": damage.segment, "offset": String(damage.offset), "bytes": String(damage.length),
+                     "lost_records": String(damage.lostRecords), "unconfirmed_records": String(damage.unconfirmedRecords),
+                     "quarantine": damage.quarantineFile])
+            try store.recordEvent(kind: damage.kind.rawValue, detail: detail, records: damage.lostRecords + damage.unconfirmedRecords,
+                                  atNanos: now)
         }
+        for repair in report.repairs {
+            log.log(.warning, repair.kind.rawValue, ["detail": repair.detail])
+            try store.recordEvent(kind: repair.kind.rawValue, detail: repair.detail, records: 0, atNanos: now)
+        }
+        if report.lostRecords > 0 {
+            log.log(.error, "spill_records_lost", ["records": String(report.lostRecords),
+                                                   "unconfirmed_records": String(report.unconfirmedRecords)])
+        }
+        recovery.lostRecords = report.lostRecords
+        recovery.unconfirmedRecords = report.unconfirmedRecords
+        recovery.setAside = report.damage.filter { $0.kind != .missing }.count
+        recovery.repaired = report.repairs.count
 
         let lastSpilled = report.lastSequence
         var marks: [[UInt8]: ProducerMark] = [:]
@@ -61,9 +93,10 @@ struct ResumePoint {
         // be dropped as a duplicate and acknowledged. When recovery cut anything (or the spill
         // ends before the saved checkpoint), stored marks beyond the spill are dropped and every
         // producer's mark is read again from every block that is left.
-        let cut = !report.damage.isEmpty || lastSpilled < state.marksCheckpoint
+        let cut = !report.damage.isEmpty || !report.repairs.isEmpty || lastSpilled < state.marksCheckpoint
         if cut {
-            found = try SpillRecovery.run(directory: spillDirectory, marksAfter: 0).producerMarks
+            found = try SpillRecovery.run(directory: spillDirectory, marksAfter: 0,
+                                          explained: state.skips.ranges + state.countedGaps + report.countedGaps).producerMarks
             log.log(.warning, "producer_marks_rebuilt", ["reason": "the spill lost records that marks had seen",
                                                          "last_sequence": String(lastSpilled)])
         }
@@ -95,6 +128,6 @@ struct ResumePoint {
                                            "next_sequence": String(first), "producers": String(marks.count)])
         return ResumePoint(lock: lock, store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
                            firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
-                           marks: Array(marks.values), skips: skips)
+                           marks: Array(marks.values), skips: skips, recovery: recovery)
     }
 }

@@ -43,6 +43,7 @@ extension RelayCore {
         status.traffic = .init(recordsIn: traffic.recordsIn, recordsOut: traffic.recordsOut, duplicates: traffic.duplicates)
         status.retention = .init(droppedRecords: spill.retentionDropped.load(ordering: .relaxed),
                                  removedSegments: spill.retentionRemovedSegments.load(ordering: .relaxed))
+        status.recovery = recovery
         status.errors = traffic.errors
         return status
     }

@@ -39,6 +39,8 @@ final class RelayCore {
     private(set) var collectors: [Connection] = []
     /// Relay sequences never assigned (an earlier run crashed after reserving them).
     private let skips: SkippedSequences
+    /// What this run's start-up recovery found, for `/status` and `/metrics`.
+    let recovery: RelayStatus.Recovery
     /// Relay sequences up to this may be assigned (persisted before use).
     private var reservedThrough: UInt64
     /// The first relay sequence of this run.
@@ -73,6 +75,7 @@ final class RelayCore {
             producerStates[String(decoding: mark.producer, as: UTF8.self)] = state
         }
         skips = resume.skips
+        recovery = resume.recovery
         reservedThrough = resume.firstSequence - 1 + ResumePoint.reservationChunk
         runStart = resume.firstSequence
         replayWake = try WakeSignal()

@@ -60,6 +60,21 @@ public struct RelayStatus: Codable, Sendable, Equatable {
         public var removedSegments: UInt64 = 0
     }
 
+    /// What the start-up recovery of this run found (`SPILL.md`, Recovery at start).
+    public struct Recovery: Codable, Sendable, Equatable {
+        /// Records gone from the spill at or below the last fsync'd checkpoint.
+        public var lostRecords: UInt64 = 0
+        /// Numbers gone from the spill past that checkpoint (at most the last moments before a
+        /// crash; producers resend what was not acknowledged).
+        public var unconfirmedRecords: UInt64 = 0
+        /// Entries and byte ranges moved to quarantine or renamed aside.
+        public var setAside = 0
+        /// Segments renamed and headers rewritten, with no record lost.
+        public var repaired = 0
+        /// `state.sqlite` could not be read, was set aside and rebuilt from the spill.
+        public var stateRebuilt = false
+    }
+
     public var relayID = ""
     /// "serving", or "stopping" once a shutdown began.
     public var state = "serving"
@@ -76,6 +91,7 @@ public struct RelayStatus: Codable, Sendable, Equatable {
     public var collectors: [Collector] = []
     public var traffic = Traffic()
     public var retention = Retention()
+    public var recovery = Recovery()
     /// ERROR frames sent since start, by code name.
     public var errors: [String: UInt64] = [:]
 
@@ -85,7 +101,7 @@ public struct RelayStatus: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case relayID = "relayId"
         case state, listen, startedAtNanos, publishedAtNanos, nextSequence, acksOutstanding, connections, ring, spill
-        case collectors, traffic, retention, errors
+        case collectors, traffic, retention, recovery, errors
     }
 }
 

@@ -233,7 +233,12 @@ private final class SpillWorker: @unchecked Sendable {
                     saveState()
                     writer.close()
                     // Everything assigned is spilled: the next run continues with no gap.
-                    do { try store.reserve(through: next - 1) } catch {
+                    do {
+                        try store.reserve(through: next - 1)
+                        // After a clean stop, state.sqlite alone is the whole state (a copy of
+                        // it is a backup; damage to it is what start-up checks).
+                        try store.checkpointLog()
+                    } catch {
                         log.log(.warning, "state_save_failed", ["error": "\(error)"])
                     }
                     return

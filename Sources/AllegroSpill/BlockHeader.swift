@@ -53,6 +53,14 @@ public struct BlockHeader: Equatable, Sendable {
         out.storeBytes(of: checksum.littleEndian, toByteOffset: 60, as: UInt32.self)
     }
 
+    /// The header's 64 bytes, with its checksum.
+    public func encoded() -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: Self.size) { buffer, count in
+            if let base = buffer.baseAddress { encode(into: base) }
+            count = Self.size
+        }
+    }
+
     /// Reads and verifies a header: nil unless the magic, version, codec, checksum and sizes
     /// are all sound.
     public static func decode(_ bytes: UnsafeRawBufferPointer, maxUncompressed: Int = 64 << 20) -> BlockHeader? {

@@ -83,10 +83,12 @@ enum SegmentHeader {
         return bytes
     }
 
-    static func isValid(_ bytes: UnsafeRawBufferPointer, firstSequence: UInt64) -> Bool {
-        guard bytes.count >= size else { return false }
-        return UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) == magic
-            && UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) == version
-            && UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == firstSequence
+    /// The first relay sequence a valid header names, or nil when the magic or version is wrong.
+    static func firstSequence(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
+        guard bytes.count >= size,
+              UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) == magic,
+              UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self)) == version else { return nil }
+        let first = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        return first >= 1 && first <= UInt64.max / 2 ? first : nil
     }
 }

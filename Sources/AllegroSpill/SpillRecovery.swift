@@ -1,190 +1,212 @@
 import AllegroPosix
 import AllegroWire
 
-/// What recovery found and did, for the log and the events table.
-public struct RecoveryReport: Sendable {
-    /// One damaged byte range moved out of a segment.
-    public struct Damage: Sendable, Equatable {
-        public var segment: String
-        public var offset: Int
-        public var length: Int
-        /// Records that were in the range (from the sequence gap it leaves), 0 for a torn tail.
-        public var lostRecords: UInt64
-        public var quarantineFile: String
-        public var torn: Bool
+/// Start-up scan of the spill directory. It never refuses to start over what it finds there:
+/// - `spill/` that is not a directory is renamed aside and made anew;
+/// - a segment name that is not a regular file (a directory, a dangling link) is moved to
+///   `quarantine/`; so is a file with no readable header and no readable first block, and a
+///   second file with the same first number;
+/// - a segment whose name disagrees with its header is renamed to its header's number, and a
+///   damaged segment header is rewritten from the first block;
+/// - every block is verified (`SegmentScan`); damaged bytes go to `quarantine/`;
+/// - empty segments are deleted;
+/// - every number with no record left, that no skip explains, is counted (`RecoveryReport`).
+/// Only a failing system call (the data directory cannot be read or written) stops it.
+public enum SpillRecovery {
+    /// A segment being rewritten; a leftover is removed (the segment itself is intact).
+    static let rewriteSuffix = ".rewrite"
+    /// A segment between its two renames; a leftover is a segment like any other.
+    static let renamingSuffix = ".renaming"
+
+    private struct Candidate {
+        var name: String
+        var path: String
+        /// The first number its own header (or, that being damaged, its first block) gives.
+        var firstSequence: UInt64
+        var headerIsDamaged: Bool
     }
 
-    public var segments: [SegmentInfo] = []
-    public var damage: [Damage] = []
-    /// Highest producer sequence (and its relay sequence) per producer id, from the blocks
-    /// recovery was asked to read.
-    public var producerMarks: [[UInt8]: (producerSequence: UInt64, relaySequence: UInt64)] = [:]
-
-    public var lastSequence: UInt64 { segments.last { !$0.isEmpty }?.lastSequence ?? 0 }
-}
-
-/// Start-up scan of the spill directory: verifies every block of every segment, truncates a torn
-/// tail, moves damaged ranges to `quarantine/` (rewriting the segment without them), removes
-/// empty segments, and reads producer marks from blocks after `marksAfter`. It never refuses to
-/// start: whatever cannot be read is reported and set aside.
-public enum SpillRecovery {
-    /// `eachRecordAfterMarks` sees every record above `marksAfter` (in DELIVER layout, size checked).
-    public static func run(directory: String, marksAfter: UInt64,
+    /// `marksAfter`: producer marks are read from blocks past it, and `eachRecordAfterMarks` sees
+    /// every record above it (in DELIVER layout, size checked). `durableThrough`: the last number
+    /// known fsync'd (the saved checkpoint), which divides lost from unconfirmed. `explained`:
+    /// numbers known to have no record (skipped, or counted by an earlier start), in any order.
+    public static func run(directory: String, marksAfter: UInt64, durableThrough: UInt64 = 0, explained: [ClosedRange<UInt64>] = [],
                            eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void = { _ in }) throws(SystemError) -> RecoveryReport {
-        try Directory.create(directory)
         var report = RecoveryReport()
-        let names = try Directory.entries(directory).filter { SegmentName.firstSequence(of: $0) != nil }.sorted()
-        var previousLast: UInt64 = 0
-        for name in names {
-            guard let first = SegmentName.firstSequence(of: name) else { continue }
+        try prepare(directory, report: &report)
+        var context = ScanContext(directory: directory, marksAfter: marksAfter, explained: explained)
+        var candidates: [Candidate] = []
+        for name in try Directory.entries(directory).sorted() {
             let path = directory + "/" + name
-            var segment = try scan(path: path, firstSequence: first, directory: directory, previousLast: &previousLast,
-                                   marksAfter: marksAfter, report: &report, eachRecordAfterMarks: eachRecordAfterMarks)
-            if segment.isEmpty {
+            if name.hasSuffix(rewriteSuffix) {
                 try Directory.remove(path)
                 continue
             }
-            segment.path = path
+            let plain = name.hasSuffix(renamingSuffix) ? String(name.dropLast(renamingSuffix.count)) : name
+            guard let named = SegmentName.firstSequence(of: plain) else { continue }
+            guard try Directory.kind(of: path) == .regularFile else {
+                let target = directory + "/quarantine/" + name + "-" + String(Clock.wallNanos) + ".entry"
+                try Directory.create(directory + "/quarantine")
+                try Directory.rename(path, to: target)
+                report.damage.append(.init(kind: .wrongType, segment: path, offset: 0, length: 0, lostRecords: 0,
+                                           unconfirmedRecords: 0, quarantineFile: target, position: named))
+                continue
+            }
+            if let candidate = try identify(name: name, path: path, named: named, directory: directory, report: &report) {
+                candidates.append(candidate)
+            }
+        }
+        candidates.sort { ($0.firstSequence, $0.name) < ($1.firstSequence, $1.name) }
+
+        var renames: [(from: String, to: String)] = []
+        var previousFirst: UInt64?
+        for candidate in candidates {
+            defer { previousFirst = candidate.firstSequence }
+            if candidate.firstSequence == previousFirst {
+                try setAsideWhole(candidate.path, kind: .duplicateSegment, position: candidate.firstSequence,
+                                  directory: directory, report: &report)
+                continue
+            }
+            guard var segment = try scan(candidate, context: &context, report: &report, eachRecordAfterMarks) else {
+                try Directory.remove(candidate.path)
+                continue
+            }
+            let proper = directory + "/" + SegmentName.name(firstSequence: candidate.firstSequence)
+            if candidate.path != proper { renames.append((candidate.path, proper)) }
+            segment.path = proper
             report.segments.append(segment)
         }
+        try rename(renames, report: &report)
         try Directory.sync(directory)
+        // Numbers below a block that survived were written before it: count a gap there as lost.
+        account(&report, context: context, durableThrough: max(durableThrough, context.previousLast))
         return report
     }
 
-    private static func scan(path: String, firstSequence: UInt64, directory: String, previousLast: inout UInt64,
-                             marksAfter: UInt64, report: inout RecoveryReport,
-                             eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void) throws(SystemError) -> SegmentInfo {
-        let file = try File.open(path)
+    /// Makes sure `spill/` is a directory; anything else there is renamed aside.
+    private static func prepare(_ directory: String, report: inout RecoveryReport) throws(SystemError) {
+        switch try Directory.kind(of: directory) {
+        case nil:
+            try Directory.create(directory)
+            return
+        case .directory?:
+            return
+        case .symbolicLink?:
+            // A link to a directory (the spill on another disk) is fine; any other is not.
+            if (try? Directory.entries(directory)) != nil { return }
+        case .regularFile?, .other?:
+            break
+        }
+        let target = directory + ".bad-" + String(Clock.wallNanos)
+        try Directory.rename(directory, to: target)
+        try Directory.create(directory)
+        report.damage.append(.init(kind: .wrongType, segment: directory, offset: 0, length: 0, lostRecords: 0,
+                                   unconfirmedRecords: 0, quarantineFile: target, position: .max))
+    }
+
+    /// Reads a segment's header (or its first block's) to learn its first number; a file with
+    /// neither is moved to quarantine whole.
+    private static func identify(name: String, path: String, named: UInt64, directory: String,
+                                 report: inout RecoveryReport) throws(SystemError) -> Candidate? {
+        let file = try File.open(path, readOnly: true)
+        defer { file.close() }
+        let head = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size + BlockHeader.size, alignment: 16)
+        defer { head.deallocate() }
+        let read = try file.read(into: head, at: 0)
+        let bytes = UnsafeRawBufferPointer(rebasing: head[..<read])
+        var found: (UInt64, Bool)?
+        if let first = SegmentHeader.firstSequence(bytes) {
+            found = (first, false)
+        } else if let block = SegmentScan.header(in: bytes, at: SegmentHeader.size) {
+            found = (block.firstSequence, true)
+        }
+        guard let (first, damaged) = found else {
+            try setAsideWhole(path, kind: .unreadableSegment, position: named, directory: directory, report: &report)
+            return nil
+        }
+        return Candidate(name: name, path: path, firstSequence: first, headerIsDamaged: damaged)
+    }
+
+    /// Scans one segment; nil when nothing in it was kept.
+    private static func scan(_ candidate: Candidate, context: inout ScanContext, report: inout RecoveryReport,
+                             _ eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void) throws(SystemError) -> SegmentInfo? {
+        let file = try File.open(candidate.path)
         defer { file.close() }
         let size = try file.size()
         let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 16)
         defer { bytes.deallocate() }
         let read = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<size]), at: 0)
         let data = UnsafeRawBufferPointer(rebasing: bytes[..<read])
-        var info = SegmentInfo(path: path, firstSequence: firstSequence, lastSequence: firstSequence - 1, records: 0,
-                               bytes: SegmentHeader.size, firstIngestNanos: 0, lastIngestNanos: 0)
-
-        guard SegmentHeader.isValid(data, firstSequence: firstSequence) else {
-            // Not a segment we can read at all: the whole file goes to quarantine.
-            let target = try quarantine(data, from: path, offset: 0, directory: directory)
-            report.damage.append(.init(segment: path, offset: 0, length: data.count, lostRecords: 0,
-                                       quarantineFile: target, torn: false))
-            try Directory.remove(path)
-            info.bytes = 0
-            return info
+        var repairedHeader: [UInt8]?
+        if candidate.headerIsDamaged {
+            repairedHeader = SegmentHeader.encode(firstSequence: candidate.firstSequence)
+            report.repairs.append(.init(kind: .segmentHeader,
+                                        detail: "\(candidate.path): header rewritten from its first block (\(candidate.firstSequence))"))
         }
-
-        var keep: [Range<Int>] = [0 ..< SegmentHeader.size]
-        var offset = SegmentHeader.size
-        let inflater = Inflater()
-        while offset < data.count {
-            if let header = validBlock(in: data, at: offset, after: previousLast) {
-                let end = offset + header.totalSize
-                keep.append(offset ..< end)
-                if header.lastSequence > marksAfter {
-                    readMarks(header, payload: UnsafeRawBufferPointer(rebasing: data[offset + BlockHeader.size ..< end]),
-                              after: marksAfter, inflater: inflater, into: &report, eachRecordAfterMarks)
-                }
-                if info.isEmpty { info.firstIngestNanos = header.firstIngestNanos }
-                info.lastSequence = header.lastSequence
-                info.records += UInt64(header.recordCount)
-                info.lastIngestNanos = header.lastIngestNanos
-                previousLast = header.lastSequence
-                offset = end
-                continue
-            }
-            // Damage: find the next block that verifies; none means a torn or garbage tail.
-            var next = offset + 1
-            var following: BlockHeader?
-            while next + BlockHeader.size <= data.count {
-                if let header = validBlock(in: data, at: next, after: previousLast) { following = header; break }
-                next += 1
-            }
-            let end = following == nil ? data.count : next
-            let damaged = UnsafeRawBufferPointer(rebasing: data[offset ..< end])
-            let target = try quarantine(damaged, from: path, offset: offset, directory: directory)
-            let lost = following.map { $0.firstSequence - previousLast - 1 } ?? 0
-            report.damage.append(.init(segment: path, offset: offset, length: end - offset, lostRecords: lost,
-                                       quarantineFile: target, torn: following == nil))
-            offset = end
-        }
-
-        let kept = keep.reduce(0) { $0 + $1.count }
-        info.bytes = kept
-        if kept != data.count {
-            if keep.count == 1 || keep.last?.upperBound == kept {
-                // Only a tail was cut: truncate in place.
-                try file.truncate(to: kept)
-                try file.sync()
-            } else {
-                try rewrite(path: path, data: data, keep: keep)
-            }
-        }
-        return info
+        var segment = SegmentScan(path: candidate.path, firstSequence: candidate.firstSequence, data: data,
+                                  headerRepair: repairedHeader)
+        let info = try segment.run(file: file, context: &context, report: &report, eachRecordAfterMarks: eachRecordAfterMarks)
+        return info.isEmpty ? nil : info
     }
 
-    /// A block at `offset` whose header and payload verify and whose sequences follow `previous`.
-    private static func validBlock(in data: UnsafeRawBufferPointer, at offset: Int, after previous: UInt64) -> BlockHeader? {
-        guard offset + BlockHeader.size <= data.count,
-              let header = BlockHeader.decode(UnsafeRawBufferPointer(rebasing: data[offset ..< offset + BlockHeader.size])),
-              header.firstSequence > previous,
-              offset + header.totalSize <= data.count else { return nil }
-        let payload = UnsafeRawBufferPointer(rebasing: data[offset + BlockHeader.size ..< offset + header.totalSize])
-        return CRC32.of(payload) == header.payloadChecksum ? header : nil
-    }
-
-    private static func readMarks(_ header: BlockHeader, payload: UnsafeRawBufferPointer, after marksAfter: UInt64,
-                                  inflater: Inflater, into report: inout RecoveryReport,
-                                  _ eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void) {
-        let records = UnsafeMutableRawBufferPointer.allocate(byteCount: max(Int(header.uncompressedSize), 1), alignment: 16)
-        defer { records.deallocate() }
-        let output = UnsafeMutableRawBufferPointer(rebasing: records[..<Int(header.uncompressedSize)])
-        guard inflater.decompress(payload, into: output) else { return }
-        var at = 0
-        let all = UnsafeRawBufferPointer(output)
-        while at < all.count {
-            let rest = UnsafeRawBufferPointer(rebasing: all[at...])
-            guard let size = DeliveredRecordLayout.size(of: rest), let base = rest.baseAddress else { return }
-            let record = UnsafeRawBufferPointer(rebasing: rest[..<size])
-            let producer = Array(DeliveredRecordLayout.producer(of: record))
-            let producerSequence = DeliveredRecordLayout.producerSequence(at: base)
-            let relaySequence = DeliveredRecordLayout.relaySequence(at: base)
-            if let known = report.producerMarks[producer], known.producerSequence >= producerSequence {
-                // Keep the higher mark.
-            } else {
-                report.producerMarks[producer] = (producerSequence, relaySequence)
-            }
-            if relaySequence > marksAfter { eachRecordAfterMarks(record) }
-            at += size
-        }
-    }
-
-    private static func quarantine(_ bytes: UnsafeRawBufferPointer, from path: String, offset: Int,
-                                   directory: String) throws(SystemError) -> String {
-        let folder = directory + "/quarantine"
-        try Directory.create(folder)
-        let name = path.split(separator: "/").last.map(String.init) ?? "segment"
-        let target = "\(folder)/\(name)-\(offset).bad"
-        let file = try File.open(target, create: true)
+    private static func setAsideWhole(_ path: String, kind: RecoveryReport.Damage.Kind, position: UInt64, directory: String,
+                                      report: inout RecoveryReport) throws(SystemError) {
+        let file = try File.open(path, readOnly: true)
         defer { file.close() }
-        try file.truncate(to: 0)
-        try file.write(bytes, at: 0)
-        try file.sync()
-        return target
+        let size = try file.size()
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 16)
+        defer { bytes.deallocate() }
+        let read = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<size]), at: 0)
+        let target = try SpillQuarantine.save(UnsafeRawBufferPointer(rebasing: bytes[..<read]), from: path, offset: 0,
+                                              directory: directory)
+        try Directory.remove(path)
+        report.damage.append(.init(kind: kind, segment: path, offset: 0, length: read, lostRecords: 0, unconfirmedRecords: 0,
+                                   quarantineFile: target, position: position))
     }
 
-    /// Writes the kept ranges to a new file and renames it over the segment.
-    private static func rewrite(path: String, data: UnsafeRawBufferPointer, keep: [Range<Int>]) throws(SystemError) {
-        let temporary = path + ".rewrite"
-        let file = try File.open(temporary, create: true)
-        defer { file.close() }
-        try file.truncate(to: 0)
-        var at = 0
-        for range in keep {
-            try file.write(UnsafeRawBufferPointer(rebasing: data[range]), at: at)
-            at += range.count
+    /// Renames segments to their header's number, through a temporary name so that two
+    /// swapped names never collide.
+    private static func rename(_ renames: [(from: String, to: String)], report: inout RecoveryReport) throws(SystemError) {
+        var staged: [(from: String, through: String, to: String)] = []
+        for (from, to) in renames {
+            let through = from.hasSuffix(renamingSuffix) ? from : from + renamingSuffix
+            if through != from { try Directory.rename(from, to: through) }
+            staged.append((from, through, to))
         }
-        try file.sync()
-        try Directory.rename(temporary, to: path)
+        for (from, through, to) in staged {
+            try Directory.rename(through, to: to)
+            report.repairs.append(.init(kind: .renamedSegment, detail: "\(from) -> \(to)"))
+        }
+    }
+
+    private static func width(_ range: ClosedRange<UInt64>) -> UInt64 { range.upperBound - range.lowerBound + 1 }
+
+    /// Counts every number between kept blocks (and after the last, up to what was known
+    /// written) that no record and no skip accounts for, on the damage that left the gap.
+    private static func account(_ report: inout RecoveryReport, context: ScanContext, durableThrough: UInt64) {
+        var gaps = context.gaps
+        let positions = report.damage.map(\.position).filter { $0 != .max }
+        if let firstKept = context.firstKept, let earliest = positions.min(), earliest < firstKept {
+            gaps.insert(earliest ... firstKept - 1, at: 0)
+        }
+        let tailStart = context.firstKept == nil ? positions.min() : context.previousLast + 1
+        let tailEnd = max(durableThrough, context.tornClaimedThrough)
+        if let tailStart, tailEnd >= tailStart { gaps.append(tailStart ... tailEnd) }
+
+        for gap in gaps {
+            let confirmed = gap.lowerBound <= durableThrough ? gap.lowerBound ... min(gap.upperBound, durableThrough) : nil
+            let confirmedCount = confirmed.map { width($0) - context.explainedCount(in: $0) } ?? 0
+            let unconfirmedCount = width(gap) - context.explainedCount(in: gap) - confirmedCount
+            guard confirmedCount + unconfirmedCount > 0 else { continue }
+            report.countedGaps.append(gap)
+            if let index = report.damage.firstIndex(where: { gap.contains($0.position) }) {
+                report.damage[index].lostRecords += confirmedCount
+                report.damage[index].unconfirmedRecords += unconfirmedCount
+            } else {
+                report.damage.append(.init(kind: .missing, segment: "\(gap.lowerBound) ... \(gap.upperBound)", offset: 0, length: 0,
+                                           lostRecords: confirmedCount, unconfirmedRecords: unconfirmedCount,
+                                           quarantineFile: "", position: gap.lowerBound))
+            }
+        }
     }
 }

@@ -33,6 +33,9 @@ public struct StoredState: Sendable {
     public var marks: [ProducerMark] = []
     /// Relay sequences never assigned (skipped after a crash), merged: disjoint and in order.
     public var skips = SkippedSequences()
+    /// Numbers an earlier start found gone from the spill and counted as lost (so a later
+    /// start does not count them again).
+    public var countedGaps: [ClosedRange<UInt64>] = []
 }
 
 /// SQLite state (WAL mode, through GRDB on the system libsqlite3): durable collectors' committed
@@ -77,6 +80,9 @@ public final class StateStore: Sendable {
                                                 bytes INTEGER NOT NULL, PRIMARY KEY (session, producer));
                 """)
         }
+        migrator.registerMigration("v3-counted-gaps") { db in
+            try db.execute(sql: "CREATE TABLE counted_gaps (first INTEGER NOT NULL, last INTEGER NOT NULL)")
+        }
         try migrator.migrate(database)
     }
 
@@ -105,6 +111,10 @@ public final class StateStore: Sendable {
                 if first <= last { skips.append(first ... last) }
             }
             state.skips = SkippedSequences(skips)
+            for row in try Row.fetchAll(db, sql: "SELECT first, last FROM counted_gaps ORDER BY first") {
+                let first = UInt64(bitPattern: row["first"]), last = UInt64(bitPattern: row["last"])
+                if first <= last { state.countedGaps.append(first ... last) }
+            }
             return state
         }
     }
@@ -118,6 +128,17 @@ public final class StateStore: Sendable {
         try database.write { db in
             try db.execute(sql: "INSERT INTO skips (first, last) VALUES (?, ?)",
                            arguments: [Int64(bitPattern: range.lowerBound), Int64(bitPattern: range.upperBound)])
+        }
+    }
+
+    /// Records ranges of numbers recovery counted as lost.
+    public func addCountedGaps(_ ranges: [ClosedRange<UInt64>]) throws {
+        guard !ranges.isEmpty else { return }
+        try database.write { db in
+            for range in ranges {
+                try db.execute(sql: "INSERT INTO counted_gaps (first, last) VALUES (?, ?)",
+                               arguments: [Int64(bitPattern: range.lowerBound), Int64(bitPattern: range.upperBound)])
+            }
         }
     }
 

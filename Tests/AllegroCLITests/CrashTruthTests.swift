@@ -150,25 +150,13 @@ import Testing
         #expect(confirmed == 50)
     }
 
-    /// Publishes "PREFIX-0" ... with producer sequences 1 ... `count` and waits for every ack.
-    func publish(_ relay: RelayProcess, producer: String, prefix: String, count: Int) throws {
-        var options = ProducerOptions(relays: [try SocketAddress(parsing: relay.address)], producerID: producer)
-        options.reconnectForMillis = 5_000
-        let client = try Producer(options)
-        for index in 0 ..< count {
-            var text = "\(prefix)-\(index)"
-            try text.withUTF8 { try client.publish(payload: UnsafeRawBufferPointer($0)) }
-        }
-        try client.close(timeoutMillis: 10_000)
-    }
-
     @Test func aResendAfterADamagedTailIsStoredAgainNotDroppedAsADuplicate() throws {
         let data = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: data) }
         let first = try RelayProcess(["--http", "off"], dataDirectory: data)
-        try publish(first, producer: "early", prefix: "early", count: 10)
+        try TestTraffic.publish(first, producer: "early", prefix: "early", count: 10)
         usleep(100_000)
-        try publish(first, producer: "cp2", prefix: "cp2", count: 4)
+        try TestTraffic.publish(first, producer: "cp2", prefix: "cp2", count: 4)
         // Long enough for the producer marks (cp2 through 4) to be saved with their checkpoint.
         usleep(600_000)
         first.crash()
@@ -182,7 +170,7 @@ import Testing
         // cp2 resends the same records (same producer sequences): they are stored and acked again.
         let second = try RelayProcess(["--http", "off"], listen: first.address, dataDirectory: data)
         #expect(second.log.contains("event=producer_marks_rebuilt"))
-        try publish(second, producer: "cp2", prefix: "cp2", count: 4)
+        try TestTraffic.publish(second, producer: "cp2", prefix: "cp2", count: 4)
         let tail = try AllegroBinary.run(["tail", "--relay", second.address, "--from", "earliest", "--count", "14",
                                           "--idle-exit-ms", "3000", "--format", "payload"], timeout: 60)
         let payloads = tail.stdout.split(separator: "\n").map(String.init)

@@ -1,8 +1,22 @@
+import AllegroClient
+import AllegroPosix
 import Foundation
 import Testing
 
 /// Traffic and disk conditions several end-to-end suites set up the same way.
 enum TestTraffic {
+    /// Publishes "PREFIX-0" ... with producer sequences 1 ... `count` and waits for every ack.
+    static func publish(_ relay: RelayProcess, producer: String, prefix: String, count: Int) throws {
+        var options = ProducerOptions(relays: [try SocketAddress(parsing: relay.address)], producerID: producer)
+        options.reconnectForMillis = 5_000
+        let client = try Producer(options)
+        for index in 0 ..< count {
+            var text = "\(prefix)-\(index)"
+            try text.withUTF8 { try client.publish(payload: UnsafeRawBufferPointer($0)) }
+        }
+        try client.close(timeoutMillis: 10_000)
+    }
+
     /// `allegro push` of `lines` with the given header fields; expects every line acked.
     static func push(_ relay: RelayProcess, _ lines: [String], producer: String, session: String? = nil,
                      kind: String? = nil) throws {

@@ -10,25 +10,40 @@ import Foundation
 final class SpillFixture {
     let directory: String
     private(set) var writer: SpillWriter
+    let segmentBytes: Int
 
-    init() throws {
+    /// `segmentBytes: 1` puts every block in a segment of its own.
+    init(segmentBytes: Int = 1 << 20) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-spill-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        writer = Self.makeWriter(directory, catalog: SegmentCatalog())
+        self.segmentBytes = segmentBytes
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(), segmentBytes: segmentBytes)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
-    static func makeWriter(_ directory: String, catalog: SegmentCatalog) -> SpillWriter {
-        SpillWriter(directory: directory, catalog: catalog, segmentBytes: 1 << 20, segmentNanos: .max / 2, level: 1)
+    static func makeWriter(_ directory: String, catalog: SegmentCatalog, segmentBytes: Int = 1 << 20) -> SpillWriter {
+        SpillWriter(directory: directory, catalog: catalog, segmentBytes: segmentBytes, segmentNanos: .max / 2, level: 1)
     }
 
-    /// A new writer on what recovery left, as a restart would have.
-    func restart() throws(SystemError) -> RecoveryReport {
-        let report = try SpillRecovery.run(directory: directory, marksAfter: 0)
-        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments))
+    /// A new writer on what recovery left, as a restart would have. `marksAfter` above the
+    /// last sequence makes recovery read headers only (no block is inflated for marks).
+    func restart(marksAfter: UInt64 = 0, durableThrough: UInt64 = 0,
+                 explained: [ClosedRange<UInt64>] = []) throws(SystemError) -> RecoveryReport {
+        let report = try SpillRecovery.run(directory: directory, marksAfter: marksAfter, durableThrough: durableThrough,
+                                           explained: explained)
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments), segmentBytes: segmentBytes)
         return report
     }
+
+    /// Writes `blocks` blocks of `perBlock` records from 1 on, synced, and closes the writer.
+    func fill(blocks: Int, perBlock: Int = 10) throws(SystemError) {
+        for block in 0 ..< blocks { try appendBlock(first: UInt64(block * perBlock + 1), count: perBlock) }
+        try writer.sync()
+        writer.close()
+    }
+
+    func path(_ name: String) -> String { directory + "/" + name }
 
     static func record(_ sequence: UInt64, producer: String = "p") -> [UInt8] {
         let producerBytes = Array(producer.utf8), session = Array("s".utf8), kind = Array("k".utf8)
