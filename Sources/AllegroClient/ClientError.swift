@@ -39,7 +39,7 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
         switch known {
         case .authFailed, .unsupportedVersion, .notPermitted, .unknownCollector, .cursorUnavailable,
              .frameTooLarge, .batchTooLarge, .malformedFrame, .unknownFrameType, .unexpectedFrame,
-             .commitOutOfRange:
+             .commitOutOfRange, .producerReplaced, .recordTooLarge:
             return true
         default:
             return false

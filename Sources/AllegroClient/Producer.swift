@@ -177,7 +177,7 @@ public final class Producer {
                                                token: options.token, timeoutMillis: options.connectTimeoutMillis)
                 if let welcome = fresh.welcome {
                     maxBatch = max(1, min(options.batchRecords, Int(welcome.maxBatchRecords)))
-                    maxBatchBytes = Int(welcome.maxFrameLength) - 9
+                    maxBatchBytes = Wire.maxBatchedRecordBytes(maxFrameLength: Int(welcome.maxFrameLength))
                     heartbeatNanos = UInt64(welcome.heartbeatMillis) * 1_000_000
                 }
                 connection = fresh

@@ -30,6 +30,9 @@ final class Connection {
     var readPaused = false
     /// The relay is stopping and has read everything this peer sent before it began to.
     var inputEnded = false
+    /// The peer said GOODBYE: nothing more is read, and the relay answers GOODBYE once the
+    /// ACKs (or COMMITTED) due are sent, or at this monotonic deadline (0: no GOODBYE yet).
+    var goodbyeDeadline: UInt64 = 0
     /// While stopping: bytes still to read (what was waiting when the stop began).
     var drainBudget = 0
     /// EPOLLOUT is armed because the kernel's send buffer was full.

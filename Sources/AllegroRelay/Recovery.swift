@@ -27,6 +27,8 @@ struct ResumePoint {
     let skips: SkippedSequences
     /// What start-up recovery found, for `/status` and `/metrics`.
     let recovery: RelayStatus.Recovery
+    /// Numbers recovery counted as lost, this start and earlier ones.
+    let countedGaps: [ClosedRange<UInt64>]
 
     /// Relay sequences are reserved this many at a time, ahead of use.
     static let reservationChunk: UInt64 = 1 << 20
@@ -128,6 +130,7 @@ struct ResumePoint {
                                            "next_sequence": String(first), "producers": String(marks.count)])
         return ResumePoint(lock: lock, store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
                            firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
-                           marks: Array(marks.values), skips: skips, recovery: recovery)
+                           marks: Array(marks.values), skips: skips, recovery: recovery,
+                           countedGaps: state.countedGaps + report.countedGaps)
     }
 }

@@ -110,12 +110,13 @@ final class RelayCore {
             guard ingest(interrupted.batch, from: interrupted.resumeAt, at: interrupted.ingestNanos,
                          session, connection) else { return finishPass(connection) }
         }
-        while !connection.isClosing && !connection.readPaused {
+        while !connection.isClosing && !connection.readPaused && connection.goodbyeDeadline == 0 {
             let frame: Frame?
             do throws(WireError) {
                 frame = try connection.inbound.next()
             } catch {
-                fail(connection, error.code, error.description)
+                // `next()` never reports `truncated` (a partial frame waits for more bytes).
+                fail(connection, error.code ?? .malformedFrame, error.description)
                 return
             }
             guard let frame else { break }
@@ -140,10 +141,11 @@ final class RelayCore {
             retire(connection)
             connection.state = .closing
         case (_, .goodbye):
-            finishPass(connection)
-            connection.outbound.append(.goodbye)
-            retire(connection)
-            connection.state = .closing
+            // Answered after the ACKs or COMMITTED still due (section 6), within the grace a
+            // graceful stop has too; what is received after GOODBYE is not read.
+            let grace = max(UInt64(configuration.shutdownGraceMillis), 1) * 1_000_000
+            connection.goodbyeDeadline = Clock.monotonicNanos + grace
+            connection.inputEnded = true
         case let (.producer(session), .publish(batch)):
             _ = ingest(batch, from: 0, at: Clock.wallNanos, session, connection)
         case (.producer, .subscribe), (.producer, .credit), (.producer, .commit):
@@ -189,6 +191,27 @@ final class RelayCore {
         default:
             break
         }
+        if connection.goodbyeDeadline != 0 { answerGoodbye(connection, force: false) }
+    }
+
+    /// GOODBYE to a peer that said GOODBYE, once nothing it is owed is still to come (its
+    /// records are all fsync'd and acked, its last commit saved), or when `force`d at the deadline.
+    private func answerGoodbye(_ connection: Connection, force: Bool) {
+        let settled: Bool
+        switch connection.state {
+        case let .producer(session): settled = !session.hasPending
+        case let .collector(session): settled = session.commitAwaited == nil
+        case .handshake: settled = true
+        case .closing: return
+        }
+        guard settled || force else { return }
+        if !settled {
+            log.log(.warning, "goodbye_unsettled", ["peer": connection.peer,
+                                                    "effect": "GOODBYE sent before every ACK or COMMITTED it was owed"])
+        }
+        connection.outbound.append(.goodbye)
+        retire(connection)
+        connection.state = .closing
     }
 
     // MARK: Handshake
@@ -209,6 +232,15 @@ final class RelayCore {
             let id = hello.clientID.string
             let state = producerStates[id] ?? ProducerState(id: hello.clientID.array)
             producerStates[id] = state
+            // One producer id, one writer: dedup trusts that every producer sequence at or below
+            // the high-water mark was stored. An older connection still writing as this id
+            // would have its next records dropped as duplicates (and acked), so it is ended;
+            // what it sent before is stored, and what was safe was acked.
+            for previous in producers where previous !== connection {
+                if case let .producer(other) = previous.state, other.producer === state {
+                    fail(previous, .producerReplaced, "a newer connection said HELLO as producer \(id)")
+                }
+            }
             state.connections += 1
             connection.state = .producer(ProducerSession(producer: state))
             producers.append(connection)
@@ -226,7 +258,8 @@ final class RelayCore {
     private func ingest(_ batch: PublishBatch, from start: Int, at ingestNanos: UInt64,
                         _ session: ProducerSession, _ connection: Connection) -> Bool {
         let producer = session.producer
-        let maxDelivered = configuration.maxFrameBytes - 9
+        // As delivered, alone in a DELIVER frame whose length is at most max_frame (PROTOCOL.md 4).
+        let maxDelivered = Wire.maxBatchedRecordBytes(maxFrameLength: configuration.maxFrameBytes)
         var accepted = 0, payloadBytes = 0, duplicates = 0
         var lastEventTime: UInt64 = 0
         defer {
@@ -251,8 +284,9 @@ final class RelayCore {
                 }
                 let size = DeliveredRecordLayout.encodedSize(producerLength: id.count, record)
                 guard size <= maxDelivered else {
-                    fail(connection, .frameTooLarge,
-                         "record \(record.producerSequence) is \(size) bytes as delivered; the most one DELIVER frame can carry is \(maxDelivered)")
+                    fail(connection, .recordTooLarge,
+                         "record \(record.producerSequence) is \(size) bytes as delivered; the most one DELIVER frame can carry is \(maxDelivered); "
+                             + "it and the records after it in its batch were not accepted")
                     return false
                 }
                 guard ring.head <= reservedThrough || reserveSequences() else {
@@ -353,6 +387,9 @@ final class RelayCore {
         guard first >= earliest, first <= head else {
             return fail(connection, .cursorUnavailable,
                         "start \(first) is outside what this relay holds: sequences \(earliest) ... \(head) (\(head) is the next to be assigned)")
+        }
+        if let durable, case .committed = request.start, durable.committed + 1 < first {
+            countForcedLoss(durable.committed + 1 ... first - 1, durable)
         }
         if let durable {
             if let previous = durable.connection, previous !== connection {
@@ -462,7 +499,7 @@ final class RelayCore {
     /// One record at `sequence`, after marking any numbers between the cursor and it.
     private func deliver(_ record: UnsafeRawBufferPointer, sequence: UInt64, _ session: CollectorSession,
                          _ frames: inout DeliverFrames) {
-        if sequence > session.cursor { markGap(session.cursor ... sequence - 1, &frames) }
+        if sequence > session.cursor { markGap(session.cursor ... sequence - 1, session, &frames) }
         frames.append(record)
         session.cursor = sequence + 1
         session.credit -= 1
@@ -480,7 +517,7 @@ final class RelayCore {
         if readThrough >= session.cursor {
             // Everything spilled up to `readThrough` was read: what is missing below it is gone.
             let last = min(readThrough, ring.tail - 1)
-            markGap(session.cursor ... last, &frames)
+            markGap(session.cursor ... last, session, &frames)
             session.cursor = last + 1
         }
     }
@@ -488,7 +525,7 @@ final class RelayCore {
     /// If the cursor is in a range of numbers an earlier run never assigned, SKIP past it.
     private func skipIfNeverAssigned(_ session: CollectorSession, _ frames: inout DeliverFrames) -> Bool {
         guard let range = skips.range(containing: session.cursor) else { return false }
-        markGap(session.cursor ... range.upperBound, &frames)
+        markGap(session.cursor ... range.upperBound, session, &frames)
         session.cursor = range.upperBound + 1
         return true
     }
@@ -503,22 +540,32 @@ final class RelayCore {
 
     /// Numbers `gap` will not be delivered: SKIP for the parts an earlier run never assigned;
     /// the rest were lost (retention or a damaged block, already counted) and are logged.
-    private func markGap(_ gap: ClosedRange<UInt64>, _ frames: inout DeliverFrames) {
+    private func markGap(_ gap: ClosedRange<UInt64>, _ session: CollectorSession, _ frames: inout DeliverFrames) {
         frames.close()
         var position = gap.lowerBound
         // The parts are disjoint and in order, so each SKIP starts past the one before.
         for part in skips.parts(of: gap) {
             let first = part.lowerBound, last = part.upperBound
-            if first > position { reportUnavailable(position ... first - 1) }
+            if first > position { reportUnavailable(position ... first - 1, session) }
             frames.outbound.append(.skip(first: first, last: last))
             position = last &+ 1
         }
-        if position <= gap.upperBound && position != 0 { reportUnavailable(position ... gap.upperBound) }
+        if position <= gap.upperBound && position != 0 { reportUnavailable(position ... gap.upperBound, session) }
     }
 
-    private func reportUnavailable(_ range: ClosedRange<UInt64>) {
+    private func reportUnavailable(_ range: ClosedRange<UInt64>, _ session: CollectorSession) {
         log.log(.warning, "records_unavailable", ["first": String(range.lowerBound), "last": String(range.upperBound),
                                                   "reason": "removed by retention or damaged in the spill"])
+        if let durable = session.durable { countForcedLoss(range, durable) }
+    }
+
+    /// A durable collector was owed `range` and it is gone: what no count covers yet (recovery's
+    /// losses, skips, and retention's own count at removal are covered) is retention's forced loss.
+    private func countForcedLoss(_ range: ClosedRange<UInt64>, _ durable: DurableCollector) {
+        let records = spill.countForcedLoss(range)
+        guard records > 0 else { return }
+        log.log(.warning, "retention_forced_loss", ["collector": durable.name, "first": String(range.lowerBound),
+                                                    "last": String(range.upperBound), "records": String(records)])
     }
 
     // MARK: Timers and endings
@@ -534,6 +581,10 @@ final class RelayCore {
                 fail(connection, .handshakeTimeout, "no HELLO within \(configuration.handshakeTimeoutMillis) ms")
             }
         case .producer, .collector:
+            if connection.goodbyeDeadline != 0 {
+                if now >= connection.goodbyeDeadline { answerGoodbye(connection, force: true) }
+                return
+            }
             // A connection the relay is not reading (backpressure) cannot be blamed for silence.
             let reading = connection.wantsInput(backlogLimit: configuration.outputBacklogLimit)
             if reading && millis(connection.lastReceived) >= UInt64(configuration.idleTimeoutMillis) {
@@ -606,7 +657,10 @@ struct DeliverFrames {
     }
 
     mutating func append(_ record: UnsafeRawBufferPointer) {
-        if let open = mark, count >= maxBatch || outbound.size(since: open) + record.count > maxFrame { close() }
+        // A frame's length excludes its 4-byte prefix: that is what max_frame limits.
+        if let open = mark, count >= maxBatch || outbound.size(since: open) - Wire.lengthPrefixSize + record.count > maxFrame {
+            close()
+        }
         if mark == nil {
             mark = outbound.beginBatch(.deliver)
             count = 0

@@ -24,8 +24,13 @@ final class SpillService: Sendable {
     let progress: WakeSignal
     let catalog: SegmentCatalog
     let metrics: RelayMetrics
-    /// Records retention removed before every durable collector had committed them.
+    /// Records retention removed that a durable collector had not committed and could no longer
+    /// be given from memory (`countForcedLoss`).
     let retentionDropped = ManagedAtomic<UInt64>(0)
+    /// Numbers already accounted for: skipped, counted lost by recovery, or counted as forced
+    /// loss. Both threads count through it (rarely: at a segment's removal, at a collector's
+    /// gap), so each number is counted once.
+    private let accounted: Mutex<SkippedSequences>
     /// Segments retention removed.
     let retentionRemovedSegments = ManagedAtomic<UInt64>(0)
 
@@ -57,6 +62,22 @@ final class SpillService: Sendable {
         var committed: [String: UInt64] = [:]
         for name in durableCollectors { committed[name] = resume.cursors[name] ?? 0 }
         shared = Mutex(Shared(savedCursors: committed, committed: committed))
+        accounted = Mutex(SkippedSequences(resume.skips.ranges + resume.countedGaps))
+    }
+
+    /// Counts the numbers of `range` not accounted for yet as retention's forced loss (counter
+    /// and metric) and returns how many there were.
+    func countForcedLoss(_ range: ClosedRange<UInt64>) -> UInt64 {
+        let records = accounted.withLock { known in
+            let fresh = range.upperBound - range.lowerBound + 1 - known.count(in: range)
+            if fresh > 0 { known.insert(range) }
+            return fresh
+        }
+        if records > 0 {
+            retentionDropped.wrappingIncrement(by: records, ordering: .relaxed)
+            metrics.retentionDropped.increment(by: records)
+        }
+        return records
     }
 
     /// Starts the spill thread on `ring` (whose gate it owns).
@@ -426,21 +447,26 @@ private final class SpillWorker: @unchecked Sendable {
             let tooBig = maxBytes > 0 && service.catalog.totalBytes > maxBytes
             guard tooOld || tooBig, let removed = service.catalog.removeOldest() else { return }
             try? Directory.remove(removed.path)
-            var forced: UInt64 = 0
+            // Lost for a durable collector: records it had not committed. Those still in the
+            // ring are still given from memory, so they count only if it misses them later
+            // (the core counts that when it meets the gap).
+            var forced: UInt64 = 0, uncommitted: UInt64 = 0
             if !removed.isEmpty, let committed = service.lowestCommitted(), committed < removed.lastSequence {
-                forced = removed.lastSequence - max(committed, removed.firstSequence - 1)
+                let low = max(committed + 1, removed.firstSequence)
+                uncommitted = removed.lastSequence - low + 1
+                let inMemoryFrom = ring.tail
+                if low < inMemoryFrom { forced = service.countForcedLoss(low ... min(removed.lastSequence, inMemoryFrom - 1)) }
             }
             removedThrough = max(removedThrough, removed.lastIngestNanos)
             service.retentionRemovedSegments.wrappingIncrement(ordering: .relaxed)
-            service.retentionDropped.wrappingIncrement(by: forced, ordering: .relaxed)
             service.metrics.retentionSegments.increment()
-            if forced > 0 { service.metrics.retentionDropped.increment(by: forced) }
             let reason = tooOld ? "age" : "size"
             let detail = "\(removed.path) sequences \(removed.firstSequence) ... \(removed.lastSequence) (\(reason))"
             try? store.recordEvent(kind: forced > 0 ? "retention_forced_loss" : "retention_removed", detail: detail,
                                    records: forced, atNanos: now)
             log.log(forced > 0 ? .warning : .info, forced > 0 ? "retention_forced_loss" : "retention_removed",
-                    ["segment": removed.path, "records": String(removed.records), "uncommitted_records": String(forced),
+                    ["segment": removed.path, "records": String(removed.records), "uncommitted_records": String(uncommitted),
+                     "lost_records": String(forced),
                      "reason": reason])
         }
     }

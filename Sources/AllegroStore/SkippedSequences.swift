@@ -23,6 +23,11 @@ public struct SkippedSequences: Sendable, Equatable {
         ranges.first { $0.contains(sequence) }
     }
 
+    /// How many numbers of `range` are in the set.
+    public func count(in range: ClosedRange<UInt64>) -> UInt64 {
+        parts(of: range).reduce(0) { $0 + ($1.upperBound - $1.lowerBound + 1) }
+    }
+
     /// The skipped parts of `gap`, in order, each clipped to it.
     public func parts(of gap: ClosedRange<UInt64>) -> [ClosedRange<UInt64>] {
         ranges.compactMap { range in

@@ -17,6 +17,8 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable {
     case collectorBusy = 15
     case shuttingDown = 16
     case internalError = 17
+    case producerReplaced = 18
+    case recordTooLarge = 19
 
     /// The name used in PROTOCOL.md, test vectors and `allegro protocol decode`.
     public var name: String {
@@ -38,6 +40,8 @@ public enum ErrorCode: UInt16, Sendable, CaseIterable {
         case .collectorBusy: "COLLECTOR_BUSY"
         case .shuttingDown: "SHUTTING_DOWN"
         case .internalError: "INTERNAL_ERROR"
+        case .producerReplaced: "PRODUCER_REPLACED"
+        case .recordTooLarge: "RECORD_TOO_LARGE"
         }
     }
 }

@@ -14,6 +14,12 @@ public enum Wire {
     public static let maxTokenLength = 1024
     /// Longest ERROR message.
     public static let maxErrorMessageLength = 1024
+    /// What a PUBLISH or DELIVER frame's `length` counts besides its records: the type byte and
+    /// the u32 record count.
+    public static let batchOverhead = 5
+
+    /// The most record bytes one PUBLISH or DELIVER frame can carry under `maxFrameLength`.
+    public static func maxBatchedRecordBytes(maxFrameLength: Int) -> Int { maxFrameLength - batchOverhead }
 }
 
 /// The limits a decoder applies to what it reads. The relay tightens them after the handshake.

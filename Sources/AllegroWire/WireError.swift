@@ -32,13 +32,15 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The ERROR code a relay sends for this failure.
-    public var code: ErrorCode {
+    /// The ERROR code a relay sends for this failure; nil for `truncated`, which a relay never
+    /// answers with an ERROR (it waits for the rest of the frame, up to its idle timeout).
+    public var code: ErrorCode? {
         switch self {
         case .frameTooLarge: .frameTooLarge
         case .unknownFrameType: .unknownFrameType
         case .batchTooLarge: .batchTooLarge
-        case .truncated, .emptyFrame, .fieldOverrun, .trailingBytes, .invalidValue: .malformedFrame
+        case .emptyFrame, .fieldOverrun, .trailingBytes, .invalidValue: .malformedFrame
+        case .truncated: nil
         }
     }
 

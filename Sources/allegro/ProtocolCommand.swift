@@ -56,7 +56,7 @@ struct Decode: ParsableCommand {
 
     private func report(_ error: WireError, at offset: Int) -> ExitCode {
         var standardError = StandardError()
-        standardError.write("allegro: invalid frame at byte offset \(offset): \(error) [\(error.kind), \(error.code.name)]\n")
+        standardError.write("allegro: invalid frame at byte offset \(offset): \(error) [\(error.kind)\(error.code.map { ", " + $0.name } ?? "")]\n")
         return ExitCode.failure
     }
 }

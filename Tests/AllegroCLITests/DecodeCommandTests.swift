@@ -32,7 +32,8 @@ import Testing
             if let error = description["error"] as? [String: Any] {
                 #expect(result.status == 1, "\(name): exit status")
                 let kind = error["kind"] as? String ?? "?", offset = error["offset"] as? Int ?? -1
-                #expect(result.stderr.contains("[\(kind), \(error["code"] as? String ?? "?")]"), "\(name): \(result.stderr)")
+                let code = (error["code"] as? String).map { ", " + $0 } ?? ""
+                #expect(result.stderr.contains("[\(kind)\(code)]"), "\(name): \(result.stderr)")
                 #expect(result.stderr.contains("byte offset \(offset):"), "\(name): \(result.stderr)")
             } else {
                 #expect(result.status == 0, "\(name): exit status, stderr \(result.stderr)")

@@ -199,6 +199,31 @@ import Testing
         #expect((retention["removed_segments"] as? Int ?? 0) >= 1)
         let metrics = try await ControlHTTP.get(relay, "/metrics").text
         #expect(ControlHTTP.sample(metrics, "allegro_retention_dropped_records_total") == Double(forced))
+
+        // Timmy comes back: he resumes at the oldest record held, and what he missed was already
+        // counted, so it is not counted again.
+        let (resumed, _) = try tail(relay, ["--collector", "timmy", "--from", "committed", "--idle-exit-ms", "1000"])
+        #expect(resumed.last?.relaySequence == UInt64(count))
+        let after = try await ControlHTTP.get(relay, "/status").json()
+        #expect((after["retention"] as? [String: Any])?["dropped_records"] as? Int == Int(forced), "\(after)")
+    }
+
+    @Test func retentionDoesNotCountRecordsADurableCollectorStillGetsFromMemory() async throws {
+        // The default ring holds every record: retention removes segments whose records are
+        // still in memory, and timmy, coming later, is given all of them from there.
+        let relay = try RelayProcess(["--durable", "timmy", "--set", "spill_block_bytes=4096", "--set", "spill_segment_bytes=65536",
+                                      "--set", "retention_max_bytes=131072"])
+        let count = 20_000
+        try push(relay, (0 ..< count).map { "r-\($0)-" + String(repeating: String(UInt64($0) &* 0x9E37_79B9_7F4A_7C15, radix: 16), count: 4) },
+                 producer: "big")
+        let deadline = Date().addingTimeInterval(10)
+        while !relay.log.contains("event=retention_removed") && Date() < deadline { usleep(100_000) }
+        #expect(relay.log.contains("event=retention_removed"), "retention removed segments timmy had not committed")
+        let (records, _) = try tail(relay, ["--collector", "timmy", "--from", "committed", "--idle-exit-ms", "1000"])
+        #expect(records.count == count && records.first?.relaySequence == 1, "timmy got every record, from memory")
+        let status = try await ControlHTTP.get(relay, "/status").json()
+        #expect((status["retention"] as? [String: Any])?["dropped_records"] as? Int == 0, "\(status)")
+        #expect(!relay.log.contains("event=retention_forced_loss"))
     }
 
     @Test func retentionByAge() throws {

@@ -75,6 +75,67 @@ import Testing
         #expect(newer.subscription.firstSequence == 1)
     }
 
+    @Test func aNewerConnectionWithTheSameProducerIDEndsTheOlderSoItsRecordsAreNeverAckedAsDuplicates() throws {
+        let relay = try RelayProcess()
+        let older = try RawClient(relay.address)
+        _ = try older.hello(.producer, id: "shared")
+        try older.send(RawClient.publish(first: 1, count: 5) { "old-\($0)" })
+        #expect(try older.receive(until: { $0.json.contains("\"through\":5") }, timeout: 10).last?.type == .ack)
+
+        // A second writer with the same id starts ahead of what the first has not sent yet (6 ...).
+        let newer = try RawClient(relay.address)
+        _ = try newer.hello(.producer, id: "shared")
+        #expect(try older.errorsUntilClosed() == [ErrorCode.producerReplaced.rawValue])
+        try newer.send(RawClient.publish(first: 10, count: 3) { "new-\($0)" })
+        #expect(try newer.receive(until: { $0.json.contains("\"through\":12") }, timeout: 10).last?.type == .ack)
+
+        let tail = try collector(relay, start: .earliest)
+        #expect(try take(tail, 8).map(\.2) == (1 ... 5).map { "old-\($0)" } + (10 ... 12).map { "new-\($0)" })
+    }
+
+    @Test func aProducersGoodbyeIsAnsweredOnlyAfterTheAcksOfEverythingItSent() throws {
+        let relay = try RelayProcess(["--http", "off"])
+        let producer = try RawClient(relay.address)
+        _ = try producer.hello(.producer, id: "leaving")
+        // The last PUBLISH and GOODBYE in one write: the relay reads both before any fsync.
+        let goodbye = OutboundBuffer()
+        goodbye.append(.goodbye)
+        try producer.send(RawClient.publish(first: 1, count: 500) + RawClient.publish(first: 501, count: 500) + goodbye.bytes)
+        let answers = try producer.receive(timeout: 15)
+        #expect(answers.last?.type == .goodbye, "\(answers)")
+        let acks = answers.filter { $0.type == .ack }
+        #expect(acks.last?.json.contains("\"through\":1000") == true, "every record acked before GOODBYE: \(answers)")
+        #expect(answers.firstIndex { $0.type == .goodbye } == answers.count - 1)
+    }
+
+    @Test func aRecordAsLargeAsOneDeliverFrameCanCarryIsAcceptedAndOneByteMoreIsRefusedAlone() throws {
+        // max_frame limits a frame's length (type byte and body). A 200-byte producer id and empty
+        // fields: as delivered a record is 40 + 200 + payload bytes, in a DELIVER of length 5 +
+        // that; published it is 24 + payload, so a too-large one still leaves room in its PUBLISH.
+        let maxFrame = 65_536
+        let largest = maxFrame - 5 - 40 - 200
+        let relay = try RelayProcess(["--http", "off", "--set", "max_frame_bytes=\(maxFrame)"])
+        let producer = try RawClient(relay.address)
+        _ = try producer.hello(.producer, id: String(repeating: "p", count: 200))
+        try producer.send(RawClient.publish(first: 1, count: 2) { $0 == 1 ? "small-1" : String(repeating: "x", count: largest) })
+        #expect(try producer.receive(until: { $0.json.contains("\"through\":2") }, timeout: 10).last?.type == .ack)
+
+        try producer.send(RawClient.publish(first: 3, count: 3) { $0 == 4 ? String(repeating: "y", count: largest + 1) : "small-\($0)" })
+        let answers = try producer.receive(timeout: 10)
+        #expect(answers.compactMap(\.errorCode) == [ErrorCode.recordTooLarge.rawValue], "\(answers)")
+        // The record before it was stored; the connection ended before its fsync, so it is acked
+        // when the producer resends it on its next connection (as a duplicate).
+        let again = try RawClient(relay.address)
+        _ = try again.hello(.producer, id: String(repeating: "p", count: 200))
+        try again.send(RawClient.publish(first: 3, count: 1) { "small-\($0)" })
+        #expect(try again.receive(until: { $0.json.contains("\"through\":3") }, timeout: 10).last?.type == .ack)
+
+        let tail = try collector(relay, start: .earliest)
+        let records = try take(tail, 3)
+        #expect(records.map(\.2.count) == [7, largest, 7] && records.last?.2 == "small-3", "\(records.map(\.0))")
+        #expect(try tail.next(timeoutMillis: 1500) == nil, "the record after the refused one was not accepted")
+    }
+
     @Test func subscriptionErrors() throws {
         let relay = try RelayProcess(["--durable", "timmy"])
         func refusal(_ start: StartPosition, name: String) throws -> [UInt16] {

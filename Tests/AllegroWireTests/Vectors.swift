@@ -6,7 +6,8 @@ struct Vector {
     let name: String
     let bytes: [UInt8]
     let frames: [NSDictionary]
-    let error: (kind: String, code: String, offset: Int)?
+    /// `code` is nil for a stream that ends inside a frame: a relay sends no ERROR for that.
+    let error: (kind: String, code: String?, offset: Int)?
     let limits: DecodeLimits?
     let negotiate: [String: Any]?
 
@@ -25,9 +26,9 @@ struct Vector {
         let json = try Data(contentsOf: directory.appendingPathComponent(name + ".json"))
         let object = try JSONSerialization.jsonObject(with: json) as? [String: Any] ?? [:]
         let frames = (object["frames"] as? [[String: Any]] ?? []).map { NSDictionary(dictionary: $0) }
-        var error: (String, String, Int)?
+        var error: (String, String?, Int)?
         if let description = object["error"] as? [String: Any] {
-            error = (description["kind"] as? String ?? "?", description["code"] as? String ?? "?",
+            error = (description["kind"] as? String ?? "?", description["code"] as? String,
                      description["offset"] as? Int ?? -1)
         }
         var limits: DecodeLimits?

@@ -19,7 +19,8 @@ ERROR_NAMES = {1: "MALFORMED_FRAME", 2: "FRAME_TOO_LARGE", 3: "UNKNOWN_FRAME_TYP
                4: "UNSUPPORTED_VERSION", 5: "AUTH_FAILED", 6: "NOT_PERMITTED", 7: "UNEXPECTED_FRAME",
                8: "HANDSHAKE_TIMEOUT", 9: "IDLE_TIMEOUT", 10: "TOO_MANY_CONNECTIONS",
                11: "CURSOR_UNAVAILABLE", 12: "BATCH_TOO_LARGE", 13: "COMMIT_OUT_OF_RANGE",
-               14: "UNKNOWN_COLLECTOR", 15: "COLLECTOR_BUSY", 16: "SHUTTING_DOWN", 17: "INTERNAL_ERROR"}
+               14: "UNKNOWN_COLLECTOR", 15: "COLLECTOR_BUSY", 16: "SHUTTING_DOWN", 17: "INTERNAL_ERROR",
+               18: "PRODUCER_REPLACED", 19: "RECORD_TOO_LARGE"}
 
 
 def frame(type_name, body=b""):
@@ -113,9 +114,11 @@ def vectors():
             item["negotiate"] = negotiate
         v.append(item)
 
-    def bad(name, description, data, kind, code, offset, frames=(), limits=None):
+    def bad(name, description, data, kind, code, offset, frames=(), limits=None, relay=None):
         item = dict(name=name, description=description, bytes=data, frames=list(frames),
                     error=dict(kind=kind, code=code, offset=offset))
+        if relay:
+            item["error"]["relay"] = relay
         if limits:
             item["limits"] = limits
         v.append(item)
@@ -167,10 +170,12 @@ def vectors():
 
     # Invalid streams.
     h, hd = hello("producer", "p", b"")
-    bad("truncated_prefix", "two bytes of a length prefix, then end of stream", b"\x05\x00", "truncated", "MALFORMED_FRAME", 0)
+    waits = "waits for the rest: ERROR IDLE_TIMEOUT idle_timeout_ms after the last byte, or a close if the peer closes"
+    bad("truncated_prefix", "two bytes of a length prefix, then end of stream", b"\x05\x00", "truncated", None, 0,
+        relay=waits)
     pub, pubd = publish([(1, TS, "s", "k", "t", b"0123456789")])
     bad("truncated_body", "a PUBLISH cut off halfway, after a valid HELLO", h + pub[: len(pub) // 2],
-        "truncated", "MALFORMED_FRAME", len(h), frames=[hd])
+        "truncated", None, len(h), frames=[hd], relay=waits)
     bad("frame_too_large", "a length prefix of 0xFFFFFFFF: over every limit, rejected before any body arrives",
         b"\xff\xff\xff\xff\x01", "frame_too_large", "FRAME_TOO_LARGE", 0)
     bad("frame_over_limit", "a 64-byte PING frame with a limit of 32 bytes", frame("PING", bytes(63)),

@@ -237,7 +237,8 @@ class Producer:
     def _serve(self, connection, welcome):
         sock, decoder = connection
         max_batch = max(1, min(self.batch_records, welcome["max_batch"]))
-        max_bytes = welcome["max_frame"] - 9
+        # A PUBLISH frame's length counts its type byte and record count besides the records.
+        max_bytes = welcome["max_frame"] - 5
         heartbeat = max(welcome["heartbeat_ms"] / 1000.0, 0.05)
         outgoing = bytearray()
         last_sent = time.monotonic()
