@@ -40,7 +40,7 @@ let package = Package(
         // The compressed on-disk spill: block format, segments, recovery, replay reading.
         .target(name: "AllegroSpill", dependencies: ["AllegroPosix", "AllegroWire", "CZlib"]),
         // Small state in SQLite (WAL): cursors, producer marks, sequence reservation, events.
-        .target(name: "AllegroStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "AllegroStore", dependencies: ["AllegroSpill", .product(name: "GRDB", package: "GRDB.swift")]),
         // The relay: core protocol logic and its epoll event loop.
         .target(
             name: "AllegroRelay",

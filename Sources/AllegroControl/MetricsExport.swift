@@ -41,6 +41,7 @@ public final class MetricsExport: Sendable {
         "allegro_next_sequence": "The next relay sequence to be assigned.",
         "allegro_recovery_lost_records": "Records start-up recovery found gone from the spill at or below the last fsync'd checkpoint.",
         "allegro_recovery_unconfirmed_records": "Numbers start-up recovery found gone past that checkpoint (perhaps never acknowledged).",
+        "allegro_spill_damaged_on_read_records": "Records found damaged when a replay read a sealed segment start-up had not read again.",
         "allegro_recovery_set_aside": "Spill entries and byte ranges start-up recovery moved to quarantine.",
         "allegro_recovery_state_rebuilt": "1 when state.sqlite could not be read at start and was rebuilt from the spill.",
         "allegro_collector_connected": "1 while a durable collector has a subscribed connection.",
@@ -70,6 +71,7 @@ public final class MetricsExport: Sendable {
         Gauge(label: "allegro_recovery_lost_records").record(status.recovery.lostRecords)
         Gauge(label: "allegro_recovery_unconfirmed_records").record(status.recovery.unconfirmedRecords)
         Gauge(label: "allegro_recovery_set_aside").record(status.recovery.setAside)
+        Gauge(label: "allegro_spill_damaged_on_read_records").record(status.recovery.lostOnRead)
         Gauge(label: "allegro_recovery_state_rebuilt").record(status.recovery.stateRebuilt ? 1 : 0)
         for collector in status.collectors where collector.durable {
             let dimensions = [("collector", collector.name)]

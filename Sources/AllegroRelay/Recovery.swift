@@ -62,8 +62,10 @@ struct ResumePoint {
         var sessions = SessionTally()
         let report = try SpillRecovery.run(directory: spillDirectory, marksAfter: state.marksCheckpoint,
                                            durableThrough: state.marksCheckpoint,
-                                           explained: state.skips.ranges + state.countedGaps) { sessions.note($0) }
+                                           explained: state.skips.ranges + state.countedGaps,
+                                           sealed: state.sealedSegments) { sessions.note($0) }
         try store.addCountedGaps(report.countedGaps)
+        try store.recordSealed(report.sealed, replacingAll: true)
         for damage in report.damage {
             let detail = damage.quarantineFile.isEmpty ? damage.segment
                 : "\(damage.segment) offset \(damage.offset) length \(damage.length) -> \(damage.quarantineFile)"
@@ -97,8 +99,7 @@ struct ResumePoint {
         // producer's mark is read again from every block that is left.
         let cut = !report.damage.isEmpty || !report.repairs.isEmpty || lastSpilled < state.marksCheckpoint
         if cut {
-            found = try SpillRecovery.run(directory: spillDirectory, marksAfter: 0,
-                                          explained: state.skips.ranges + state.countedGaps + report.countedGaps).producerMarks
+            found = SpillRecovery.producerMarks(in: report.segments)
             log.log(.warning, "producer_marks_rebuilt", ["reason": "the spill lost records that marks had seen",
                                                          "last_sequence": String(lastSpilled)])
         }
@@ -126,7 +127,8 @@ struct ResumePoint {
         try store.reserve(through: first - 1 + reservationChunk)
         if cut { try store.replaceMarks(Array(marks.values), checkpoint: lastSpilled, atNanos: now) }
         try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], sessions: sessions.take(), atNanos: now)
-        log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "last_sequence": String(lastSpilled),
+        log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "segments_not_read": String(report.unreadSegments),
+                                           "last_sequence": String(lastSpilled),
                                            "next_sequence": String(first), "producers": String(marks.count)])
         return ResumePoint(lock: lock, store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
                            firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
@@ -134,3 +136,4 @@ struct ResumePoint {
                            countedGaps: state.countedGaps + report.countedGaps)
     }
 }
+

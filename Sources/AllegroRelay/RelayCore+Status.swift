@@ -44,6 +44,7 @@ extension RelayCore {
         status.retention = .init(droppedRecords: spill.retentionDropped.load(ordering: .relaxed),
                                  removedSegments: spill.retentionRemovedSegments.load(ordering: .relaxed))
         status.recovery = recovery
+        status.recovery.lostOnRead = spill.damagedOnRead.load(ordering: .relaxed)
         status.errors = traffic.errors
         return status
     }

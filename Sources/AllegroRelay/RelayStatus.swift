@@ -73,6 +73,9 @@ public struct RelayStatus: Codable, Sendable, Equatable {
         public var repaired = 0
         /// `state.sqlite` could not be read, was set aside and rebuilt from the spill.
         public var stateRebuilt = false
+        /// Records found damaged later, when a replay read a sealed segment that start-up
+        /// trusted without reading (SPILL.md).
+        public var lostOnRead: UInt64 = 0
     }
 
     public var relayID = ""

@@ -31,6 +31,10 @@ final class SpillService: Sendable {
     /// loss. Both threads count through it (rarely: at a segment's removal, at a collector's
     /// gap), so each number is counted once.
     private let accounted: Mutex<SkippedSequences>
+    /// Records a replay found damaged on disk after start-up (counted once, like recovery's).
+    let damagedOnRead = ManagedAtomic<UInt64>(0)
+    /// Read damage counted but not yet logged and saved (the spill thread does that).
+    private let unreportedDamage = Mutex<[(ReadDamage, UInt64)]>([])
     /// Segments retention removed.
     let retentionRemovedSegments = ManagedAtomic<UInt64>(0)
 
@@ -63,6 +67,29 @@ final class SpillService: Sendable {
         for name in durableCollectors { committed[name] = resume.cursors[name] ?? 0 }
         shared = Mutex(Shared(savedCursors: committed, committed: committed))
         accounted = Mutex(SkippedSequences(resume.skips.ranges + resume.countedGaps))
+        catalog.onReadDamage { [weak self] damage in self?.noteReadDamage(damage) }
+    }
+
+    /// On the reading thread, before the records after the damage go anywhere: counts the
+    /// numbers no count covers yet, so a collector meeting the gap does not count them again.
+    private func noteReadDamage(_ damage: ReadDamage) {
+        guard damage.firstSequence <= damage.lastSequence else { return }
+        let range = damage.firstSequence ... damage.lastSequence
+        let records = accounted.withLock { known in
+            let fresh = range.upperBound - range.lowerBound + 1 - known.count(in: range)
+            if fresh > 0 { known.insert(range) }
+            return fresh
+        }
+        guard records > 0 else { return }
+        damagedOnRead.wrappingIncrement(by: records, ordering: .relaxed)
+        unreportedDamage.withLock { $0.append((damage, records)) }
+    }
+
+    fileprivate func takeUnreportedDamage() -> [(ReadDamage, UInt64)] {
+        unreportedDamage.withLock { list in
+            defer { list.removeAll() }
+            return list
+        }
     }
 
     /// Counts the numbers of `range` not accounted for yet as retention's forced loss (counter
@@ -248,7 +275,10 @@ private final class SpillWorker: @unchecked Sendable {
                     log.log(.warning, "state_save_failed", ["error": "\(error)"])
                 }
             }
-            if now - lastStateSaveAt >= Self.stateSaveNanos { saveState() }
+            if now - lastStateSaveAt >= Self.stateSaveNanos {
+                saveState()
+                reportReadDamage()
+            }
             if next == ring.head && lastWritten == lastSynced {
                 if service.isStopping {
                     saveState()
@@ -405,11 +435,32 @@ private final class SpillWorker: @unchecked Sendable {
 
     /// Saves the producer marks gathered since the last save (all of them fsync'd), the
     /// checkpoint they reach, and committed cursors.
+    /// Logs and saves what replays found damaged (counted when found; see `noteReadDamage`).
+    private func reportReadDamage() {
+        for (damage, records) in service.takeUnreportedDamage() {
+            let detail = "\(damage.segment) offset \(damage.offset): sequences \(damage.firstSequence) ... \(damage.lastSequence)"
+            log.log(.error, "spill_block_damaged", ["segment": damage.segment, "offset": String(damage.offset),
+                                                    "first": String(damage.firstSequence), "last": String(damage.lastSequence),
+                                                    "lost_records": String(records)])
+            do {
+                try store.recordEvent(kind: "spill_block_damaged", detail: detail, records: records, atNanos: Clock.wallNanos)
+                try store.addCountedGaps([damage.firstSequence ... damage.lastSequence])
+            } catch {
+                log.log(.warning, "state_save_failed", ["error": "\(error)"])
+            }
+        }
+    }
+
     private func saveState() {
         // Marks may be saved only for records already fsync'd.
         guard lastWritten == lastSynced else { return }
         flushRecentMark()
         lastStateSaveAt = Clock.monotonicNanos
+        // Sealed segments (fsync'd when sealed): the next start compares instead of reading.
+        let sealed = writer.takeSealed()
+        do { try store.recordSealed(sealed) } catch {
+            log.log(.warning, "state_save_failed", ["error": "\(error)", "effect": "the next start reads these segments again"])
+        }
         let cursors = service.takeCursors()
         unsavedSessions += sessions.take()
         guard !marks.isEmpty || !cursors.isEmpty || lastSynced > savedCheckpoint || !unsavedSessions.isEmpty else { return }

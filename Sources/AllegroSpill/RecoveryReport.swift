@@ -55,6 +55,11 @@ public struct RecoveryReport: Sendable {
     }
 
     public var segments: [SegmentInfo] = []
+    /// Every segment kept but the newest: sealed and now verified (the caller records them, so
+    /// the next start need not read them).
+    public var sealed: [SegmentInfo] = []
+    /// Sealed segments taken from their record without being read.
+    public var unreadSegments = 0
     public var damage: [Damage] = []
     public var repairs: [Repair] = []
     /// Highest producer sequence (and its relay sequence) per producer id, from the blocks

@@ -11,8 +11,25 @@ public struct SegmentInfo: Sendable, Equatable {
     public var bytes: Int
     public var firstIngestNanos: UInt64
     public var lastIngestNanos: UInt64
+    /// Where the last block starts (0 while the segment is empty).
+    public var lastBlockOffset: Int = 0
+
+    public init(path: String, firstSequence: UInt64, lastSequence: UInt64, records: UInt64, bytes: Int,
+                firstIngestNanos: UInt64, lastIngestNanos: UInt64, lastBlockOffset: Int = 0) {
+        self.path = path
+        self.firstSequence = firstSequence
+        self.lastSequence = lastSequence
+        self.records = records
+        self.bytes = bytes
+        self.firstIngestNanos = firstIngestNanos
+        self.lastIngestNanos = lastIngestNanos
+        self.lastBlockOffset = lastBlockOffset
+    }
 
     public var isEmpty: Bool { records == 0 }
+
+    /// The file's name (the path's last component).
+    public var name: String { path.split(separator: "/").last.map(String.init) ?? path }
 }
 
 /// The spill's segments in sequence order, shared by the spill writer (which appends and
@@ -20,6 +37,18 @@ public struct SegmentInfo: Sendable, Equatable {
 /// on a per-record path.
 public final class SegmentCatalog: Sendable {
     private let segments: Mutex<[SegmentInfo]>
+    private let damageHandler = Mutex<(@Sendable (ReadDamage) -> Void)?>(nil)
+
+    /// Who hears of blocks a reader found damaged (set once, by the spill's owner).
+    public func onReadDamage(_ handler: @escaping @Sendable (ReadDamage) -> Void) {
+        damageHandler.withLock { $0 = handler }
+    }
+
+    /// Called by a reader, on its own thread, before it goes past the damage.
+    func report(_ damage: ReadDamage) {
+        let handler = damageHandler.withLock { $0 }
+        handler?(damage)
+    }
 
     public init(_ initial: [SegmentInfo] = []) {
         segments = Mutex(initial.sorted { $0.firstSequence < $1.firstSequence })
@@ -49,6 +78,17 @@ public final class SegmentCatalog: Sendable {
     public func removeOldest() -> SegmentInfo? {
         segments.withLock { list in list.count > 1 ? list.removeFirst() : nil }
     }
+}
+
+/// Records a reader could not read: a block whose payload fails its checksum (or does not
+/// inflate), or a block header that does not verify in the middle of a segment (then every number
+/// from the reader's position to the segment's last). Start-up does not re-read sealed segments
+/// it has verified before, so damage that came later is found here.
+public struct ReadDamage: Sendable, Equatable {
+    public var segment: String
+    public var offset: Int
+    public var firstSequence: UInt64
+    public var lastSequence: UInt64
 }
 
 /// Segment file names: the first relay sequence, zero-padded so names sort in sequence order.

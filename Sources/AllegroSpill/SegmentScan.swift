@@ -31,6 +31,16 @@ struct ScanContext {
         self.explained = merged
     }
 
+    /// Takes a segment start-up did not read (a sealed one recorded as verified) as kept.
+    mutating func keepUnread(_ segment: SegmentInfo) {
+        if firstKept == nil {
+            firstKept = segment.firstSequence
+        } else if segment.firstSequence > previousLast + 1 {
+            gaps.append(previousLast + 1 ... segment.firstSequence - 1)
+        }
+        previousLast = segment.lastSequence
+    }
+
     func explainedCount(in range: ClosedRange<UInt64>) -> UInt64 {
         explained.reduce(0) { total, known in
             let low = max(known.lowerBound, range.lowerBound), high = min(known.upperBound, range.upperBound)
@@ -227,7 +237,7 @@ struct SegmentScan {
         return CRC32.of(payload) == header.payloadChecksum ? header : nil
     }
 
-    private static func noteMark(_ record: UnsafeRawBufferPointer, into report: inout RecoveryReport) {
+    static func noteMark(_ record: UnsafeRawBufferPointer, into report: inout RecoveryReport) {
         guard let base = record.baseAddress else { return }
         let producer = Array(DeliveredRecordLayout.producer(of: record))
         let producerSequence = DeliveredRecordLayout.producerSequence(at: base)
@@ -246,6 +256,8 @@ struct SegmentScan {
             info.lastSequence = block.header.lastSequence
             info.lastIngestNanos = block.header.lastIngestNanos
         }
+        // The last kept block is the last thing in the file as written back.
+        if let last = kept.last { info.lastBlockOffset = info.bytes - last.header.totalSize }
         return info
     }
 

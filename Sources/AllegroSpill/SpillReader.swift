@@ -10,6 +10,7 @@ public final class SpillReader {
     private var next: UInt64
     private var file: File?
     private var segmentFirst: UInt64 = 0
+    private var segment: SegmentInfo?
     private var offset = 0
     private let inflater = Inflater()
     private var compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 * 1024, alignment: 16)
@@ -39,6 +40,18 @@ public final class SpillReader {
                 return BlockHeader.decode(UnsafeRawBufferPointer(raw))
             }
             guard let header else {
+                if let segment, let current = catalog.snapshot().first(where: { $0.path == segment.path }),
+                   offset < current.bytes, next <= current.lastSequence {
+                    // A header that does not verify where the segment has data: the rest of it
+                    // cannot be found. Reported, then passed over.
+                    catalog.report(ReadDamage(segment: current.path, offset: offset, firstSequence: next,
+                                              lastSequence: current.lastSequence))
+                    next = current.lastSequence + 1
+                    self.segment = nil
+                    file.close()
+                    self.file = nil
+                    continue
+                }
                 // End of this segment's data: move on if a later segment exists, else wait.
                 if advanceSegment() { continue }
                 return false
@@ -47,9 +60,14 @@ public final class SpillReader {
             let blockStart = offset
             offset += header.totalSize
             if header.lastSequence < next { continue }
-            // A block damaged after recovery checked it is passed over: the relay reports the
-            // gap it leaves when a collector reaches it.
-            guard let payload = readPayload(file, header, at: blockStart + BlockHeader.size) else { continue }
+            // A block damaged after recovery checked it (or in a sealed segment start-up did not
+            // read again) is reported, then passed over.
+            guard let payload = readPayload(file, header, at: blockStart + BlockHeader.size) else {
+                catalog.report(ReadDamage(segment: segment?.path ?? "", offset: blockStart,
+                                          firstSequence: max(header.firstSequence, next), lastSequence: header.lastSequence))
+                next = header.lastSequence + 1
+                continue
+            }
             // Records before the position (the first block of a replay) are left out.
             var at = 0
             var count = Int(header.recordCount)
@@ -99,6 +117,7 @@ public final class SpillReader {
         }
         // Recovery checked the segment header at start; blocks verify themselves.
         file = opened
+        self.segment = segment
         segmentFirst = segment.firstSequence
         offset = SegmentHeader.size
         return opened

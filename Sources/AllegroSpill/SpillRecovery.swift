@@ -21,6 +21,7 @@ public enum SpillRecovery {
     private struct Candidate {
         var name: String
         var path: String
+        var directory: String
         /// The first number its own header (or, that being damaged, its first block) gives.
         var firstSequence: UInt64
         var headerIsDamaged: Bool
@@ -30,7 +31,10 @@ public enum SpillRecovery {
     /// every record above it (in DELIVER layout, size checked). `durableThrough`: the last number
     /// known fsync'd (the saved checkpoint), which divides lost from unconfirmed. `explained`:
     /// numbers known to have no record (skipped, or counted by an earlier start), in any order.
+    /// `sealed`: segments recorded as sealed and verified, by file name (`RecoveryReport.sealed`
+    /// of the last start, and segments sealed since): one that still matches is not read again.
     public static func run(directory: String, marksAfter: UInt64, durableThrough: UInt64 = 0, explained: [ClosedRange<UInt64>] = [],
+                           sealed: [String: SegmentInfo] = [:],
                            eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void = { _ in }) throws(SystemError) -> RecoveryReport {
         var report = RecoveryReport()
         try prepare(directory, report: &report)
@@ -60,11 +64,21 @@ public enum SpillRecovery {
 
         var renames: [(from: String, to: String)] = []
         var previousFirst: UInt64?
-        for candidate in candidates {
+        for (index, candidate) in candidates.enumerated() {
             defer { previousFirst = candidate.firstSequence }
             if candidate.firstSequence == previousFirst {
                 try setAsideWhole(candidate.path, kind: .duplicateSegment, position: candidate.firstSequence,
                                   directory: directory, report: &report)
+                continue
+            }
+            if index < candidates.count - 1, let mark = sealed[candidate.name],
+               try stillMatches(mark, candidate, marksAfter: marksAfter, after: context.previousLast) {
+                // Sealed, verified when it was written or at an earlier start, and unchanged.
+                var segment = mark
+                segment.path = candidate.path
+                context.keepUnread(segment)
+                report.segments.append(segment)
+                report.unreadSegments += 1
                 continue
             }
             guard var segment = try scan(candidate, context: &context, report: &report, eachRecordAfterMarks) else {
@@ -77,10 +91,48 @@ public enum SpillRecovery {
             report.segments.append(segment)
         }
         try rename(renames, report: &report)
+        report.sealed = Array(report.segments.dropLast())
         try Directory.sync(directory)
         // Numbers below a block that survived were written before it: count a gap there as lost.
         account(&report, context: context, durableThrough: max(durableThrough, context.previousLast))
         return report
+    }
+
+    /// The highest producer sequence (and its relay sequence) per producer in every block of
+    /// `segments` that reads back whole: a read-only pass (damage is passed over and left for
+    /// replays to report), for marks that must be rebuilt after recovery cut the spill.
+    public static func producerMarks(in segments: [SegmentInfo]) -> [[UInt8]: (producerSequence: UInt64, relaySequence: UInt64)] {
+        var report = RecoveryReport()
+        let reader = SpillReader(catalog: SegmentCatalog(segments), from: 1)
+        while reader.nextBlock(limit: .max, { records, _ in
+            var at = 0
+            while at < records.count, let size = DeliveredRecordLayout.size(of: UnsafeRawBufferPointer(rebasing: records[at...])) {
+                SegmentScan.noteMark(UnsafeRawBufferPointer(rebasing: records[at ..< at + size]), into: &report)
+                at += size
+            }
+        }) {}
+        return report.producerMarks
+    }
+
+    /// Whether a sealed segment's record still describes the file: same size, same header, its
+    /// last block where it was and verifying, records contiguous, all at or below `marksAfter`
+    /// (their marks and session counts are saved) and after what was kept before it. Damage
+    /// inside it that keeps all of that (a flipped payload bit) is found when a replay reads the
+    /// block, whose checksum is checked on every read.
+    private static func stillMatches(_ mark: SegmentInfo, _ candidate: Candidate, marksAfter: UInt64,
+                                     after previousLast: UInt64) throws(SystemError) -> Bool {
+        guard !candidate.headerIsDamaged, mark.firstSequence == candidate.firstSequence, !mark.isEmpty,
+              mark.lastSequence - mark.firstSequence + 1 == mark.records, mark.lastSequence <= marksAfter,
+              mark.firstSequence > previousLast, mark.lastBlockOffset >= SegmentHeader.size,
+              candidate.path == candidate.directory + "/" + SegmentName.name(firstSequence: candidate.firstSequence) else { return false }
+        let file = try File.open(candidate.path, readOnly: true)
+        defer { file.close() }
+        guard try file.size() == mark.bytes else { return false }
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: BlockHeader.size, alignment: 16)
+        defer { bytes.deallocate() }
+        guard try file.read(into: bytes, at: mark.lastBlockOffset) == BlockHeader.size,
+              let last = BlockHeader.decode(UnsafeRawBufferPointer(bytes)) else { return false }
+        return last.lastSequence == mark.lastSequence && mark.lastBlockOffset + last.totalSize == mark.bytes
     }
 
     /// Makes sure `spill/` is a directory; anything else there is renamed aside.
@@ -124,7 +176,7 @@ public enum SpillRecovery {
             try setAsideWhole(path, kind: .unreadableSegment, position: named, directory: directory, report: &report)
             return nil
         }
-        return Candidate(name: name, path: path, firstSequence: first, headerIsDamaged: damaged)
+        return Candidate(name: name, path: path, directory: directory, firstSequence: first, headerIsDamaged: damaged)
     }
 
     /// Scans one segment; nil when nothing in it was kept.

@@ -99,6 +99,7 @@ public final class SpillWriter {
             segment.records += UInt64(records)
             segment.bytes = self.offset
             segment.lastIngestNanos = lastIngest
+            segment.lastBlockOffset = self.offset - block.count
         }
         return block.count
     }
@@ -122,12 +123,22 @@ public final class SpillWriter {
         unsynced = false
     }
 
+    /// Segments sealed (complete and fsync'd) since the last `takeSealed()`: what the state
+    /// database records, so that start-up need not read them again.
+    private var sealed: [SegmentInfo] = []
+
+    public func takeSealed() -> [SegmentInfo] {
+        defer { sealed.removeAll() }
+        return sealed
+    }
+
     /// Seals the current segment (synced) and starts a new one whose first record is `firstSequence`.
     private func roll(firstSequence: UInt64) throws(SystemError) {
         if let file {
             try sync()
             file.close()
             self.file = nil
+            if let newest = catalog.snapshot().last, !newest.isEmpty { sealed.append(newest) }
         }
         let path = directory + "/" + SegmentName.name(firstSequence: firstSequence)
         let created = try File.open(path, create: true)

@@ -1,3 +1,4 @@
+import AllegroSpill
 import Foundation
 import GRDB
 
@@ -36,6 +37,8 @@ public struct StoredState: Sendable {
     /// Numbers an earlier start found gone from the spill and counted as lost (so a later
     /// start does not count them again).
     public var countedGaps: [ClosedRange<UInt64>] = []
+    /// Spill segments recorded as sealed and verified, by file name (`path` holds the name).
+    public var sealedSegments: [String: SegmentInfo] = [:]
 }
 
 /// SQLite state (WAL mode, through GRDB on the system libsqlite3): durable collectors' committed
@@ -83,6 +86,13 @@ public final class StateStore: Sendable {
         migrator.registerMigration("v3-counted-gaps") { db in
             try db.execute(sql: "CREATE TABLE counted_gaps (first INTEGER NOT NULL, last INTEGER NOT NULL)")
         }
+        migrator.registerMigration("v4-sealed-segments") { db in
+            try db.execute(sql: """
+                CREATE TABLE sealed_segments (name TEXT PRIMARY KEY, first INTEGER NOT NULL, last INTEGER NOT NULL,
+                                              records INTEGER NOT NULL, bytes INTEGER NOT NULL, first_ingest_ns INTEGER NOT NULL,
+                                              last_ingest_ns INTEGER NOT NULL, last_block_offset INTEGER NOT NULL)
+                """)
+        }
         try migrator.migrate(database)
     }
 
@@ -111,6 +121,13 @@ public final class StateStore: Sendable {
                 if first <= last { skips.append(first ... last) }
             }
             state.skips = SkippedSequences(skips)
+            for row in try Row.fetchAll(db, sql: "SELECT * FROM sealed_segments") {
+                func number(_ column: String) -> UInt64 { UInt64(bitPattern: row[column]) }
+                let segment = SegmentInfo(path: row["name"], firstSequence: number("first"), lastSequence: number("last"),
+                                          records: number("records"), bytes: row["bytes"], firstIngestNanos: number("first_ingest_ns"),
+                                          lastIngestNanos: number("last_ingest_ns"), lastBlockOffset: row["last_block_offset"])
+                state.sealedSegments[segment.name] = segment
+            }
             for row in try Row.fetchAll(db, sql: "SELECT first, last FROM counted_gaps ORDER BY first") {
                 let first = UInt64(bitPattern: row["first"]), last = UInt64(bitPattern: row["last"])
                 if first <= last { state.countedGaps.append(first ... last) }
@@ -128,6 +145,23 @@ public final class StateStore: Sendable {
         try database.write { db in
             try db.execute(sql: "INSERT INTO skips (first, last) VALUES (?, ?)",
                            arguments: [Int64(bitPattern: range.lowerBound), Int64(bitPattern: range.upperBound)])
+        }
+    }
+
+    /// Records segments as sealed and verified; with `replacingAll`, forgets every other one
+    /// (start-up knows exactly which exist).
+    public func recordSealed(_ segments: [SegmentInfo], replacingAll: Bool = false) throws {
+        guard replacingAll || !segments.isEmpty else { return }
+        try database.write { db in
+            if replacingAll { try db.execute(sql: "DELETE FROM sealed_segments") }
+            for segment in segments {
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO sealed_segments (name, first, last, records, bytes, first_ingest_ns, last_ingest_ns,
+                                                            last_block_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [segment.name, Int64(bitPattern: segment.firstSequence), Int64(bitPattern: segment.lastSequence),
+                                     Int64(bitPattern: segment.records), segment.bytes, Int64(bitPattern: segment.firstIngestNanos),
+                                     Int64(bitPattern: segment.lastIngestNanos), segment.lastBlockOffset])
+            }
         }
     }
 

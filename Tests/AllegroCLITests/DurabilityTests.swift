@@ -136,10 +136,13 @@ import Testing
         try FileHandle(forUpdating: lastSegment).truncate(atOffset: UInt64(torn.offset + torn.total - 7))
 
         let relay = try RelayProcess(small, dataDirectory: data)
-        #expect(relay.log.contains("event=spill_block_quarantined") && relay.log.contains("lost_records=\(middle.records)"))
         #expect(relay.log.contains("event=spill_tail_truncated"))
+        // The first segment was sealed and verified when written: start-up compares it with its
+        // record (size, header, last block) instead of reading it, so the flipped bytes are found
+        // by the replay below, which checks every block it reads.
+        #expect(!relay.log.contains("event=spill_block_quarantined"))
         let quarantine = try FileManager.default.contentsOfDirectory(atPath: data.appendingPathComponent("spill/quarantine").path)
-        #expect(quarantine.count == 3, "\(quarantine)")
+        #expect(quarantine.count == 2, "\(quarantine)")
 
         let lost = Set(middle.firstSequence ..< middle.firstSequence + UInt64(middle.records))
             .union(torn.firstSequence ..< torn.firstSequence + UInt64(torn.records))
@@ -148,8 +151,20 @@ import Testing
         #expect(records.map(\.relaySequence) == expected, "only the damaged blocks' records are missing")
         #expect(records.allSatisfy { $0.payload == lines[Int($0.relaySequence) - 1] })
         #expect(skips.isEmpty, "lost records are not passed off as skipped numbers")
+        let deadline = Date().addingTimeInterval(5)
+        while !relay.log.contains("event=spill_block_damaged") && Date() < deadline { usleep(50_000) }
+        #expect(relay.log.contains("event=spill_block_damaged") && relay.log.contains("lost_records=\(middle.records)"), "\(relay.log)")
+        usleep(400_000)
         let events = try StateStore(path: data.appendingPathComponent("state.sqlite").path).events()
-        #expect(events.contains { $0.kind == "spill_block_quarantined" && $0.records == UInt64(middle.records) })
+        #expect(events.contains { $0.kind == "spill_block_damaged" && $0.records == UInt64(middle.records) }, "\(events)")
+        #expect(relay.stop() == 0)
+
+        // Found once: the next run reads past the same block again and counts nothing.
+        let again = try RelayProcess(small, dataDirectory: data)
+        let (reread, _) = try tail(again, ["--from", "earliest", "--idle-exit-ms", "1500"])
+        #expect(reread.map(\.relaySequence) == expected)
+        usleep(400_000)
+        #expect(!again.log.contains("event=spill_block_damaged"), "\(again.log)")
     }
 
     @Test func cleanRestartContinuesWithoutAGapAndKeepsCursors() throws {

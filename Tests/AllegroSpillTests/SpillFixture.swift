@@ -29,9 +29,10 @@ final class SpillFixture {
     /// A new writer on what recovery left, as a restart would have. `marksAfter` above the
     /// last sequence makes recovery read headers only (no block is inflated for marks).
     func restart(marksAfter: UInt64 = 0, durableThrough: UInt64 = 0,
-                 explained: [ClosedRange<UInt64>] = []) throws(SystemError) -> RecoveryReport {
+                 explained: [ClosedRange<UInt64>] = [], sealed: [SegmentInfo] = []) throws(SystemError) -> RecoveryReport {
         let report = try SpillRecovery.run(directory: directory, marksAfter: marksAfter, durableThrough: durableThrough,
-                                           explained: explained)
+                                           explained: explained,
+                                           sealed: Dictionary(sealed.map { ($0.name, $0) }) { first, _ in first })
         writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments), segmentBytes: segmentBytes)
         return report
     }

@@ -168,4 +168,32 @@ import Testing
             #expect(spill.readAll().map(\.0) == Array(1 ... 10))
         }
     }
+
+    @Test func aSealedSegmentRecordedAsVerifiedIsNotReadAgainUnlessItChanged() throws {
+        let spill = try SpillFixture(segmentBytes: 1)
+        try spill.fill(blocks: 4)
+        let first = try spill.restart(marksAfter: 40)
+        #expect(first.unreadSegments == 0 && first.sealed.count == 3, "the newest segment is never taken as sealed")
+
+        // A flipped payload byte keeps sizes and headers: start-up trusts the record and does not
+        // read the segment; the reader checks the block's checksum and passes it over.
+        let names = spill.segmentFiles
+        let file = try File.open(spill.path(names[0]))
+        try file.write([0xEE], at: 16 + 64 + 2)
+        file.close()
+        let trusted = try spill.restart(marksAfter: 40, sealed: first.sealed)
+        #expect(trusted.unreadSegments == 3 && trusted.damage.isEmpty, "\(trusted.damage)")
+        #expect(trusted.lastSequence == 40)
+        #expect(spill.readAll().map(\.0) == Array(11 ... 40))
+
+        // A sealed segment whose size changed is read again, and its damage found.
+        #expect(truncate(spill.path(names[1]), off_t(spill.size(of: names[1]) - 1)) == 0)
+        let changed = try spill.restart(marksAfter: 40, sealed: first.sealed)
+        #expect(changed.unreadSegments == 2 && changed.damage.map(\.kind) == [.tornTail], "\(changed.damage)")
+        #expect(changed.lostRecords == 10)
+
+        // Records past the saved checkpoint must be read for marks: only the segment wholly at or
+        // below it (1 ... 10) is taken unread.
+        #expect(try spill.restart(marksAfter: 15, sealed: first.sealed).unreadSegments == 1)
+    }
 }
