@@ -38,6 +38,7 @@ enum SettingsCatalog {
         Setting(key: "idle_timeout_ms", kind: .integer(\.relay.idleTimeoutMillis)),
         Setting(key: "handshake_timeout_ms", kind: .integer(\.relay.handshakeTimeoutMillis)),
         Setting(key: "collector_buffer_bytes", kind: .integer(\.relay.collectorBufferBytes)),
+        Setting(key: "replay_threads", kind: .integer(\.relay.replayThreads)),
         Setting(key: "spill_fsync_interval_ms", kind: .integer(\.relay.spillFsyncIntervalMillis)),
         Setting(key: "spill_segment_bytes", kind: .integer(\.relay.spillSegmentBytes)),
         Setting(key: "spill_block_bytes", kind: .integer(\.relay.spillBlockBytes)),

@@ -26,6 +26,8 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMillis = 5_000
     /// Bytes queued to one collector before the relay stops filling its buffer until it drains.
     public var collectorBufferBytes = 1 << 20
+    /// Threads that read the spill for collectors catching up, shared by all of them.
+    public var replayThreads = 2
     /// Most time between a spilled block's write and its fsync (group commit); acks wait for it.
     public var spillFsyncIntervalMillis = 5
     /// A segment file is sealed past this size and a new one started.
@@ -76,6 +78,7 @@ public struct RelayConfiguration: Sendable, Equatable {
         try check("ring_bytes", ringBytes, 4 * maxFrameBytes ... 1 << 40, "at least 4 x max_frame_bytes")
         try check("ring_records", ringRecords, 1024 ... 1 << 30)
         try check("max_connections", maxConnections, 1 ... 1_000_000)
+        try check("replay_threads", replayThreads, 1 ... 64)
         try check("heartbeat_ms", heartbeatMillis, 10 ... 3_600_000)
         try check("idle_timeout_ms", idleTimeoutMillis, heartbeatMillis + 1 ... 86_400_000, "more than heartbeat_ms")
         try check("handshake_timeout_ms", handshakeTimeoutMillis, 10 ... 600_000)

@@ -47,6 +47,8 @@ final class RelayCore {
     private let runStart: UInt64
     /// Signalled by replay threads when they have records for the loop.
     let replayWake: WakeSignal
+    /// The threads reading the spill for catching-up collectors.
+    let replayPool: ReplayPool
     private var pingNonce: UInt64 = 0
     /// Connections with output to send or a close to carry out; the server drains it.
     var flushQueue: [Connection] = []
@@ -79,6 +81,7 @@ final class RelayCore {
         reservedThrough = resume.firstSequence - 1 + ResumePoint.reservationChunk
         runStart = resume.firstSequence
         replayWake = try WakeSignal()
+        replayPool = ReplayPool(threads: configuration.replayThreads)
         welcome = Welcome(version: Wire.version, maxFrameLength: UInt32(configuration.maxFrameBytes),
                           maxBatchRecords: UInt32(configuration.maxBatchRecords),
                           heartbeatMillis: UInt32(configuration.heartbeatMillis),
@@ -533,7 +536,7 @@ final class RelayCore {
     private func startReplay(_ session: CollectorSession) {
         log.log(.debug, "replay_started", ["cursor": String(session.cursor), "ring_tail": String(ring.tail)])
         // A live subscription may read blocks not yet fsync'd; any other only fsync'd ones.
-        session.replay = ReplayFeed(catalog: spill.catalog, from: session.cursor,
+        session.replay = ReplayFeed(pool: replayPool, catalog: spill.catalog, from: session.cursor,
                                     readableThrough: session.live ? spill.writtenThrough : spill.durableThrough,
                                     wake: replayWake, metrics: metrics)
     }

@@ -382,6 +382,7 @@ public final class RelayServer {
         }
         for case let connection? in slots { flush(connection) }
         for case let connection? in slots { close(connection) }
+        core.replayPool.stop()
         // Everything accepted goes to the spill and is fsync'd before the process exits.
         if !core.spill.stop(timeoutSeconds: 30) {
             log.log(.error, "spill_not_flushed", ["reason": core.spill.failure ?? "timed out",

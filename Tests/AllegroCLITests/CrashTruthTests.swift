@@ -199,4 +199,37 @@ import Testing
                                           "--format", "payload"], timeout: 120)
         #expect(tail.status == 0 && tail.stdout.split(separator: "\n").count == 60_000, "\(tail.stderr)")
     }
+
+    /// Threads of a running process (Linux `/proc/PID/status`).
+    func threads(of pid: Int32) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("Threads:") } ?? ""
+        return Int(line.split(separator: "\t").last.map(String.init) ?? "") ?? -1
+    }
+
+    @Test func twentyCollectorsCatchingUpAtOnceShareABoundedPoolOfReplayThreads() throws {
+        let relay = try RelayProcess(["--http", "off", "--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576",
+                                      "--set", "replay_threads=2"])
+        let scratch = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let pushed = try AllegroBinary.run(["push", "--relay", relay.address, "--producer", "backlog"],
+                                           stdin: try StreamingTests.lines("backlog", 60_000, in: scratch), timeout: 120)
+        #expect(pushed.status == 0, "\(pushed.stderr)")
+        let before = threads(of: relay.pid)
+        var collectors: [Collector] = []
+        for _ in 0 ..< 20 {
+            var options = CollectorOptions(relays: [try SocketAddress(parsing: relay.address)])
+            options.start = .earliest
+            options.window = 64
+            collectors.append(try Collector(options))
+        }
+        // Every one is mid catch-up (a few records each), then each reads to the end.
+        for collector in collectors { #expect(try payloads(collector, limit: 100, silenceMillis: 5_000).count == 100) }
+        let during = threads(of: relay.pid)
+        // libdispatch may add a worker or two for SQLite meanwhile; a thread per collector adds 20.
+        #expect(before > 0 && during < before + 10, "no thread per collector: \(before) before, \(during) during")
+        for collector in collectors {
+            #expect(try payloads(collector, limit: 59_900, silenceMillis: 10_000).count == 59_900)
+        }
+    }
 }
