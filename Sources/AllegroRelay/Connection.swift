@@ -26,7 +26,8 @@ final class Connection {
     var lastSent: UInt64
     /// When the relay last sent this connection a PING.
     var lastPing: UInt64 = 0
-    /// The relay stopped reading this producer because the ring is full (backpressure).
+    /// The relay stopped reading this producer because the ring is full (backpressure). Set and
+    /// cleared by `RelayCore` only (`ingest`, `resume`, `retire`); the server asks.
     var readPaused = false
     /// The relay is stopping and has read everything this peer sent before it began to.
     var inputEnded = false

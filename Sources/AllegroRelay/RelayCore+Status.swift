@@ -40,12 +40,12 @@ extension RelayCore {
                                            lagRecords: head > session.cursor ? head - session.cursor : 0,
                                            lagSeconds: age(of: session.cursor, head: head, now: now, segments: segments)))
         }
-        status.traffic = .init(recordsIn: traffic.recordsIn, recordsOut: traffic.recordsOut, duplicates: traffic.duplicates)
+        status.traffic = traffic
         status.retention = .init(droppedRecords: spill.retentionDropped.load(ordering: .relaxed),
                                  removedSegments: spill.retentionRemovedSegments.load(ordering: .relaxed))
         status.recovery = recovery
         status.recovery.lostOnRead = spill.damagedOnRead.load(ordering: .relaxed)
-        status.errors = traffic.errors
+        status.errors = errorsSent
         return status
     }
 

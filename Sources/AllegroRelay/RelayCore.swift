@@ -27,7 +27,9 @@ final class RelayCore {
     let metrics: RelayMetrics
     private let store: StateStore
     /// Totals since start, for `/status` (the metrics carry the same counts).
-    var traffic = Traffic()
+    var traffic = RelayStatus.Traffic()
+    /// ERROR frames sent since the relay started, by code name.
+    var errorsSent: [String: UInt64] = [:]
     private let producerToken: Token?
     private let collectorToken: Token?
     private let welcome: Welcome
@@ -104,6 +106,13 @@ final class RelayCore {
     var earliestSequence: UInt64 { min(spill.catalog.oldestSequence ?? .max, ring.tail) }
 
     // MARK: Inbound frames
+
+    /// A producer paused by a full ring may go on: finishes its interrupted batch, then reads on.
+    /// The core alone sets and clears `readPaused`.
+    func resume(_ connection: Connection) {
+        connection.readPaused = false
+        received(connection)
+    }
 
     /// Handles every whole frame in the connection's inbound buffer, until it is empty, the
     /// connection pauses (ring full) or closes.
@@ -611,7 +620,7 @@ final class RelayCore {
     /// Ends the connection with an ERROR frame; the server drains it and closes.
     func fail(_ connection: Connection, _ code: ErrorCode, _ message: String) {
         guard !connection.isClosing else { return }
-        traffic.errors[code.name, default: 0] += 1
+        errorsSent[code.name, default: 0] += 1
         metrics.protocolError(code)
         log.log(.info, "connection_error", ["peer": connection.peer, "role": connection.roleName, "code": code.name, "message": message])
         retire(connection)
@@ -682,13 +691,4 @@ struct DeliverFrames {
         outbound.endBatch(open, count: count)
         mark = nil
     }
-}
-
-/// Traffic totals since the relay started, kept by the event loop for `/status`.
-struct Traffic {
-    var recordsIn: UInt64 = 0
-    var recordsOut: UInt64 = 0
-    var duplicates: UInt64 = 0
-    /// ERROR frames sent, by code name.
-    var errors: [String: UInt64] = [:]
 }

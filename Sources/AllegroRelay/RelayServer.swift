@@ -221,6 +221,9 @@ public final class RelayServer {
     private func readable(_ connection: Connection) {
         if connection.isClosing { return discardInput(connection) }
         guard connection.wantsInput(backlogLimit: backlogLimit) else { return }
+        // A paused producer's interrupted batch holds views into its inbound buffer: reading
+        // into it (which may move its bytes) waits until the core resumed it.
+        assert(!connection.readPaused, "read into the inbound buffer of a paused producer")
         // Stopping: read only what the producer had sent when the stop began.
         let limit = drainDeadline != 0 ? min(connection.drainBudget, Self.readChunk) : Self.readChunk
         guard limit > 0 else { return endInput(connection) }
@@ -334,9 +337,8 @@ public final class RelayServer {
     /// A producer paused by a full ring: finish its interrupted batch and, if that fit, read again.
     private func resume(_ connection: Connection) {
         guard !connection.closed else { return }
-        connection.readPaused = false
         connection.lastReceived = now
-        core.received(connection)
+        core.resume(connection)
         updateInterest(connection)
     }
 

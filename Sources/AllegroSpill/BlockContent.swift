@@ -36,12 +36,11 @@ struct BlockContent: Equatable {
         defer { storage.deallocate() }
         let output = UnsafeMutableRawBufferPointer(rebasing: storage[..<size])
         guard size > 0, inflater.decompress(payload, into: output) else { return nil }
-        let all = UnsafeRawBufferPointer(output)
+        let all = DeliveredRecords(UnsafeRawBufferPointer(output))
+        guard all.isWhole else { return nil }
         var content: BlockContent?
-        var at = 0
-        while at < all.count {
-            let rest = UnsafeRawBufferPointer(rebasing: all[at...])
-            guard let recordSize = DeliveredRecordLayout.size(of: rest), let base = rest.baseAddress else { return nil }
+        for record in all {
+            guard let base = record.baseAddress else { return nil }
             let sequence = DeliveredRecordLayout.relaySequence(at: base)
             let ingest = DeliveredRecordLayout.ingestNanos(at: base)
             if var known = content {
@@ -55,13 +54,8 @@ struct BlockContent: Equatable {
                 content = BlockContent(firstSequence: sequence, lastSequence: sequence, records: 1,
                                        firstIngestNanos: ingest, lastIngestNanos: ingest)
             }
-            at += recordSize
         }
-        at = 0
-        while at < all.count, let recordSize = DeliveredRecordLayout.size(of: UnsafeRawBufferPointer(rebasing: all[at...])) {
-            eachRecord(UnsafeRawBufferPointer(rebasing: all[at ..< at + recordSize]))
-            at += recordSize
-        }
+        if content != nil { for record in all { eachRecord(record) } }
         return content
     }
 }

@@ -69,16 +69,15 @@ public final class SpillReader {
                 continue
             }
             // Records before the position (the first block of a replay) are left out.
-            var at = 0
+            var records = DeliveredRecords(payload).makeIterator()
             var count = Int(header.recordCount)
             var sequence = header.firstSequence
-            while sequence < next, at < payload.count, let size = DeliveredRecordLayout.size(of: UnsafeRawBufferPointer(rebasing: payload[at...])) {
-                at += size
+            while sequence < next, records.next() != nil {
                 sequence += 1
                 count -= 1
             }
             next = header.lastSequence + 1
-            if count > 0 { body(UnsafeRawBufferPointer(rebasing: payload[at...]), count) }
+            if count > 0 { body(UnsafeRawBufferPointer(rebasing: payload[records.offset...]), count) }
             return true
         }
     }

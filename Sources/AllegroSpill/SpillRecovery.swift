@@ -105,11 +105,7 @@ public enum SpillRecovery {
         var report = RecoveryReport()
         let reader = SpillReader(catalog: SegmentCatalog(segments), from: 1)
         while reader.nextBlock(limit: .max, { records, _ in
-            var at = 0
-            while at < records.count, let size = DeliveredRecordLayout.size(of: UnsafeRawBufferPointer(rebasing: records[at...])) {
-                SegmentScan.noteMark(UnsafeRawBufferPointer(rebasing: records[at ..< at + size]), into: &report)
-                at += size
-            }
+            for record in DeliveredRecords(records) { SegmentScan.noteMark(record, into: &report) }
         }) {}
         return report.producerMarks
     }

@@ -12,6 +12,11 @@ public final class OutboundBuffer {
     /// reset when it empties). A `FrameMark` holds `index + shifted`, a position that stays
     /// true while bytes move under an open frame.
     private var shifted = 0
+    #if DEBUG
+    /// Frames begun and not yet ended. Their length prefix is not written yet, so their bytes
+    /// must never be drained: the owner drains only between frames (asserted in debug builds).
+    private var openFrames = 0
+    #endif
 
     public init(initialCapacity: Int = 16 * 1024) {
         storage = .allocate(byteCount: max(initialCapacity, 64), alignment: 16)
@@ -26,11 +31,17 @@ public final class OutboundBuffer {
 
     /// The encoded bytes not yet drained.
     public var readable: UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(storage)[readIndex ..< writeIndex])
+        #if DEBUG
+        assert(openFrames == 0, "drained with a frame open: its length prefix is not written yet")
+        #endif
+        return UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(storage)[readIndex ..< writeIndex])
     }
 
     /// Drops `count` drained bytes from the front.
     public func consume(_ count: Int) {
+        #if DEBUG
+        assert(openFrames == 0, "consumed with a frame open")
+        #endif
         readIndex = min(readIndex + max(count, 0), writeIndex)
         if readIndex == writeIndex {
             shifted += readIndex
@@ -109,12 +120,19 @@ public final class OutboundBuffer {
     /// Starts a frame of `type`; `endFrame` patches the length prefix.
     public func beginFrame(_ type: FrameType) -> FrameMark {
         let start = writeIndex + shifted
+        #if DEBUG
+        openFrames += 1
+        #endif
         put(UInt32(0))
         put(type.rawValue)
         return FrameMark(start: start, countOffset: nil)
     }
 
     public func endFrame(_ mark: FrameMark) {
+        #if DEBUG
+        assert(openFrames > 0, "endFrame without beginFrame")
+        openFrames -= 1
+        #endif
         let start = mark.start - shifted
         let length = UInt32(truncatingIfNeeded: writeIndex - start - Wire.lengthPrefixSize)
         storage.storeBytes(of: length.littleEndian, toByteOffset: start, as: UInt32.self)

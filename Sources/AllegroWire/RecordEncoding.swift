@@ -147,3 +147,37 @@ public enum DeliveredRecordLayout {
         return UnsafeRawBufferPointer(rebasing: record[DeliverLayout.headerSize ..< DeliverLayout.headerSize + length])
     }
 }
+
+/// The records of a buffer in DELIVER layout, back to back (a DELIVER body after its count, a
+/// spill block, a replay chunk), each checked to lie whole inside the buffer. Iteration stops
+/// at the end or at the first bytes that are not a whole record; `isWhole(_:)` tells which.
+/// Allocates nothing.
+public struct DeliveredRecords: Sequence {
+    public let bytes: UnsafeRawBufferPointer
+
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    public func makeIterator() -> Iterator { Iterator(bytes: bytes) }
+
+    /// True when the buffer is exactly whole records (none cut short, nothing after them).
+    public var isWhole: Bool {
+        var iterator = makeIterator()
+        while iterator.next() != nil {}
+        return iterator.offset == bytes.count
+    }
+
+    public struct Iterator: IteratorProtocol {
+        let bytes: UnsafeRawBufferPointer
+        /// Where the next record starts.
+        public private(set) var offset = 0
+
+        /// The next record's bytes, or nil at the end or at bytes that are not a whole record.
+        public mutating func next() -> UnsafeRawBufferPointer? {
+            guard offset < bytes.count else { return nil }
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            guard let size = DeliveredRecordLayout.size(of: rest) else { return nil }
+            offset += size
+            return UnsafeRawBufferPointer(rebasing: rest[..<size])
+        }
+    }
+}

@@ -1,18 +1,15 @@
 import AllegroPosix
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
-/// GETs JSON from a relay's HTTP control port, for `allegro status` and `allegro sessions`.
+/// GETs JSON from a relay's HTTP control port, for `allegro status` and `allegro sessions`, with
+/// the house's HTTP client (async-http-client's shared client: no cache, a 10 s deadline, bodies
+/// up to 16 MiB).
 struct ControlClient {
     let address: String
-    private let session: URLSession = {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.urlCache = nil
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        return URLSession(configuration: configuration)
-    }()
+    static let maxBodyBytes = 16 << 20
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -27,22 +24,18 @@ struct ControlClient {
 
     /// The body of a 200 answer; anything else is a `Failure` saying what the relay answered.
     func get(_ path: String) async throws -> Data {
-        guard let url = URL(string: "http://\(address)\(path)") else {
-            throw Failure(description: "cannot form a URL for \(address)\(path)")
-        }
-        var request = URLRequest(url: url)
-        request.timeoutInterval = 10
-        request.cachePolicy = .reloadIgnoringLocalCacheData
-        let data: Data, response: URLResponse
+        let request = HTTPClientRequest(url: "http://\(address)\(path)")
+        let status: HTTPResponseStatus, body: ByteBuffer
         do {
-            (data, response) = try await session.data(for: request)
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+            status = response.status
+            body = try await response.body.collect(upTo: Self.maxBodyBytes)
         } catch {
-            throw Failure(description: "cannot reach the relay's control port at \(address): \(error.localizedDescription) (is `allegro relay` running, with --http \(address)?)")
+            throw Failure(description: "cannot reach the relay's control port at \(address): \(error) (is `allegro relay` running, with --http \(address)?)")
         }
-        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-        guard status == 200 else {
-            let detail = String(decoding: data, as: UTF8.self)
-            throw Failure(description: "\(path) answered HTTP \(status): \(detail)")
+        let data = Data(body.readableBytesView)
+        guard status == .ok else {
+            throw Failure(description: "\(path) answered HTTP \(status.code): \(String(decoding: data, as: UTF8.self))")
         }
         return data
     }

@@ -53,7 +53,7 @@ import Testing
 
         let lines = try String(contentsOf: trace, encoding: .utf8).split(separator: "\n")
         let closes = lines.filter { $0.contains("close(") }
-        #expect(closes.count > 50, "the trace saw the relay's closes: \(closes.count)")
+        #expect(closes.count >= 20, "the trace saw the relay's closes (start-up alone makes dozens): \(closes.count)")
         let failed = closes.filter { $0.contains("EBADF") }
         #expect(failed.isEmpty, "no close(2) of a descriptor already closed: \(failed.prefix(5))")
     }
