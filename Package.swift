@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore"]),
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
-        .testTarget(name: "AllegroCLITests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
+        .testTarget(name: "AllegroEndToEndTests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
     ],
     swiftLanguageModes: [.v6]
 )
