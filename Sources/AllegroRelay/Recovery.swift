@@ -136,4 +136,3 @@ struct ResumePoint {
                            countedGaps: state.countedGaps + report.countedGaps)
     }
 }
-

@@ -442,7 +442,10 @@ final class RelayCore {
     /// its cursor is older than the ring, then from the ring. Returns true when more could be
     /// delivered at once if the buffer drains.
     func fill(_ connection: Connection) -> Bool {
-        guard case let .collector(session) = connection.state, session.subscribed else { return false }
+        // After its GOODBYE a collector is owed only its COMMITTED, not more records.
+        guard case let .collector(session) = connection.state, session.subscribed, connection.goodbyeDeadline == 0 else {
+            return false
+        }
         var frames = DeliverFrames(outbound: connection.outbound, maxFrame: configuration.maxFrameBytes,
                                    maxBatch: configuration.maxBatchRecords)
         defer {

@@ -74,15 +74,19 @@ final class SpillService: Sendable {
     /// numbers no count covers yet, so a collector meeting the gap does not count them again.
     private func noteReadDamage(_ damage: ReadDamage) {
         guard damage.firstSequence <= damage.lastSequence else { return }
-        let range = damage.firstSequence ... damage.lastSequence
-        let records = accounted.withLock { known in
+        let records = account(damage.firstSequence ... damage.lastSequence)
+        guard records > 0 else { return }
+        damagedOnRead.wrappingIncrement(by: records, ordering: .relaxed)
+        unreportedDamage.withLock { $0.append((damage, records)) }
+    }
+
+    /// Marks `range` accounted for and returns how many of its numbers were not yet.
+    private func account(_ range: ClosedRange<UInt64>) -> UInt64 {
+        accounted.withLock { known in
             let fresh = range.upperBound - range.lowerBound + 1 - known.count(in: range)
             if fresh > 0 { known.insert(range) }
             return fresh
         }
-        guard records > 0 else { return }
-        damagedOnRead.wrappingIncrement(by: records, ordering: .relaxed)
-        unreportedDamage.withLock { $0.append((damage, records)) }
     }
 
     fileprivate func takeUnreportedDamage() -> [(ReadDamage, UInt64)] {
@@ -95,11 +99,7 @@ final class SpillService: Sendable {
     /// Counts the numbers of `range` not accounted for yet as retention's forced loss (counter
     /// and metric) and returns how many there were.
     func countForcedLoss(_ range: ClosedRange<UInt64>) -> UInt64 {
-        let records = accounted.withLock { known in
-            let fresh = range.upperBound - range.lowerBound + 1 - known.count(in: range)
-            if fresh > 0 { known.insert(range) }
-            return fresh
-        }
+        let records = account(range)
         if records > 0 {
             retentionDropped.wrappingIncrement(by: records, ordering: .relaxed)
             metrics.retentionDropped.increment(by: records)
@@ -433,8 +433,6 @@ private final class SpillWorker: @unchecked Sendable {
         }
     }
 
-    /// Saves the producer marks gathered since the last save (all of them fsync'd), the
-    /// checkpoint they reach, and committed cursors.
     /// Logs and saves what replays found damaged (counted when found; see `noteReadDamage`).
     private func reportReadDamage() {
         for (damage, records) in service.takeUnreportedDamage() {
@@ -451,6 +449,8 @@ private final class SpillWorker: @unchecked Sendable {
         }
     }
 
+    /// Saves the producer marks gathered since the last save (all of them fsync'd), the
+    /// checkpoint they reach, committed cursors, and segments sealed since.
     private func saveState() {
         // Marks may be saved only for records already fsync'd.
         guard lastWritten == lastSynced else { return }

@@ -2,7 +2,8 @@
 /// them), kept as sorted, disjoint, non-adjacent ranges. However the stored rows overlap (relays
 /// before this type stored a new range from the same first number after two crashes in a row),
 /// the ranges built from them never overlap or go backwards, so neither do the SKIPs made from
-/// them.
+/// them. The same type serves as a plain set of relay numbers where one is needed (the spill's
+/// numbers already counted as lost).
 public struct SkippedSequences: Sendable, Equatable {
     public private(set) var ranges: [ClosedRange<UInt64>] = []
 

@@ -108,6 +108,21 @@ import Testing
         #expect(answers.firstIndex { $0.type == .goodbye } == answers.count - 1)
     }
 
+    @Test func aDurableCollectorsGoodbyeIsAnsweredAfterTheCommittedItIsOwed() throws {
+        let relay = try RelayProcess(["--http", "off", "--durable", "timmy"])
+        try TestTraffic.publish(relay, producer: "p", prefix: "r", count: 5)
+        let timmy = try RawClient(relay.address)
+        _ = try timmy.hello(.collector, id: "timmy")
+        try timmy.send(.subscribe(start: .earliest, credit: 100, name: "timmy"))
+        let delivered = try timmy.receive(until: { $0.type == .deliver && $0.json.contains("\"relay_seq\":5") }, timeout: 10)
+        #expect(delivered.last?.type == .deliver, "\(delivered)")
+        // The commit and GOODBYE in one write: the cursor save comes after both are read.
+        try timmy.send(.commit(through: 5), .goodbye)
+        let answers = try timmy.receive(timeout: 15)
+        #expect(answers.map(\.type) == [.committed, .goodbye], "\(answers)")
+        #expect(answers.first?.json.contains("\"through\":5") == true)
+    }
+
     @Test func aRecordAsLargeAsOneDeliverFrameCanCarryIsAcceptedAndOneByteMoreIsRefusedAlone() throws {
         // max_frame limits a frame's length (type byte and body). A 200-byte producer id and empty
         // fields: as delivered a record is 40 + 200 + payload bytes, in a DELIVER of length 5 +
