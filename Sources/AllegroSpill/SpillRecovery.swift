@@ -158,6 +158,11 @@ public enum SpillRecovery {
                                  report: inout RecoveryReport) throws(SystemError) -> Candidate? {
         let file = try File.open(path, readOnly: true)
         defer { file.close() }
+        if try file.size() == 0 {
+            // Created, then a crash before its header was written: an empty segment.
+            try Directory.remove(path)
+            return nil
+        }
         let head = UnsafeMutableRawBufferPointer.allocate(byteCount: SegmentHeader.size + BlockHeader.size, alignment: 16)
         defer { head.deallocate() }
         let read = try file.read(into: head, at: 0)

@@ -196,4 +196,15 @@ import Testing
         // below it (1 ... 10) is taken unread.
         #expect(try spill.restart(marksAfter: 15, sealed: first.sealed).unreadSegments == 1)
     }
+
+    @Test func aSegmentCreatedButNeverWrittenIsRemovedAsEmptyNotReportedAsDamage() throws {
+        let spill = try SpillFixture()
+        try spill.fill(blocks: 2)
+        let empty = spill.path(SegmentName.name(firstSequence: 21))
+        #expect(FileManager.default.createFile(atPath: empty, contents: Data()))
+
+        let report = try spill.restart()
+        #expect(report.damage.isEmpty && report.lastSequence == 20, "\(report.damage)")
+        #expect(!FileManager.default.fileExists(atPath: empty))
+    }
 }
