@@ -89,7 +89,7 @@ let package = Package(
 
         .testTarget(name: "AllegroWireTests", dependencies: ["AllegroWire"]),
         .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
-        .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore"]),
+        .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore", "AllegroSpill"]),
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
         .testTarget(name: "AllegroEndToEndTests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),

@@ -1,3 +1,4 @@
+import AllegroSpill
 import AllegroPosix
 import AllegroRing
 import AllegroStore

@@ -5,9 +5,9 @@ import AllegroWire
 struct ScanContext {
     let directory: String
     let marksAfter: UInt64
-    /// Numbers known to have no record (skipped, or counted as lost by an earlier start),
-    /// sorted and merged: a gap they explain is no sign of damage and no new loss.
-    let explained: [ClosedRange<UInt64>]
+    /// Numbers known to have no record (skipped, or counted as lost by an earlier start): a gap
+    /// they explain is no sign of damage and no new loss.
+    let explained: SkippedSequences
     let inflater = Inflater()
     /// The last relay sequence of the last block kept so far.
     var previousLast: UInt64 = 0
@@ -20,15 +20,7 @@ struct ScanContext {
     init(directory: String, marksAfter: UInt64, explained: [ClosedRange<UInt64>]) {
         self.directory = directory
         self.marksAfter = marksAfter
-        var merged: [ClosedRange<UInt64>] = []
-        for range in explained.sorted(by: { $0.lowerBound < $1.lowerBound }) {
-            if let last = merged.last, range.lowerBound <= last.upperBound &+ 1, last.upperBound != .max {
-                merged[merged.count - 1] = last.lowerBound ... max(last.upperBound, range.upperBound)
-            } else {
-                merged.append(range)
-            }
-        }
-        self.explained = merged
+        self.explained = SkippedSequences(explained)
     }
 
     /// Takes a segment start-up did not read (a sealed one recorded as verified) as kept.
@@ -41,12 +33,7 @@ struct ScanContext {
         previousLast = segment.lastSequence
     }
 
-    func explainedCount(in range: ClosedRange<UInt64>) -> UInt64 {
-        explained.reduce(0) { total, known in
-            let low = max(known.lowerBound, range.lowerBound), high = min(known.upperBound, range.upperBound)
-            return low <= high ? total + (high - low + 1) : total
-        }
-    }
+    func explainedCount(in range: ClosedRange<UInt64>) -> UInt64 { explained.count(in: range) }
 }
 
 /// One segment file read whole and checked block by block: header checksum, payload checksum,
@@ -55,23 +42,13 @@ struct ScanContext {
 /// to `quarantine/`; a header that disagrees with its records is rewritten from them; the file
 /// is truncated or rewritten to hold exactly what was kept.
 struct SegmentScan {
-    /// A part of the rewritten segment: bytes of the original file, or bytes recovery made.
-    private enum Piece {
-        case original(Range<Int>)
-        case replaced([UInt8])
-
-        var count: Int {
-            switch self {
-            case let .original(range): range.count
-            case let .replaced(bytes): bytes.count
-            }
-        }
-    }
-
+    /// A block kept, where it is in the original file, and its header (corrected from its
+    /// records when `rewritten`). What the file holds afterwards follows from these alone.
     private struct Kept {
         var offset: Int
         var header: BlockHeader
         var verified: Bool
+        var rewritten: Bool
         /// The last number kept before this block.
         var after: UInt64
     }
@@ -79,15 +56,16 @@ struct SegmentScan {
     let path: String
     let firstSequence: UInt64
     let data: UnsafeRawBufferPointer
-    private var pieces: [Piece] = []
+    /// Replaces the file's first 16 bytes when they were wrong.
+    private let headerRepair: [UInt8]?
     private var kept: [Kept] = []
 
-    /// `data` is the whole file; `headerRepair` replaces its first 16 bytes when they were wrong.
+    /// `data` is the whole file.
     init(path: String, firstSequence: UInt64, data: UnsafeRawBufferPointer, headerRepair: [UInt8]?) {
         self.path = path
         self.firstSequence = firstSequence
         self.data = data
-        pieces = [headerRepair.map { .replaced($0) } ?? .original(0 ..< SegmentHeader.size)]
+        self.headerRepair = headerRepair
     }
 
     /// Checks every block, sets damage aside, and returns what the segment holds now.
@@ -144,13 +122,7 @@ struct SegmentScan {
         } else if header.firstSequence > context.previousLast + 1 {
             context.gaps.append(context.previousLast + 1 ... header.firstSequence - 1)
         }
-        if rewritten {
-            pieces.append(.replaced(header.encoded()))
-            pieces.append(.original(offset + BlockHeader.size ..< offset + header.totalSize))
-        } else {
-            pieces.append(.original(offset ..< offset + header.totalSize))
-        }
-        kept.append(Kept(offset: offset, header: header, verified: verified, after: context.previousLast))
+        kept.append(Kept(offset: offset, header: header, verified: verified, rewritten: rewritten, after: context.previousLast))
         context.previousLast = header.lastSequence
     }
 
@@ -173,20 +145,9 @@ struct SegmentScan {
         guard let content = BlockContent.read(last.header, payload: payloadOf(last.header, at: last.offset),
                                               inflater: context.inflater),
               !content.agrees(with: last.header), content.firstSequence > last.after else { return }
-        // Only a kept block's bytes follow it in `pieces`: it is the last piece (or, already
-        // rewritten, the last two). Replace its header.
         let fixed = content.correcting(last.header)
         report.repairs.append(Self.repair(of: last.header, content: content, path: path))
-        let payload = last.offset + BlockHeader.size ..< last.offset + last.header.totalSize
-        if pieces.count >= 2, case .replaced = pieces[pieces.count - 2], case let .original(range) = pieces[pieces.count - 1],
-           range == payload {
-            pieces.removeLast(2)
-        } else {
-            assert({ if case let .original(range) = pieces.last { range.lowerBound == last.offset } else { false } }())
-            pieces.removeLast()
-        }
-        pieces.append(.replaced(fixed.encoded()))
-        pieces.append(.original(payload))
+        last.rewritten = true
         if context.firstKept == last.header.firstSequence { context.firstKept = fixed.firstSequence }
         if let gap = context.gaps.last, gap.upperBound == last.header.firstSequence - 1 {
             // The gap before it is measured again against its true first number.
@@ -247,9 +208,12 @@ struct SegmentScan {
 
     // MARK: Result
 
+    /// Bytes the file holds once written back: its header, then the kept blocks.
+    private var keptBytes: Int { SegmentHeader.size + kept.reduce(0) { $0 + $1.header.totalSize } }
+
     private func info() -> SegmentInfo {
         var info = SegmentInfo(path: path, firstSequence: firstSequence, lastSequence: firstSequence - 1, records: 0,
-                               bytes: pieces.reduce(0) { $0 + $1.count }, firstIngestNanos: 0, lastIngestNanos: 0)
+                               bytes: keptBytes, firstIngestNanos: 0, lastIngestNanos: 0)
         for block in kept {
             if info.isEmpty { info.firstIngestNanos = block.header.firstIngestNanos }
             info.records += UInt64(block.header.recordCount)
@@ -261,20 +225,18 @@ struct SegmentScan {
         return info
     }
 
-    /// Leaves the file holding exactly the kept pieces: truncated when only a tail was cut,
-    /// otherwise written anew beside it and renamed over it.
+    /// Leaves the file holding exactly its header and the kept blocks: truncated when only a
+    /// tail was cut, otherwise written anew beside it and renamed over it.
     private func writeBack(file: File) throws(SystemError) {
-        let original = pieces.allSatisfy { if case .original = $0 { true } else { false } }
-        var contiguous = original
-        var expected = 0
-        for case let .original(range) in pieces where contiguous {
-            contiguous = range.lowerBound == expected
-            expected = range.upperBound
+        // In place when nothing was rewritten and the kept blocks are the file's first bytes.
+        var inPlace = headerRepair == nil, expected = SegmentHeader.size
+        for block in kept where inPlace {
+            inPlace = !block.rewritten && block.offset == expected
+            expected = block.offset + block.header.totalSize
         }
-        let total = pieces.reduce(0) { $0 + $1.count }
-        if contiguous {
-            guard total != data.count else { return }
-            try file.truncate(to: total)
+        if inPlace {
+            guard keptBytes != data.count else { return }
+            try file.truncate(to: keptBytes)
             try file.sync()
             return
         }
@@ -282,13 +244,18 @@ struct SegmentScan {
         let out = try File.open(temporary, create: true)
         defer { out.close() }
         try out.truncate(to: 0)
-        var at = 0
-        for piece in pieces {
-            switch piece {
-            case let .original(range): try out.write(UnsafeRawBufferPointer(rebasing: data[range]), at: at)
-            case let .replaced(bytes): try out.write(bytes, at: at)
+        try out.write(headerRepair ?? Array(data[..<SegmentHeader.size]), at: 0)
+        var at = SegmentHeader.size
+        for block in kept {
+            var payloadFrom = block.offset
+            if block.rewritten {
+                try out.write(block.header.encoded(), at: at)
+                at += BlockHeader.size
+                payloadFrom += BlockHeader.size
             }
-            at += piece.count
+            let rest = UnsafeRawBufferPointer(rebasing: data[payloadFrom ..< block.offset + block.header.totalSize])
+            try out.write(rest, at: at)
+            at += rest.count
         }
         try out.sync()
         try Directory.rename(temporary, to: path)
@@ -297,11 +264,16 @@ struct SegmentScan {
 
 /// `quarantine/NAME-OFFSET.bad`: where recovery keeps the bytes it set aside.
 enum SpillQuarantine {
+    /// Moves the entry at `path` (a file, a directory, a link) into `quarantine/` whole, as
+    /// `NAME-NANOS` + `suffix` (the time keeps an earlier start's entry of the same name).
+    static func move(_ path: String, directory: String, suffix: String = ".bad") throws(SystemError) -> String {
+        let target = try folder(in: directory) + "/" + name(of: path) + "-\(Clock.wallNanos)" + suffix
+        try Directory.rename(path, to: target)
+        return target
+    }
+
     static func save(_ bytes: UnsafeRawBufferPointer, from path: String, offset: Int, directory: String) throws(SystemError) -> String {
-        let folder = directory + "/quarantine"
-        try Directory.create(folder)
-        let name = path.split(separator: "/").last.map(String.init) ?? "segment"
-        let target = "\(folder)/\(name)-\(offset).bad"
+        let target = "\(try folder(in: directory))/\(name(of: path))-\(offset).bad"
         let file = try File.open(target, create: true)
         defer { file.close() }
         try file.truncate(to: 0)
@@ -309,4 +281,12 @@ enum SpillQuarantine {
         try file.sync()
         return target
     }
+
+    private static func folder(in directory: String) throws(SystemError) -> String {
+        let folder = directory + "/quarantine"
+        try Directory.create(folder)
+        return folder
+    }
+
+    private static func name(of path: String) -> String { path.split(separator: "/").last.map(String.init) ?? "segment" }
 }

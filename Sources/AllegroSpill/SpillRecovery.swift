@@ -49,9 +49,7 @@ public enum SpillRecovery {
             let plain = name.hasSuffix(renamingSuffix) ? String(name.dropLast(renamingSuffix.count)) : name
             guard let named = SegmentName.firstSequence(of: plain) else { continue }
             guard try Directory.kind(of: path) == .regularFile else {
-                let target = directory + "/quarantine/" + name + "-" + String(Clock.wallNanos) + ".entry"
-                try Directory.create(directory + "/quarantine")
-                try Directory.rename(path, to: target)
+                let target = try SpillQuarantine.move(path, directory: directory, suffix: ".entry")
                 report.damage.append(.init(kind: .wrongType, segment: path, offset: 0, length: 0, lostRecords: 0,
                                            unconfirmedRecords: 0, quarantineFile: target, position: named))
                 continue
@@ -202,18 +200,12 @@ public enum SpillRecovery {
         return info.isEmpty ? nil : info
     }
 
+    /// Moves a whole file into `quarantine/` (a rename: nothing is copied).
     private static func setAsideWhole(_ path: String, kind: RecoveryReport.Damage.Kind, position: UInt64, directory: String,
                                       report: inout RecoveryReport) throws(SystemError) {
-        let file = try File.open(path, readOnly: true)
-        defer { file.close() }
-        let size = try file.size()
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 16)
-        defer { bytes.deallocate() }
-        let read = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: bytes[..<size]), at: 0)
-        let target = try SpillQuarantine.save(UnsafeRawBufferPointer(rebasing: bytes[..<read]), from: path, offset: 0,
-                                              directory: directory)
-        try Directory.remove(path)
-        report.damage.append(.init(kind: kind, segment: path, offset: 0, length: read, lostRecords: 0, unconfirmedRecords: 0,
+        let size = try File.open(path, readOnly: true).size()
+        let target = try SpillQuarantine.move(path, directory: directory)
+        report.damage.append(.init(kind: kind, segment: path, offset: 0, length: size, lostRecords: 0, unconfirmedRecords: 0,
                                    quarantineFile: target, position: position))
     }
 

@@ -19,8 +19,8 @@ extension StateStore {
     /// is thrown: it is no reason to throw the state away.
     public static func openOrSetAside(path: String, nowNanos: UInt64) throws -> OpenedState {
         var reason: String?
-        var isFile: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isFile), isFile.boolValue {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
             reason = "\(path) is a directory"
         } else {
             do {

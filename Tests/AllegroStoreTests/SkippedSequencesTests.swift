@@ -1,3 +1,4 @@
+import AllegroSpill
 import AllegroStore
 import Foundation
 import Testing
