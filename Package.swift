@@ -38,14 +38,19 @@ let package = Package(
         .target(name: "AllegroPosix", dependencies: ["CAllegroSys"]),
         // The lock-free record ring.
         .target(name: "AllegroRing", dependencies: [.product(name: "Atomics", package: "swift-atomics")]),
-        // The compressed on-disk spill: block format, segments, recovery, replay reading.
-        .target(name: "AllegroSpill", dependencies: ["AllegroPosix", "AllegroWire", "CZlib"]),
+        // The event log format (swift-log), shared by the relay and the siblings.
+        .target(name: "AllegroLog", dependencies: ["AllegroPosix", .product(name: "Logging", package: "swift-log")]),
+        // The durability pipeline: block format, segments, the spill thread (group commit, state
+        // saves, retention), recovery, replay reading.
+        .target(name: "AllegroSpill", dependencies: ["AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog", "CZlib",
+                                                     .product(name: "Atomics", package: "swift-atomics"),
+                                                     .product(name: "Metrics", package: "swift-metrics")]),
         // Small state in SQLite (WAL): cursors, producer marks, sequence reservation, events.
         .target(name: "AllegroStore", dependencies: ["AllegroSpill", .product(name: "GRDB", package: "GRDB.swift")]),
         // The relay: core protocol logic and its epoll event loop.
         .target(
             name: "AllegroRelay",
-            dependencies: ["AllegroWire", "AllegroPosix", "AllegroRing", "AllegroSpill", "AllegroStore",
+            dependencies: ["AllegroWire", "AllegroPosix", "AllegroRing", "AllegroSpill", "AllegroStore", "AllegroLog",
                            .product(name: "Atomics", package: "swift-atomics"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Metrics", package: "swift-metrics")]
@@ -62,7 +67,7 @@ let package = Package(
         // The HTTP control port (health, metrics, status, sessions) and the process lifecycle.
         .target(
             name: "AllegroControl",
-            dependencies: ["AllegroRelay", "AllegroStore",
+            dependencies: ["AllegroRelay", "AllegroStore", "AllegroLog",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
@@ -78,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "allegro",
             dependencies: [
-                "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore",
+                "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore", "AllegroLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -89,6 +94,7 @@ let package = Package(
 
         .testTarget(name: "AllegroWireTests", dependencies: ["AllegroWire"]),
         .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
+        .testTarget(name: "AllegroRelayTests", dependencies: ["AllegroRelay", "AllegroSpill", "AllegroWire", "AllegroRing", "AllegroLog"]),
         .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore", "AllegroSpill"]),
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),

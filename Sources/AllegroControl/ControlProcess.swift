@@ -1,3 +1,4 @@
+import AllegroLog
 import AllegroPosix
 import AllegroRelay
 import Hummingbird
@@ -11,7 +12,7 @@ import ServiceLifecycle
 public enum ControlProcess {
     /// Runs until a stop signal (returns normally: exit 0) or a failure (throws).
     /// `http` is HOST:PORT or nil (no control port).
-    public static func run(_ configuration: RelayConfiguration, http: String?, log: RelayLog,
+    public static func run(_ configuration: RelayConfiguration, http: String?, log: EventLog,
                            metrics: MetricsExport) async throws {
         let address = try http.map { try AllegroPosix.SocketAddress(parsing: $0) }
         let monitor = RelayMonitor()

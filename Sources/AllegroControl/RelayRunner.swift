@@ -1,3 +1,4 @@
+import AllegroLog
 import AllegroPosix
 import AllegroRelay
 import AllegroStore
@@ -27,7 +28,7 @@ public final class RelayRunner: Sendable {
 
     /// Creates the relay on its thread (recovery, spill thread, listening socket) and returns
     /// once it listens, or throws why it cannot.
-    public static func start(_ configuration: RelayConfiguration, log: RelayLog, monitor: RelayMonitor,
+    public static func start(_ configuration: RelayConfiguration, log: EventLog, monitor: RelayMonitor,
                              metrics: RelayMetrics) async throws -> RelayRunner {
         try await withCheckedThrowingContinuation { (started: CheckedContinuation<RelayRunner, any Error>) in
             let thread = Thread {
@@ -80,7 +81,7 @@ public final class RelayRunner: Sendable {
 /// spill and state database are built to survive.
 struct RelayService: Service {
     let runner: RelayRunner
-    let log: RelayLog
+    let log: EventLog
 
     func run() async throws {
         try await withGracefulShutdownHandler {
@@ -96,7 +97,7 @@ struct RelayService: Service {
         }
     }
 
-    private static func exitOnNextSignal(_ log: RelayLog) {
+    private static func exitOnNextSignal(_ log: EventLog) {
         Task.detached {
             for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
                 log.log(.warning, "exit_now", ["signal": signal.description,

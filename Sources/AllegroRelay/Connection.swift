@@ -1,8 +1,11 @@
 import AllegroPosix
+import AllegroSpill
 import AllegroWire
 
-/// One client connection: its socket, its buffers and where it is in the protocol. Owned by the
-/// I/O thread; the relay core reads frames from `inbound` and writes answers to `outbound`.
+/// One client connection's protocol state: its buffers and where it is in the protocol. Owned by
+/// the I/O thread; the relay core reads frames from `inbound` and writes answers to `outbound`.
+/// It holds no descriptor: the server keeps each connection's socket (by `slot`), so the core
+/// can be driven with connections that have none.
 final class Connection {
     enum State {
         /// Accepted; waiting for HELLO.
@@ -14,7 +17,7 @@ final class Connection {
         case closing
     }
 
-    let socket: Socket
+    /// The server's poller token: generation in the high 32 bits, slot in the low.
     let token: UInt64
     let peer: String
     let inbound: InboundBuffer
@@ -47,8 +50,7 @@ final class Connection {
     var interest: Poller.Interest = .readable
     var closed = false
 
-    init(socket: Socket, token: UInt64, peer: String, now: UInt64) {
-        self.socket = socket
+    init(token: UInt64, peer: String, now: UInt64) {
         self.token = token
         self.peer = peer
         inbound = InboundBuffer(limits: .handshake, initialCapacity: 4096)
@@ -56,6 +58,9 @@ final class Connection {
         lastReceived = now
         lastSent = now
     }
+
+    /// The server's slot for this connection (where its socket is kept).
+    var slot: Int { Int(token & 0xFFFF_FFFF) }
 
     /// Whether the relay reads this connection now: not while its producer is paused by a full
     /// ring, nor while more than `backlogLimit` bytes wait to be sent to it.
@@ -83,15 +88,17 @@ final class Connection {
     }
 }
 
-/// What the relay remembers about one producer id across its connections: the highest producer
-/// sequence accepted (resent records at or below it are duplicates) and the relay sequence it got.
+/// What the relay remembers about one producer id across its connections: its dedup mark (the
+/// highest producer sequence accepted, whose relay sequence a resend is acked with).
 final class ProducerState {
     let id: [UInt8]
-    var highWaterMark: UInt64 = 0
-    var highWaterRelaySequence: UInt64 = 0
+    var mark: ProducerMark
     var connections = 0
 
-    init(id: [UInt8]) { self.id = id }
+    init(id: [UInt8]) {
+        self.id = id
+        mark = ProducerMark(producer: id)
+    }
 }
 
 /// A producer connection's session: its producer's state, the acks it is owed, and a batch
@@ -154,8 +161,8 @@ final class CollectorSession {
     var commitAwaited: UInt64?
     /// While the cursor is older than the ring: the spill reader feeding it, and the chunk of
     /// records being copied out (from `chunkOffset`).
-    var replay: ReplayFeed?
-    var chunk: ReplayFeed.Chunk?
+    var replay: (any ReplayStream)?
+    var chunk: ReplayChunk?
     var chunkOffset = 0
 
     /// The last relay sequence delivered on this connection (0 before the first).

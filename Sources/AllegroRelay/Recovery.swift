@@ -1,3 +1,4 @@
+import AllegroLog
 import AllegroPosix
 import AllegroSpill
 import AllegroStore
@@ -33,10 +34,16 @@ struct ResumePoint {
     /// Relay sequences are reserved this many at a time, ahead of use.
     static let reservationChunk: UInt64 = 1 << 20
 
+    /// Where the relay core starts.
+    var coreStart: CoreStart {
+        CoreStart(firstSequence: firstSequence, reservedThrough: firstSequence - 1 + Self.reservationChunk, cursors: cursors,
+                  marks: marks, skips: skips, recovery: recovery)
+    }
+
     /// Opens the data directory: state database, spill recovery (reported, never fatal for a
     /// damaged block), producer marks brought up to date from the spill's tail, and the skip of
     /// numbers an earlier run reserved but never spilled.
-    static func open(_ configuration: RelayConfiguration, log: RelayLog) throws -> ResumePoint {
+    static func open(_ configuration: RelayConfiguration, log: EventLog) throws -> ResumePoint {
         let data = configuration.dataDirectory
         try Directory.create(data)
         // One relay per data directory: a second would interleave spill writes. The lock is
@@ -91,7 +98,7 @@ struct ResumePoint {
         recovery.repaired = report.repairs.count
 
         let lastSpilled = report.lastSequence
-        var marks: [[UInt8]: ProducerMark] = [:]
+        var marks = ProducerMarks()
         var found = report.producerMarks
         // Marks must never be ahead of what the spill holds: a resend of records it lost would
         // be dropped as a duplicate and acknowledged. When recovery cut anything (or the spill
@@ -103,11 +110,8 @@ struct ResumePoint {
             log.log(.warning, "producer_marks_rebuilt", ["reason": "the spill lost records that marks had seen",
                                                          "last_sequence": String(lastSpilled)])
         }
-        for mark in state.marks where !cut || mark.relaySequence <= lastSpilled { marks[mark.producer] = mark }
-        for (producer, spilled) in found where spilled.producerSequence > marks[producer]?.producerSequence ?? 0 {
-            marks[producer] = ProducerMark(producer: producer, producerSequence: spilled.producerSequence,
-                                           relaySequence: spilled.relaySequence)
-        }
+        for mark in state.marks where !cut || mark.relaySequence <= lastSpilled { marks.advance(to: mark) }
+        for spilled in found.all { marks.advance(to: spilled) }
         var skips = state.skips
         // Numbers up to the last group commit were fsync'd (perhaps acked): if the spill lacks
         // them now, they were damaged, not skipped. Beyond it, numbers an earlier run reserved
@@ -125,14 +129,14 @@ struct ResumePoint {
         }
         let first = max(lastSpilled, state.reservedThrough) + 1
         try store.reserve(through: first - 1 + reservationChunk)
-        if cut { try store.replaceMarks(Array(marks.values), checkpoint: lastSpilled, atNanos: now) }
-        try store.save(marks: Array(marks.values), checkpoint: lastSpilled, cursors: [:], sessions: sessions.take(), atNanos: now)
+        if cut { try store.replaceMarks(marks.all, checkpoint: lastSpilled, atNanos: now) }
+        try store.save(marks: marks.all, checkpoint: lastSpilled, cursors: [:], sessions: sessions.take(), atNanos: now)
         log.log(.info, "spill_recovered", ["segments": String(report.segments.count), "segments_not_read": String(report.unreadSegments),
                                            "last_sequence": String(lastSpilled),
                                            "next_sequence": String(first), "producers": String(marks.count)])
         return ResumePoint(lock: lock, store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
                            firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
-                           marks: Array(marks.values), skips: skips, recovery: recovery,
+                           marks: marks.all, skips: skips, recovery: recovery,
                            countedGaps: state.countedGaps + report.countedGaps)
     }
 }

@@ -1,4 +1,5 @@
 import AllegroPosix
+import AllegroSpill
 import AllegroWire
 
 /// Everything the relay needs to run, with the embedded defaults `allegro relay` uses bare.
@@ -111,4 +112,11 @@ public struct RelayConfiguration: Sendable, Equatable {
 
     /// The limits announced in WELCOME and enforced after the handshake.
     var decodeLimits: DecodeLimits { DecodeLimits(maxFrameLength: maxFrameBytes, maxBatchRecords: maxBatchRecords) }
+
+    /// The spill pipeline's settings: segments under `DATA/spill`.
+    var spillSettings: SpillSettings {
+        SpillSettings(directory: dataDirectory + "/spill", segmentBytes: spillSegmentBytes, blockBytes: spillBlockBytes,
+                      fsyncIntervalMillis: spillFsyncIntervalMillis, compressionLevel: spillCompressionLevel,
+                      retentionMaxAgeMillis: retentionMaxAgeMillis, retentionMaxBytes: retentionMaxBytes)
+    }
 }

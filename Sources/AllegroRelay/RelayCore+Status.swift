@@ -4,7 +4,7 @@ import AllegroWire
 
 extension RelayCore {
     /// The relay as it stands, for `RelayMonitor`. Runs on the event loop (every 100 ms).
-    func status(openConnections: Int) -> RelayStatus {
+    func status(openConnections: Int, now moment: Moment) -> RelayStatus {
         var status = RelayStatus()
         status.relayID = configuration.relayID
         let head = ring.head, durableThrough = safeRelaySequence
@@ -15,11 +15,12 @@ extension RelayCore {
         status.connections.handshaking = max(0, openConnections - producers.count - collectors.count)
         status.ring = .init(records: UInt64(ring.count), bytes: ring.bytesInUse, recordCapacity: ring.slotCapacity,
                             byteCapacity: ring.byteCapacity)
-        let segments = spill.catalog.snapshot()
+        let spilled = spill.snapshot()
+        let segments = spilled.segments
         status.spill = .init(bytes: segments.reduce(0) { $0 + $1.bytes }, segments: segments.count,
                              oldestSequence: segments.first { !$0.isEmpty }?.firstSequence,
-                             durableThrough: durableThrough, failure: spill.failure)
-        let now = Clock.wallNanos
+                             durableThrough: durableThrough, failure: spilled.failure)
+        let now = moment.wallNanos
         for durable in durables {
             var cursor: UInt64?
             var peer: String?
@@ -41,10 +42,9 @@ extension RelayCore {
                                            lagSeconds: age(of: session.cursor, head: head, now: now, segments: segments)))
         }
         status.traffic = traffic
-        status.retention = .init(droppedRecords: spill.retentionDropped.load(ordering: .relaxed),
-                                 removedSegments: spill.retentionRemovedSegments.load(ordering: .relaxed))
+        status.retention = .init(droppedRecords: spilled.retentionDropped, removedSegments: spilled.retentionRemovedSegments)
         status.recovery = recovery
-        status.recovery.lostOnRead = spill.damagedOnRead.load(ordering: .relaxed)
+        status.recovery.lostOnRead = spilled.damagedOnRead
         status.errors = errorsSent
         return status
     }

@@ -1,7 +1,6 @@
-import AllegroSpill
-import AllegroPosix
+import AllegroLog
 import AllegroRing
-import AllegroStore
+import AllegroSpill
 import AllegroWire
 
 /// The relay's protocol logic, free of sockets and epoll: it reads frames from a connection's
@@ -12,7 +11,7 @@ import AllegroWire
 /// Guarantees it keeps:
 /// - every record accepted gets the next relay sequence (gapless within a run, never reused
 ///   across runs: numbers are reserved in the state database ahead of use) and an ingest time;
-/// - a producer's record is acked only once it is in the spill and fsync'd (`SpillService`);
+/// - a producer's record is acked only once it is in the spill and fsync'd (`SpillProgress`);
 /// - a resent record (producer sequence at or below the producer's mark, which survives
 ///   restarts) is dropped, not sequenced again, and acked once the original is safe;
 /// - the ring never reclaims a record the spill has not written: when it is full, ingest pauses
@@ -20,13 +19,18 @@ import AllegroWire
 /// - a collector whose cursor is older than the ring is served from the spill, then joins the
 ///   live stream with no gap and no duplicate; skipped numbers are marked with SKIP;
 /// - any protocol violation ends that connection with an ERROR; nothing else is affected.
+///
+/// Its inputs are narrow so tests can drive it frame by frame without a process: the spill's
+/// progress (`SpillProgress`), sequence reservation, the replay source, and the moment on every
+/// entry point (it reads no clock).
 final class RelayCore {
     let configuration: RelayConfiguration
     let ring: RecordRing
-    let log: RelayLog
-    let spill: SpillService
+    let log: EventLog
+    let spill: any SpillProgress
     let metrics: RelayMetrics
-    private let store: StateStore
+    private let reservation: any SequenceReservation
+    private let replays: any ReplaySource
     /// Totals since start, for `/status` (the metrics carry the same counts).
     var traffic = RelayStatus.Traffic()
     /// ERROR frames sent since the relay started, by code name.
@@ -48,21 +52,18 @@ final class RelayCore {
     private var reservedThrough: UInt64
     /// The first relay sequence of this run.
     private let runStart: UInt64
-    /// Signalled by replay threads when they have records for the loop.
-    let replayWake: WakeSignal
-    /// The threads reading the spill for catching-up collectors.
-    let replayPool: ReplayPool
     private var pingNonce: UInt64 = 0
     /// Connections with output to send or a close to carry out; the server drains it.
     var flushQueue: [Connection] = []
 
-    init(configuration: RelayConfiguration, log: RelayLog, resume: ResumePoint, spill: SpillService,
-         metrics: RelayMetrics) throws {
+    init(configuration: RelayConfiguration, log: EventLog, start resume: CoreStart, spill: any SpillProgress,
+         replays: any ReplaySource, reservation: any SequenceReservation, metrics: RelayMetrics) {
         self.configuration = configuration
         self.log = log
         self.spill = spill
+        self.replays = replays
+        self.reservation = reservation
         self.metrics = metrics
-        store = resume.store
         ring = RecordRing(byteCapacity: configuration.ringBytes, slotCapacity: configuration.ringRecords,
                           firstSequence: resume.firstSequence)
         producerToken = configuration.producerToken.map(Token.init)
@@ -75,16 +76,13 @@ final class RelayCore {
         durableByName = Dictionary(uniqueKeysWithValues: durables.map { ($0.name, $0) })
         for mark in resume.marks {
             let state = ProducerState(id: mark.producer)
-            state.highWaterMark = mark.producerSequence
-            state.highWaterRelaySequence = mark.relaySequence
+            state.mark.advance(to: mark)
             producerStates[String(decoding: mark.producer, as: UTF8.self)] = state
         }
         skips = resume.skips
         recovery = resume.recovery
-        reservedThrough = resume.firstSequence - 1 + ResumePoint.reservationChunk
+        reservedThrough = resume.reservedThrough
         runStart = resume.firstSequence
-        replayWake = try WakeSignal()
-        replayPool = ReplayPool(threads: configuration.replayThreads)
         welcome = Welcome(version: Wire.version, maxFrameLength: UInt32(configuration.maxFrameBytes),
                           maxBatchRecords: UInt32(configuration.maxBatchRecords),
                           heartbeatMillis: UInt32(configuration.heartbeatMillis),
@@ -93,7 +91,7 @@ final class RelayCore {
     }
 
     /// Every record at or below this is safe (spilled and fsync'd).
-    var safeRelaySequence: UInt64 { spill.durableThrough.load(ordering: .acquiring) }
+    var safeRelaySequence: UInt64 { spill.safeThrough }
 
     /// Records accepted in this run that are not yet fsync'd in the spill (so not yet acked).
     /// Numbers below the run's first were settled by earlier runs, skipped ones included.
@@ -104,20 +102,20 @@ final class RelayCore {
     }
 
     /// The oldest relay sequence held anywhere (spill or ring).
-    var earliestSequence: UInt64 { min(spill.catalog.oldestSequence ?? .max, ring.tail) }
+    var earliestSequence: UInt64 { min(spill.oldestSpilledSequence ?? .max, ring.tail) }
 
     // MARK: Inbound frames
 
     /// A producer paused by a full ring may go on: finishes its interrupted batch, then reads on.
     /// The core alone sets and clears `readPaused`.
-    func resume(_ connection: Connection) {
+    func resume(_ connection: Connection, now: Moment) {
         connection.readPaused = false
-        received(connection)
+        received(connection, now: now)
     }
 
     /// Handles every whole frame in the connection's inbound buffer, until it is empty, the
     /// connection pauses (ring full) or closes.
-    func received(_ connection: Connection) {
+    func received(_ connection: Connection, now: Moment) {
         if case let .producer(session) = connection.state, let interrupted = session.interrupted {
             session.interrupted = nil
             guard ingest(interrupted.batch, from: interrupted.resumeAt, at: interrupted.ingestNanos,
@@ -133,12 +131,12 @@ final class RelayCore {
                 return
             }
             guard let frame else { break }
-            handle(frame, connection)
+            handle(frame, connection, now)
         }
         finishPass(connection)
     }
 
-    private func handle(_ frame: Frame, _ connection: Connection) {
+    private func handle(_ frame: Frame, _ connection: Connection, _ now: Moment) {
         switch (connection.state, frame) {
         case (.closing, _):
             return
@@ -157,10 +155,10 @@ final class RelayCore {
             // Answered after the ACKs or COMMITTED still due (section 6), within the grace a
             // graceful stop has too; what is received after GOODBYE is not read.
             let grace = max(UInt64(configuration.shutdownGraceMillis), 1) * 1_000_000
-            connection.goodbyeDeadline = Clock.monotonicNanos + grace
+            connection.goodbyeDeadline = now.monotonicNanos + grace
             connection.inputEnded = true
         case let (.producer(session), .publish(batch)):
-            _ = ingest(batch, from: 0, at: Clock.wallNanos, session, connection)
+            _ = ingest(batch, from: 0, at: now.wallNanos, session, connection)
         case (.producer, .subscribe), (.producer, .credit), (.producer, .commit):
             fail(connection, .notPermitted, "a producer may not send \(frame.type.name): connect as a collector to subscribe")
         case let (.collector(session), .subscribe(request)):
@@ -290,8 +288,8 @@ final class RelayCore {
             for record in batch {
                 defer { index += 1 }
                 if index < start { continue }
-                if record.producerSequence <= producer.highWaterMark {
-                    session.expect(relay: producer.highWaterRelaySequence, producer: record.producerSequence)
+                if producer.mark.covers(record.producerSequence) {
+                    session.expect(relay: producer.mark.relaySequence, producer: record.producerSequence)
                     duplicates += 1
                     continue
                 }
@@ -307,7 +305,7 @@ final class RelayCore {
                     connection.readPaused = true
                     return false
                 }
-                let sequence = ring.append(size: size, retain: .max) { space, sequence in
+                let sequence = ring.append(size: size) { space, sequence in
                     if let base = space.baseAddress {
                         DeliveredRecordLayout.encode(into: base, relaySequence: sequence, ingestNanos: ingestNanos,
                                                      producer: id, record)
@@ -318,8 +316,7 @@ final class RelayCore {
                     connection.readPaused = true
                     return false
                 }
-                producer.highWaterMark = record.producerSequence
-                producer.highWaterRelaySequence = sequence
+                producer.mark.advance(producerSequence: record.producerSequence, relaySequence: sequence)
                 session.expect(relay: sequence, producer: record.producerSequence)
                 accepted += 1
                 payloadBytes += record.payload.count
@@ -334,7 +331,7 @@ final class RelayCore {
     private func reserveSequences() -> Bool {
         let through = reservedThrough + ResumePoint.reservationChunk
         do {
-            try store.reserve(through: through)
+            try reservation.reserve(through: through)
             reservedThrough = through
             return true
         } catch {
@@ -348,7 +345,7 @@ final class RelayCore {
     /// bounded by what retention keeps, however many producer ids come and go.
     func pruneProducers() {
         let earliest = earliestSequence
-        producerStates = producerStates.filter { $0.value.connections > 0 || $0.value.highWaterRelaySequence >= earliest }
+        producerStates = producerStates.filter { $0.value.connections > 0 || $0.value.mark.relaySequence >= earliest }
     }
 
     /// After the spill made records durable: queues the acks now due. Returns the paused
@@ -442,7 +439,7 @@ final class RelayCore {
     /// waiting and its buffer is under its bound: from the spill (through its replay feed) while
     /// its cursor is older than the ring, then from the ring. Returns true when more could be
     /// delivered at once if the buffer drains.
-    func fill(_ connection: Connection) -> Bool {
+    func fill(_ connection: Connection, now: Moment) -> Bool {
         // After its GOODBYE a collector is owed only its COMMITTED, not more records.
         guard case let .collector(session) = connection.state, session.subscribed, connection.goodbyeDeadline == 0 else {
             return false
@@ -455,7 +452,7 @@ final class RelayCore {
                 traffic.recordsOut += UInt64(frames.records)
                 metrics.recordsOut.increment(by: frames.records)
                 metrics.bytesOut.increment(by: frames.payloadBytes)
-                RelayMetrics.observe(metrics.dwell, from: frames.firstIngest, to: Clock.wallNanos)
+                RelayMetrics.observe(metrics.dwell, from: frames.firstIngest, to: now.wallNanos)
             }
         }
         let limit = configuration.collectorBufferBytes
@@ -490,20 +487,19 @@ final class RelayCore {
     }
 
     /// Copies records out of one replay chunk; gives the chunk back when it is used up.
-    private func deliverChunk(_ chunk: ReplayFeed.Chunk, _ feed: ReplayFeed, _ session: CollectorSession,
+    private func deliverChunk(_ chunk: ReplayChunk, _ feed: any ReplayStream, _ session: CollectorSession,
                               _ frames: inout DeliverFrames, limit: Int) {
         let bytes = chunk.bytes
+        var records = DeliveredRecords(UnsafeRawBufferPointer(rebasing: bytes[min(session.chunkOffset, bytes.count)...])).makeIterator()
         while session.credit > 0, session.chunkOffset < bytes.count, frames.outbound.count < limit {
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[session.chunkOffset...])
-            guard let size = DeliveredRecordLayout.size(of: rest), let base = rest.baseAddress else {
+            // The spill checked every record of the block; bytes that are not one end the chunk.
+            guard let record = records.next(), let base = record.baseAddress else {
                 session.chunkOffset = bytes.count
                 break
             }
-            session.chunkOffset += size
+            session.chunkOffset += record.count
             let sequence = DeliveredRecordLayout.relaySequence(at: base)
-            if sequence >= session.cursor {
-                deliver(UnsafeRawBufferPointer(rebasing: rest[..<size]), sequence: sequence, session, &frames)
-            }
+            if sequence >= session.cursor { deliver(record, sequence: sequence, session, &frames) }
         }
         if session.chunkOffset >= bytes.count {
             session.chunk = nil
@@ -523,7 +519,7 @@ final class RelayCore {
 
     /// The replay read everything spilled from its start: join the ring, or read again (the
     /// spill grew meanwhile), or step over numbers the spill never had.
-    private func finishReplay(_ feed: ReplayFeed, _ session: CollectorSession, _ frames: inout DeliverFrames) {
+    private func finishReplay(_ feed: any ReplayStream, _ session: CollectorSession, _ frames: inout DeliverFrames) {
         session.replay = nil
         log.log(.debug, "replay_finished", ["cursor": String(session.cursor), "ring_tail": String(ring.tail),
                                              "read_through": String(feed.readThrough)])
@@ -549,9 +545,7 @@ final class RelayCore {
     private func startReplay(_ session: CollectorSession) {
         log.log(.debug, "replay_started", ["cursor": String(session.cursor), "ring_tail": String(ring.tail)])
         // A live subscription may read blocks not yet fsync'd; any other only fsync'd ones.
-        session.replay = ReplayFeed(pool: replayPool, catalog: spill.catalog, from: session.cursor,
-                                    readableThrough: session.live ? spill.writtenThrough : spill.durableThrough,
-                                    wake: replayWake, metrics: metrics)
+        session.replay = replays.replay(from: session.cursor, live: session.live)
     }
 
     /// Numbers `gap` will not be delivered: SKIP for the parts an earlier run never assigned;

@@ -1,4 +1,6 @@
+import AllegroLog
 import AllegroPosix
+import AllegroSpill
 import AllegroStore
 import AllegroWire
 import Atomics
@@ -20,7 +22,9 @@ public final class RelayServer {
     /// The state database (session summaries, cursors), shared with the control plane.
     public let store: StateStore
     private let core: RelayCore
-    private let log: RelayLog
+    private let spill: SpillPipeline
+    private let replays: SpillReplays
+    private let log: EventLog
     private let monitor: RelayMonitor
     private let poller: Poller
     private let listener: Socket
@@ -34,6 +38,8 @@ public final class RelayServer {
     private let startedAt = Clock.wallNanos
 
     private var slots: [Connection?] = []
+    /// Each slot's socket (closed once its connection is; replaced when the slot is reused).
+    private var sockets: [Socket] = []
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
     private var openConnections = 0
@@ -54,7 +60,7 @@ public final class RelayServer {
 
     /// Recovers the data directory (spill and state), starts the spill thread and binds the
     /// listening socket. Throws `RelayConfiguration.Invalid`, `SystemError` or a database error.
-    public init(configuration: RelayConfiguration, log: RelayLog, monitor: RelayMonitor = RelayMonitor(),
+    public init(configuration: RelayConfiguration, log: EventLog, monitor: RelayMonitor = RelayMonitor(),
                 metrics: RelayMetrics = RelayMetrics()) throws {
         try configuration.validate()
         self.log = log
@@ -62,8 +68,13 @@ public final class RelayServer {
         let resume = try ResumePoint.open(configuration, log: log)
         store = resume.store
         dataLock = resume.lock
-        let spill = try SpillService(resume: resume, durableCollectors: configuration.durableCollectors, metrics: metrics)
-        core = try RelayCore(configuration: configuration, log: log, resume: resume, spill: spill, metrics: metrics)
+        spill = try SpillPipeline(settings: configuration.spillSettings, catalog: resume.catalog, lastSpilled: resume.lastSpilled,
+                                  durableCollectors: configuration.durableCollectors, cursors: resume.cursors,
+                                  accounted: resume.skips.ranges + resume.countedGaps, sink: resume.store,
+                                  metrics: metrics.spill, log: log)
+        replays = try SpillReplays(pipeline: spill, threads: configuration.replayThreads)
+        core = RelayCore(configuration: configuration, log: log, start: resume.coreStart, spill: spill, replays: replays,
+                         reservation: resume.store, metrics: metrics)
         backlogLimit = configuration.outputBacklogLimit
         let requested = try SocketAddress(parsing: configuration.listen)
         poller = try Poller(capacity: 512)
@@ -73,10 +84,9 @@ public final class RelayServer {
         try poller.add(listener.descriptor, .readable, token: Self.listenerToken)
         try poller.add(wake.descriptor, .readable, token: Self.wakeToken)
         try poller.add(spill.progress.descriptor, .readable, token: Self.spillToken)
-        try poller.add(core.replayWake.descriptor, .readable, token: Self.replayToken)
+        try poller.add(replays.wake.descriptor, .readable, token: Self.replayToken)
         monitor.attach(wake)
-        spill.start(ring: core.ring, gate: core.ring.addGate(from: core.ring.head), resume: resume,
-                    configuration: configuration, log: log)
+        spill.start(ring: core.ring, gate: core.ring.addGate(from: core.ring.head))
     }
 
     /// The listener, poller and wake signal close their own descriptors when released (the
@@ -145,9 +155,9 @@ public final class RelayServer {
         case Self.listenerToken: acceptPending()
         case Self.wakeToken: wake.drain()
         case Self.spillToken:
-            core.spill.progress.drain()
+            spill.progress.drain()
             spillProgressed = true
-        case Self.replayToken: core.replayWake.drain()
+        case Self.replayToken: replays.wake.drain()
         default:
             let slot = Int(event.token & 0xFFFF_FFFF)
             guard slot < slots.count, let connection = slots[slot], connection.token == event.token else { return }
@@ -202,10 +212,12 @@ public final class RelayServer {
         } else {
             slot = slots.count
             slots.append(nil)
+            sockets.append(socket)
             generations.append(0)
         }
+        sockets[slot] = socket
         let token = UInt64(generations[slot]) << 32 | UInt64(slot)
-        let connection = Connection(socket: socket, token: token, peer: peer, now: Clock.monotonicNanos)
+        let connection = Connection(token: token, peer: peer, now: Clock.monotonicNanos)
         do {
             try poller.add(socket.descriptor, .readable, token: token)
         } catch {
@@ -230,7 +242,7 @@ public final class RelayServer {
         let space = connection.inbound.writableSpace(minimum: 16 * 1024)
         let result: IOResult
         do {
-            result = try connection.socket.receive(into: UnsafeMutableRawBufferPointer(rebasing: space.prefix(limit)))
+            result = try socket(connection).receive(into: UnsafeMutableRawBufferPointer(rebasing: space.prefix(limit)))
         } catch {
             log.log(.info, "receive_failed", ["peer": connection.peer, "error": error.description])
             return close(connection)
@@ -243,7 +255,7 @@ public final class RelayServer {
                 connection.drainBudget -= count
                 if connection.drainBudget <= 0 { connection.inputEnded = true }
             }
-            core.received(connection)
+            core.received(connection, now: Moment.now)
             updateInterest(connection)
         case .wouldBlock:
             if drainDeadline != 0 { endInput(connection) }
@@ -256,7 +268,7 @@ public final class RelayServer {
     /// A closing connection: read and drop whatever the peer still sends until it closes, so
     /// our close does not turn into a reset that destroys the ERROR frame in flight.
     private func discardInput(_ connection: Connection) {
-        let result = try? connection.socket.receive(into: discardBuffer)
+        let result = try? socket(connection).receive(into: discardBuffer)
         switch result {
         case .transferred?, .wouldBlock?: return
         case .closed?, nil: close(connection)
@@ -269,11 +281,12 @@ public final class RelayServer {
     /// take more right away (the loop then polls without sleeping).
     private func deliver() -> Bool {
         var busy = false
+        let moment = Moment.now
         for connection in core.collectors {
             var rounds = 0
             var more = true
             while more && rounds < 4 && !connection.waitingWritable && !connection.closed {
-                more = core.fill(connection)
+                more = core.fill(connection, now: moment)
                 flush(connection)
                 rounds += 1
             }
@@ -294,7 +307,7 @@ public final class RelayServer {
         while !outbound.isEmpty {
             let result: IOResult
             do {
-                result = try connection.socket.send(outbound.readable)
+                result = try socket(connection).send(outbound.readable)
             } catch {
                 log.log(.info, "send_failed", ["peer": connection.peer, "error": error.description])
                 return close(connection)
@@ -314,7 +327,7 @@ public final class RelayServer {
         connection.waitingWritable = false
         if connection.isClosing && !connection.sentFin {
             connection.sentFin = true
-            connection.socket.shutdownWrite()
+            socket(connection).shutdownWrite()
             if connection.lingerDeadline == 0 { connection.lingerDeadline = now + Self.lingerNanos }
         }
         updateInterest(connection)
@@ -326,7 +339,7 @@ public final class RelayServer {
         if connection.waitingWritable { wanted.insert(.writable) }
         guard wanted != connection.interest else { return }
         do {
-            try poller.modify(connection.socket.descriptor, wanted, token: connection.token)
+            try poller.modify(socket(connection).descriptor, wanted, token: connection.token)
             connection.interest = wanted
         } catch {
             log.log(.warning, "poller_modify_failed", ["peer": connection.peer, "error": error.description])
@@ -338,7 +351,7 @@ public final class RelayServer {
     private func resume(_ connection: Connection) {
         guard !connection.closed else { return }
         connection.lastReceived = now
-        core.resume(connection)
+        core.resume(connection, now: Moment.now)
         updateInterest(connection)
     }
 
@@ -363,13 +376,16 @@ public final class RelayServer {
         }
     }
 
+    /// The connection's socket (the server's; the core never sees it).
+    private func socket(_ connection: Connection) -> Socket { sockets[connection.slot] }
+
     private func close(_ connection: Connection) {
         guard !connection.closed else { return }
         core.retire(connection)
         connection.closed = true
-        poller.remove(connection.socket.descriptor)
-        connection.socket.close()
-        let slot = Int(connection.token & 0xFFFF_FFFF)
+        poller.remove(socket(connection).descriptor)
+        socket(connection).close()
+        let slot = connection.slot
         slots[slot] = nil
         generations[slot] &+= 1
         freeSlots.append(slot)
@@ -384,10 +400,10 @@ public final class RelayServer {
         }
         for case let connection? in slots { flush(connection) }
         for case let connection? in slots { close(connection) }
-        core.replayPool.stop()
+        replays.pool.stop()
         // Everything accepted goes to the spill and is fsync'd before the process exits.
-        if !core.spill.stop(timeoutSeconds: 30) {
-            log.log(.error, "spill_not_flushed", ["reason": core.spill.failure ?? "timed out",
+        if !spill.stop(timeoutSeconds: 30) {
+            log.log(.error, "spill_not_flushed", ["reason": spill.failure ?? "timed out",
                                                   "effect": "unacknowledged records will be resent by their producers"])
         }
         log.log(.info, "stopped")
@@ -396,7 +412,7 @@ public final class RelayServer {
     // MARK: Status and graceful stop
 
     private func publishStatus(stopping: Bool = false) {
-        var status = core.status(openConnections: openConnections)
+        var status = core.status(openConnections: openConnections, now: Moment.now)
         status.state = stopping || drainDeadline != 0 ? "stopping" : "serving"
         status.listen = address.description
         status.startedAtNanos = startedAt
@@ -420,7 +436,7 @@ public final class RelayServer {
         for case let connection? in slots where !connection.isClosing {
             // A producer is read for as many bytes as wait in its socket now; collectors and
             // peers still in the handshake are not read again.
-            connection.drainBudget = connection.isProducer ? connection.socket.pendingInputBytes : 0
+            connection.drainBudget = connection.isProducer ? socket(connection).pendingInputBytes : 0
             if connection.drainBudget == 0 { endInput(connection) }
         }
     }

@@ -24,8 +24,8 @@ import Atomics
 /// - `head` (atomic): the next sequence to be written. Records `[tail, head)` are readable.
 /// - `tail` (atomic): the oldest sequence still held.
 /// - gates (atomic, one per concurrent reader): the next sequence that reader needs. The writer
-///   never reclaims a record at or after any gate, nor at or after the `retain` sequence the
-///   caller passes to `append` (the relay's durable collectors' cursors).
+///   never reclaims a record at or after any gate (the relay's spill thread holds one: a record
+///   leaves the ring only once it is fsync'd in the spill).
 ///
 /// ## Happens-before
 /// - Writer: writes the record bytes and its slot, then `head.store(seq + 1, .releasing)`.
@@ -105,12 +105,12 @@ public final class RecordRing: @unchecked Sendable {
     }
 
     /// Appends a record of `size` bytes that `fill` writes (given the space and the record's
-    /// sequence), and returns that sequence; or nil
-    /// when the ring cannot make room without reclaiming a record at or after `retain` or a
-    /// gate (the caller pushes back and tries again later), or when `size` can never fit.
+    /// sequence), and returns that sequence; or nil when the ring cannot make room without
+    /// reclaiming a record at or after a gate (the caller pushes back and tries again later), or
+    /// when `size` can never fit.
     /// Writer's thread only. Allocates nothing.
     @inline(__always)
-    public func append(size: Int, retain: UInt64, _ fill: (UnsafeMutableRawBufferPointer, UInt64) -> Void) -> UInt64? {
+    public func append(size: Int, _ fill: (UnsafeMutableRawBufferPointer, UInt64) -> Void) -> UInt64? {
         guard size >= 0, size <= maxRecordSize else { return nil }
         let needed = UInt64((Self.recordHeaderSize + size + 7) & ~7)
         var start = writePosition
@@ -121,7 +121,7 @@ public final class RecordRing: @unchecked Sendable {
         var oldest = tailSequence.load(ordering: .relaxed)
 
         if end - tailPosition > capacity || sequence - oldest >= UInt64(slotCapacity) {
-            let limit = gateLimit(retain)
+            let limit = gateLimit()
             while oldest < sequence && (end - tailPosition > capacity || sequence - oldest >= UInt64(slotCapacity)) {
                 if oldest >= limit { return nil }
                 oldest += 1
@@ -143,7 +143,7 @@ public final class RecordRing: @unchecked Sendable {
     }
 
     /// The bytes of record `sequence`. The caller guarantees `tail <= sequence < head` and that
-    /// the record stays held while it reads (a gate, `retain`, or the writer's own thread).
+    /// the record stays held while it reads (a gate, or the writer's own thread).
     @inline(__always)
     public func record(_ sequence: UInt64) -> UnsafeRawBufferPointer {
         let offset = Int(slots[Int(sequence & slotMask)] & byteMask)
@@ -151,8 +151,8 @@ public final class RecordRing: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: data + offset + Self.recordHeaderSize, count: size)
     }
 
-    private func gateLimit(_ retain: UInt64) -> UInt64 {
-        var limit = retain
+    private func gateLimit() -> UInt64 {
+        var limit = UInt64.max
         for gate in gates { limit = min(limit, gate.sequence.load(ordering: .acquiring)) }
         return limit
     }

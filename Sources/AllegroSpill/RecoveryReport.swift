@@ -64,7 +64,7 @@ public struct RecoveryReport: Sendable {
     public var repairs: [Repair] = []
     /// Highest producer sequence (and its relay sequence) per producer id, from the blocks
     /// recovery was asked to read.
-    public var producerMarks: [[UInt8]: (producerSequence: UInt64, relaySequence: UInt64)] = [:]
+    public var producerMarks = ProducerMarks()
 
     public var lastSequence: UInt64 { segments.last { !$0.isEmpty }?.lastSequence ?? 0 }
     /// The ranges of numbers counted as lost or unconfirmed: stored by the caller and passed

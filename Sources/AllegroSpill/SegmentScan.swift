@@ -81,7 +81,7 @@ struct SegmentScan {
                         let payload = payloadOf(header, at: offset)
                         let marksAfter = context.marksAfter
                         guard let content = BlockContent.read(header, payload: payload, inflater: context.inflater, { record in
-                            Self.noteMark(record, into: &report)
+                            report.producerMarks.note(record: record)
                             if let base = record.baseAddress, DeliveredRecordLayout.relaySequence(at: base) > marksAfter {
                                 eachRecordAfterMarks(record)
                             }
@@ -198,13 +198,6 @@ struct SegmentScan {
         return CRC32.of(payload) == header.payloadChecksum ? header : nil
     }
 
-    static func noteMark(_ record: UnsafeRawBufferPointer, into report: inout RecoveryReport) {
-        guard let base = record.baseAddress else { return }
-        let producer = Array(DeliveredRecordLayout.producer(of: record))
-        let producerSequence = DeliveredRecordLayout.producerSequence(at: base)
-        if let known = report.producerMarks[producer], known.producerSequence >= producerSequence { return }
-        report.producerMarks[producer] = (producerSequence, DeliveredRecordLayout.relaySequence(at: base))
-    }
 
     // MARK: Result
 

@@ -99,13 +99,13 @@ public enum SpillRecovery {
     /// The highest producer sequence (and its relay sequence) per producer in every block of
     /// `segments` that reads back whole: a read-only pass (damage is passed over and left for
     /// replays to report), for marks that must be rebuilt after recovery cut the spill.
-    public static func producerMarks(in segments: [SegmentInfo]) -> [[UInt8]: (producerSequence: UInt64, relaySequence: UInt64)] {
-        var report = RecoveryReport()
+    public static func producerMarks(in segments: [SegmentInfo]) -> ProducerMarks {
+        var marks = ProducerMarks()
         let reader = SpillReader(catalog: SegmentCatalog(segments), from: 1)
         while reader.nextBlock(limit: .max, { records, _ in
-            for record in DeliveredRecords(records) { SegmentScan.noteMark(record, into: &report) }
+            for record in DeliveredRecords(records) { marks.note(record: record) }
         }) {}
-        return report.producerMarks
+        return marks
     }
 
     /// Whether a sealed segment's record still describes the file: same size, same header, its

@@ -1,24 +1,6 @@
+import AllegroSpill
 import Foundation
 import GRDB
-
-/// Counts for one (session, kind, producer) gathered from spilled records since the last save.
-public struct SessionDelta: Sendable, Equatable {
-    public var session: String
-    public var kind: String
-    public var producer: String
-    public var records: UInt64 = 0
-    public var bytes: UInt64 = 0
-    /// Records whose kind names an error (contains "error").
-    public var errors: UInt64 = 0
-    public var firstNanos: UInt64 = .max
-    public var lastNanos: UInt64 = 0
-
-    public init(session: String, kind: String, producer: String) {
-        self.session = session
-        self.kind = kind
-        self.producer = producer
-    }
-}
 
 /// One Hermes session as the relay saw it: first and last ingest time, record and payload
 /// byte counts, and records of error kinds.
@@ -131,16 +113,5 @@ extension StateStore {
 
     private static func count(_ row: Row, _ column: String) -> UInt64 {
         UInt64(bitPattern: (row[column] as Int64?) ?? 0)
-    }
-}
-
-extension SessionDelta {
-    /// Adds `other`'s counts and widens the time range to cover it.
-    public mutating func merge(_ other: SessionDelta) {
-        records += other.records
-        bytes += other.bytes
-        errors += other.errors
-        firstNanos = min(firstNanos, other.firstNanos)
-        lastNanos = max(lastNanos, other.lastNanos)
     }
 }

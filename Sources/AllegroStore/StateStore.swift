@@ -2,19 +2,6 @@ import AllegroSpill
 import Foundation
 import GRDB
 
-/// A producer's dedup mark: the highest producer sequence accepted, and its relay sequence.
-public struct ProducerMark: Sendable, Equatable {
-    public var producer: [UInt8]
-    public var producerSequence: UInt64
-    public var relaySequence: UInt64
-
-    public init(producer: [UInt8], producerSequence: UInt64, relaySequence: UInt64) {
-        self.producer = producer
-        self.producerSequence = producerSequence
-        self.relaySequence = relaySequence
-    }
-}
-
 /// One line of the events table: spill damage, retention, forced losses, skips.
 public struct StoredEvent: Sendable, Equatable {
     public var atNanos: UInt64
@@ -178,7 +165,7 @@ public final class StateStore: Sendable {
 
     /// One group commit's state: producer marks through `checkpoint`, and committed cursors.
     /// Session counts for records through `checkpoint` are saved in the same transaction.
-    public func save(marks: [ProducerMark], checkpoint: UInt64, cursors: [String: UInt64], sessions: [SessionDelta] = [],
+    public func save(marks: [ProducerMark], checkpoint: UInt64, cursors: [String: UInt64], sessions: [SessionDelta],
                      atNanos: UInt64) throws {
         try database.write { db in
             try Self.add(sessions, db)
@@ -211,12 +198,14 @@ public final class StateStore: Sendable {
         }
     }
 
-    /// Stores a producer mark, keeping the higher producer sequence.
+    /// Stores a producer mark by `ProducerMark.advance`'s rule: the higher producer sequence
+    /// wins, with its own relay sequence (SET expressions read the row as it was).
     private static func raise(_ mark: ProducerMark, _ db: Database, atNanos: UInt64) throws {
         try db.execute(sql: """
             INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET high_water = max(high_water, excluded.high_water),
-                relay_seq = excluded.relay_seq, updated_ns = excluded.updated_ns
+                relay_seq = CASE WHEN excluded.high_water > high_water THEN excluded.relay_seq ELSE relay_seq END,
+                updated_ns = excluded.updated_ns
             """, arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
                              Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
     }

@@ -1,3 +1,4 @@
+import AllegroLog
 import AllegroConfig
 import AllegroControl
 import AllegroPosix
@@ -47,7 +48,7 @@ struct Relay: AsyncParsableCommand {
             throw ExitCode(2)
         }
         do {
-            try await ControlProcess.run(settings.relay, http: settings.http, log: RelayLog(minimum: level), metrics: metrics)
+            try await ControlProcess.run(settings.relay, http: settings.http, log: EventLog(minimum: level), metrics: metrics)
         } catch {
             StandardStreams.error("allegro relay: \(error)")
             throw ExitCode.failure

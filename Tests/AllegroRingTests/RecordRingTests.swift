@@ -19,7 +19,7 @@ import Testing
         let ring = RecordRing(byteCapacity: 4096, slotCapacity: 64, firstSequence: 100)
         #expect(ring.head == 100 && ring.tail == 100 && ring.count == 0)
         for size in [0, 1, 7, 8, 100] {
-            let sequence = ring.append(size: size, retain: .max) { space, sequence in Self.pattern(sequence, space) }
+            let sequence = ring.append(size: size) { space, sequence in Self.pattern(sequence, space) }
             #expect(sequence != nil)
         }
         #expect(ring.head == 105 && ring.tail == 100)
@@ -35,7 +35,7 @@ import Testing
         var written: UInt64 = 0
         for index in 0 ..< 5000 {
             let size = (index * 37) % 200
-            guard let sequence = ring.append(size: size, retain: .max, { space, sequence in Self.pattern(sequence, space) }) else {
+            guard let sequence = ring.append(size: size, { space, sequence in Self.pattern(sequence, space) }) else {
                 Issue.record("append failed with nothing retained at \(index)")
                 return
             }
@@ -50,31 +50,35 @@ import Testing
         #expect(ring.tail > 1)
     }
 
-    @Test func neverReclaimsRetainedRecords() {
+    @Test func neverReclaimsRecordsAGateHolds() {
         let ring = RecordRing(byteCapacity: 1024, slotCapacity: 16)
+        let gate = ring.addGate(from: 1)
         var accepted = 0
-        while ring.append(size: 100, retain: 1, { space, sequence in Self.pattern(sequence, space) }) != nil { accepted += 1 }
+        while ring.append(size: 100, { space, sequence in Self.pattern(sequence, space) }) != nil { accepted += 1 }
         #expect(accepted > 0 && accepted < 16)
         #expect(ring.tail == 1)
         // Releasing the first three makes room for more, and only those are reclaimed.
-        #expect(ring.append(size: 100, retain: 4, { space, sequence in Self.pattern(sequence, space) }) != nil)
+        gate.advance(to: 4)
+        #expect(ring.append(size: 100, { space, sequence in Self.pattern(sequence, space) }) != nil)
         #expect(ring.tail >= 2 && ring.tail <= 4)
         for held in ring.tail ..< ring.head { #expect(Self.matches(held, ring.record(held))) }
     }
 
     @Test func slotCapacityBoundsRecordCount() {
         let ring = RecordRing(byteCapacity: 1 << 16, slotCapacity: 8)
-        for _ in 0 ..< 8 { #expect(ring.append(size: 1, retain: 1, { _, _ in }) != nil) }
-        #expect(ring.append(size: 1, retain: 1, { _, _ in }) == nil)
-        #expect(ring.append(size: 1, retain: 2, { _, _ in }) != nil)
+        let gate = ring.addGate(from: 1)
+        for _ in 0 ..< 8 { #expect(ring.append(size: 1, { _, _ in }) != nil) }
+        #expect(ring.append(size: 1, { _, _ in }) == nil)
+        gate.advance(to: 2)
+        #expect(ring.append(size: 1, { _, _ in }) != nil)
         #expect(ring.count == 8)
     }
 
     @Test func refusesARecordThatCanNeverFit() {
         let ring = RecordRing(byteCapacity: 256, slotCapacity: 8)
-        #expect(ring.append(size: ring.maxRecordSize + 1, retain: .max, { _, _ in }) == nil)
-        #expect(ring.append(size: -1, retain: .max, { _, _ in }) == nil)
-        #expect(ring.append(size: ring.maxRecordSize, retain: .max, { _, _ in }) != nil)
+        #expect(ring.append(size: ring.maxRecordSize + 1, { _, _ in }) == nil)
+        #expect(ring.append(size: -1, { _, _ in }) == nil)
+        #expect(ring.append(size: ring.maxRecordSize, { _, _ in }) != nil)
         #expect(ring.head == 2)
     }
 }

@@ -43,7 +43,7 @@ import Testing
             var sequence: UInt64 = 1
             while sequence <= records {
                 let size = Int(sequence % 301)
-                if ring.append(size: size, retain: .max, { space, assigned in RecordRingTests.pattern(assigned, space) }) != nil {
+                if ring.append(size: size, { space, assigned in RecordRingTests.pattern(assigned, space) }) != nil {
                     sequence += 1
                 } else {
                     sched_yield()

@@ -1,10 +1,10 @@
 import AllegroPosix
 import Logging
 
-/// The relay's log, on swift-log: one event per line, named first, with its fields as metadata.
+/// Allegro's log, on swift-log: one event per line, named first, with its fields as metadata.
 /// Tokens are never passed here. The process chooses the handler (`KeyValueLogHandler` prints
 /// `level=info event=listening address=127.0.0.1:7400`).
-public struct RelayLog: Sendable {
+public struct EventLog: Sendable {
     public typealias Level = Logger.Level
 
     public let logger: Logger

@@ -1,8 +1,51 @@
 import AllegroPosix
-import AllegroSpill
 import Atomics
 import Foundation
 import Synchronization
+
+/// Records from the spill for one catching-up collector, handed over a chunk at a time (one
+/// block's records each, in DELIVER layout). `ReplayFeed` is the spill's; the relay core sees
+/// only this, so tests can feed it chunks by hand.
+///
+/// Thread rules: every call comes from the I/O thread.
+public protocol ReplayStream: AnyObject {
+    /// The next chunk, or nil when none is ready yet (or the stream is done).
+    func take() -> ReplayChunk?
+    /// Gives a chunk back once its records are copied out.
+    func recycle(_ chunk: ReplayChunk)
+    /// True once everything spilled from the start was read and every chunk taken.
+    var isDrained: Bool { get }
+    /// Once drained: every spilled record from the start up to this sequence was read.
+    var readThrough: UInt64 { get }
+    /// Stops reading (the collector went away).
+    func cancel()
+}
+
+/// Where a catching-up collector's records come from: the spill, read from `sequence` on; a
+/// `live` subscription may read blocks written but not yet fsync'd, any other only fsync'd ones.
+public protocol ReplaySource: AnyObject {
+    func replay(from sequence: UInt64, live: Bool) -> any ReplayStream
+}
+
+/// The spill's replays: feeds read by a `ReplayPool`, up to what the pipeline has published.
+public final class SpillReplays: ReplaySource {
+    public let pool: ReplayPool
+    /// Signalled by pool threads when a feed has records (or finished); the event loop waits on it.
+    public let wake: WakeSignal
+    private let pipeline: SpillPipeline
+
+    public init(pipeline: SpillPipeline, threads: Int) throws {
+        self.pipeline = pipeline
+        wake = try WakeSignal()
+        pool = ReplayPool(threads: threads)
+    }
+
+    public func replay(from sequence: UInt64, live: Bool) -> any ReplayStream {
+        ReplayFeed(pool: pool, catalog: pipeline.catalog, from: sequence,
+                   readableThrough: live ? pipeline.writtenThrough : pipeline.durableThrough,
+                   wake: wake, metrics: pipeline.metrics)
+    }
+}
 
 /// Decompressed records from the spill for one catching-up collector, read by the relay's
 /// `ReplayPool` (decompression never runs on the I/O thread) and handed over in chunks: one
@@ -12,31 +55,10 @@ import Synchronization
 /// Thread rules: the I/O thread calls `take`, `recycle`, `cancel` and the queries; pool threads
 /// call `readOne`, never two at once for one feed (`scheduled` says a feed is queued or being
 /// read, so it is queued at most once), which makes the reader single-threaded.
-final class ReplayFeed: @unchecked Sendable {
-    /// One block's records. Owned by exactly one thread at a time: the pool thread while it
-    /// fills it, then the I/O thread (through the feed's mutex) until it gives it back.
-    final class Chunk: @unchecked Sendable {
-        private(set) var storage: UnsafeMutableRawBufferPointer
-        var count = 0
-
-        init() { storage = .allocate(byteCount: 128 * 1024, alignment: 16) }
-        deinit { storage.deallocate() }
-
-        var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[..<count]) }
-
-        func fill(_ source: UnsafeRawBufferPointer) {
-            if storage.count < source.count {
-                storage.deallocate()
-                storage = .allocate(byteCount: source.count, alignment: 16)
-            }
-            if let from = source.baseAddress, let to = storage.baseAddress { to.copyMemory(from: from, byteCount: source.count) }
-            count = source.count
-        }
-    }
-
+final class ReplayFeed: ReplayStream, @unchecked Sendable {
     private struct State {
-        var ready: [Chunk] = []
-        var spare: [Chunk] = []
+        var ready: [ReplayChunk] = []
+        var spare: [ReplayChunk] = []
         /// Chunks being filled or waiting in `ready` or held by the I/O thread.
         var inFlight = 0
         var finished = false
@@ -51,13 +73,13 @@ final class ReplayFeed: @unchecked Sendable {
     private let reader: SpillReader
     private let readableThrough: ManagedAtomic<UInt64>
     private let wake: WakeSignal
-    private let metrics: RelayMetrics
+    private let metrics: SpillMetrics
     private let pool: ReplayPool
     private let depth: Int
 
     /// Queues a replay from `sequence`, up to `readableThrough` as the spill publishes it.
     init(pool: ReplayPool, catalog: SegmentCatalog, from sequence: UInt64, readableThrough: ManagedAtomic<UInt64>,
-         wake: WakeSignal, metrics: RelayMetrics, depth: Int = 8) {
+         wake: WakeSignal, metrics: SpillMetrics, depth: Int = 8) {
         reader = SpillReader(catalog: catalog, from: sequence)
         self.readableThrough = readableThrough
         self.wake = wake
@@ -70,21 +92,21 @@ final class ReplayFeed: @unchecked Sendable {
 
     /// On a pool thread: reads one block into a chunk. Queues the feed again while it has room.
     func readOne() {
-        let chunk: Chunk? = state.withLock { state in
+        let chunk: ReplayChunk? = state.withLock { state in
             guard !state.cancelled else {
                 state.scheduled = false
                 state.finished = true
                 return nil
             }
             state.inFlight += 1
-            return state.spare.popLast() ?? Chunk()
+            return state.spare.popLast() ?? ReplayChunk()
         }
         guard let chunk else { return wake.signal() }
         let limit = readableThrough.load(ordering: .acquiring)
         let more = reader.nextBlock(limit: limit) { records, count in
             chunk.fill(records)
-            metrics.replayRecords.increment(by: count)
-            metrics.replayBytes.increment(by: records.count)
+            metrics.replayedRecords.increment(by: count)
+            metrics.replayedBytes.increment(by: records.count)
         }
         let again: Bool = state.withLock { state in
             if more {
@@ -103,12 +125,12 @@ final class ReplayFeed: @unchecked Sendable {
     }
 
     /// The next chunk, or nil when none is ready yet (or the feed is done).
-    func take() -> Chunk? {
+    func take() -> ReplayChunk? {
         state.withLock { state in state.ready.isEmpty ? nil : state.ready.removeFirst() }
     }
 
     /// Gives a chunk back once its records are copied out; a feed waiting for room is queued again.
-    func recycle(_ chunk: Chunk) {
+    func recycle(_ chunk: ReplayChunk) {
         let resume: Bool = state.withLock { state in
             state.spare.append(chunk)
             state.inFlight -= 1
@@ -129,42 +151,23 @@ final class ReplayFeed: @unchecked Sendable {
     func cancel() { state.withLock { $0.cancelled = true } }
 }
 
-/// The threads that read the spill for catching-up collectors: a fixed number (`replay_threads`),
-/// whatever the number of collectors, taking feeds from one queue in turn (one block each, then
-/// the feed goes to the back), so a collector far behind does not starve the others and the
-/// relay's thread count is bounded.
-final class ReplayPool: Sendable {
-    private let queue = Mutex<[ReplayFeed]>([])
-    private let ready = DispatchSemaphore(value: 0)
-    private let stopped = ManagedAtomic<Bool>(false)
-    let threads: Int
+/// One block's records. Owned by exactly one thread at a time: the pool thread while it
+/// fills it, then the I/O thread (through the feed's mutex) until it gives it back.
+public final class ReplayChunk: @unchecked Sendable {
+    private(set) var storage: UnsafeMutableRawBufferPointer
+    public private(set) var count = 0
 
-    init(threads: Int) {
-        self.threads = max(1, threads)
-        for index in 0 ..< self.threads {
-            let thread = Thread { [self] in
-                while true {
-                    ready.wait()
-                    if stopped.load(ordering: .acquiring) { return }
-                    let feed = queue.withLock { $0.isEmpty ? nil : $0.removeFirst() }
-                    feed?.readOne()
-                }
-            }
-            thread.name = "allegro-replay-\(index)"
-            thread.start()
+    public init() { storage = .allocate(byteCount: 128 * 1024, alignment: 16) }
+    deinit { storage.deallocate() }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[..<count]) }
+
+    public func fill(_ source: UnsafeRawBufferPointer) {
+        if storage.count < source.count {
+            storage.deallocate()
+            storage = .allocate(byteCount: source.count, alignment: 16)
         }
-    }
-
-    /// Queues `feed` for one block's read. A feed is queued at most once at a time (its caller
-    /// set `scheduled`).
-    fileprivate func enqueue(_ feed: ReplayFeed) {
-        queue.withLock { $0.append(feed) }
-        ready.signal()
-    }
-
-    /// Lets every thread end (the relay is stopping).
-    func stop() {
-        stopped.store(true, ordering: .releasing)
-        for _ in 0 ..< threads { ready.signal() }
+        if let from = source.baseAddress, let to = storage.baseAddress { to.copyMemory(from: from, byteCount: source.count) }
+        count = source.count
     }
 }

@@ -1,4 +1,3 @@
-import AllegroStore
 import AllegroWire
 
 /// Per-session counts the spill thread gathers from the records it writes, off the I/O thread,
@@ -6,12 +5,14 @@ import AllegroWire
 ///
 /// A run of records with the same session, kind and producer updates one entry in place,
 /// comparing bytes only; the dictionary is touched (and its key allocated) when the run changes.
-struct SessionTally {
+public struct SessionTally {
     private struct Key: Hashable {
         var session: [UInt8]
         var kind: [UInt8]
         var producer: [UInt8]
     }
+
+    public init() {}
 
     private var totals: [Key: SessionDelta] = [:]
     private var recentKey: Key?
@@ -19,7 +20,7 @@ struct SessionTally {
     private var recentIsError = false
 
     /// Counts one record (in DELIVER layout, its size already checked).
-    mutating func note(_ record: UnsafeRawBufferPointer) {
+    public mutating func note(_ record: UnsafeRawBufferPointer) {
         guard let base = record.baseAddress else { return }
         let (session, kind) = DeliveredRecordLayout.sessionAndKind(of: record)
         guard !session.isEmpty else { return }
@@ -42,7 +43,7 @@ struct SessionTally {
     }
 
     /// Everything counted since the last call.
-    mutating func take() -> [SessionDelta] {
+    public mutating func take() -> [SessionDelta] {
         flushRecent()
         defer { totals.removeAll(keepingCapacity: true) }
         return Array(totals.values)
@@ -69,5 +70,35 @@ struct SessionTally {
             if matched { return true }
         }
         return false
+    }
+}
+
+/// Counts for one (session, kind, producer) gathered from spilled records since the last save.
+public struct SessionDelta: Sendable, Equatable {
+    public var session: String
+    public var kind: String
+    public var producer: String
+    public var records: UInt64 = 0
+    public var bytes: UInt64 = 0
+    /// Records whose kind names an error (contains "error").
+    public var errors: UInt64 = 0
+    public var firstNanos: UInt64 = .max
+    public var lastNanos: UInt64 = 0
+
+    public init(session: String, kind: String, producer: String) {
+        self.session = session
+        self.kind = kind
+        self.producer = producer
+    }
+}
+
+extension SessionDelta {
+    /// Adds `other`'s counts and widens the time range to cover it.
+    public mutating func merge(_ other: SessionDelta) {
+        records += other.records
+        bytes += other.bytes
+        errors += other.errors
+        firstNanos = min(firstNanos, other.firstNanos)
+        lastNanos = max(lastNanos, other.lastNanos)
     }
 }
