@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(name: "AllegroRingTests", dependencies: ["AllegroRing", .product(name: "Atomics", package: "swift-atomics")]),
         .testTarget(name: "AllegroRelayTests", dependencies: ["AllegroRelay", "AllegroSpill", "AllegroWire", "AllegroRing", "AllegroLog"]),
         .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore", "AllegroSpill"]),
-        .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire"]),
+        .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
         .testTarget(name: "AllegroEndToEndTests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
     ],

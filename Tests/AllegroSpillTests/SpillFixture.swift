@@ -73,15 +73,12 @@ final class SpillFixture {
     func readAll(from sequence: UInt64 = 1, catalog: SegmentCatalog? = nil) -> [(UInt64, String)] {
         let reader = SpillReader(catalog: catalog ?? writer.catalog, from: sequence)
         var found: [(UInt64, String)] = []
-        while reader.nextBlock(limit: .max, { records, count in
-            var at = 0
-            for _ in 0 ..< count {
-                let rest = UnsafeRawBufferPointer(rebasing: records[at...])
-                guard let size = DeliveredRecordLayout.size(of: rest), let base = rest.baseAddress else { return }
+        while reader.nextBlock(limit: .max, { records, _ in
+            for record in DeliveredRecords(records) {
+                guard let base = record.baseAddress else { return }
                 let payloadLength = DeliveredRecordLayout.payloadLength(at: base)
-                let payload = String(decoding: rest[size - payloadLength ..< size], as: UTF8.self)
+                let payload = String(decoding: record[record.count - payloadLength ..< record.count], as: UTF8.self)
                 found.append((DeliveredRecordLayout.relaySequence(at: base), payload))
-                at += size
             }
         }) {}
         return found
