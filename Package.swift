@@ -98,7 +98,12 @@ let package = Package(
         .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore", "AllegroSpill"]),
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
-        .testTarget(name: "AllegroEndToEndTests", dependencies: ["allegro", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
+        // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
+        // process (relay, push, tail), a raw protocol client, the control port over HTTP.
+        .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],
+                path: "Tests/AllegroTestSupport"),
+        .testTarget(name: "AllegroEndToEndTests",
+                    dependencies: ["allegro", "AllegroTestSupport", "AllegroWire", "AllegroClient", "AllegroPosix", "AllegroStore"]),
     ],
     swiftLanguageModes: [.v6]
 )

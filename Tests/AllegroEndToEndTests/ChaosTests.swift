@@ -1,3 +1,4 @@
+import AllegroTestSupport
 import AllegroPosix
 import AllegroWire
 import Foundation

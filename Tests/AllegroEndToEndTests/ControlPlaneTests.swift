@@ -1,3 +1,4 @@
+import AllegroTestSupport
 import AllegroWire
 import Foundation
 import Testing

@@ -1,3 +1,4 @@
+import AllegroTestSupport
 import AllegroClient
 import AllegroPosix
 import Foundation

@@ -1,3 +1,4 @@
+import AllegroTestSupport
 import Foundation
 import Testing
 

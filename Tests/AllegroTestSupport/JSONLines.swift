@@ -2,13 +2,13 @@ import Foundation
 
 /// Reads `allegro tail --format jsonl` output quickly enough for a million lines in a debug
 /// build: the fields the tests check, found by position rather than by a JSON parser.
-struct TailLine {
-    var relaySequence: UInt64
-    var producer: String
-    var payload: String
+public struct TailLine {
+    public var relaySequence: UInt64
+    public var producer: String
+    public var payload: String
 
     /// Every line of `data`. Lines that do not have the expected shape come back as nil entries.
-    static func parse(_ data: Data) -> [TailLine?] {
+    public static func parse(_ data: Data) -> [TailLine?] {
         var lines: [TailLine?] = []
         data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             let bytes = raw.bindMemory(to: UInt8.self)

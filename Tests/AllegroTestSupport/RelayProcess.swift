@@ -2,25 +2,25 @@ import Foundation
 
 /// A real `allegro relay` on a free loopback port (and its HTTP control port on another) with
 /// its own data directory, stopped (SIGTERM, then SIGKILL after a deadline) when released.
-final class RelayProcess {
-    let running: AllegroBinary.Running
-    let address: String
+public final class RelayProcess {
+    public let running: AllegroBinary.Running
+    public let address: String
     /// The HTTP control port, HOST:PORT (nil when started with `--http off`).
-    let httpAddress: String?
-    let dataDirectory: URL
+    public let httpAddress: String?
+    public let dataDirectory: URL
     private let ownsData: Bool
 
-    struct DidNotStart: Error, CustomStringConvertible {
-        var log: String
-        var description: String { "the relay did not start listening: \(log)" }
+    public struct DidNotStart: Error, CustomStringConvertible {
+        public var log: String
+        public var description: String { "the relay did not start listening: \(log)" }
     }
 
     /// The relay's own process id: the launcher's child when it runs under one (strace).
-    let pid: Int32
+    public let pid: Int32
 
     /// Starts a relay; with `dataDirectory` it reuses (and leaves) that directory, as a restart
     /// would. With a `launcher` (`["/usr/bin/strace", ...]`) the relay runs under that program.
-    init(_ arguments: [String] = [], listen: String = "127.0.0.1:0", environment: [String: String] = [:],
+    public init(_ arguments: [String] = [], listen: String = "127.0.0.1:0", environment: [String: String] = [:],
          dataDirectory: URL? = nil, launcher: [String] = []) throws {
         ownsData = dataDirectory == nil
         self.dataDirectory = try dataDirectory ?? AllegroBinary.scratchDirectory()
@@ -56,18 +56,18 @@ final class RelayProcess {
         if ownsData { try? FileManager.default.removeItem(at: dataDirectory) }
     }
 
-    var log: String { running.stderr }
+    public var log: String { running.stderr }
 
     /// kill -9, and wait for it to be gone.
-    func crash() {
+    public func crash() {
         kill(pid, SIGKILL)
         running.process.waitUntilExit()
     }
-    var isRunning: Bool { running.process.isRunning }
+    public var isRunning: Bool { running.process.isRunning }
 
     /// SIGTERM and wait; SIGKILL if it has not exited in 10 s. Returns the exit status.
     @discardableResult
-    func stop() -> Int32 {
+    public func stop() -> Int32 {
         if running.process.isRunning {
             kill(pid, SIGTERM)
             let deadline = Date().addingTimeInterval(10)
@@ -78,7 +78,7 @@ final class RelayProcess {
         return running.process.terminationStatus
     }
 
-    static func listeningAddress(in log: String, event: String = "listening") -> String? {
+    public static func listeningAddress(in log: String, event: String = "listening") -> String? {
         for line in log.split(separator: "\n") where line.contains("event=\(event) ") {
             for field in line.split(separator: " ") where field.hasPrefix("address=") {
                 return String(field.dropFirst("address=".count))

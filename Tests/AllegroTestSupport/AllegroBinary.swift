@@ -2,21 +2,21 @@ import Foundation
 
 /// Runs the real `allegro` binary (the release build when `ALLEGRO_BIN` names it), with a
 /// deadline on every wait. Output goes to files, so a chatty child never blocks on a full pipe.
-enum AllegroBinary {
-    struct Result {
-        var status: Int32
-        var stdoutData: Data
-        var stderr: String
-        var stdout: String { String(decoding: stdoutData, as: UTF8.self) }
+public enum AllegroBinary {
+    public struct Result {
+        public var status: Int32
+        public var stdoutData: Data
+        public var stderr: String
+        public var stdout: String { String(decoding: stdoutData, as: UTF8.self) }
     }
 
-    struct TimedOut: Error, CustomStringConvertible {
-        var arguments: [String]
-        var description: String { "allegro \(arguments.joined(separator: " ")) did not exit in time" }
+    public struct TimedOut: Error, CustomStringConvertible {
+        public var arguments: [String]
+        public var description: String { "allegro \(arguments.joined(separator: " ")) did not exit in time" }
     }
 
     /// `ALLEGRO_BIN` if set, else `allegro` beside the running test binary.
-    static var url: URL {
+    public static var url: URL {
         if let path = ProcessInfo.processInfo.environment["ALLEGRO_BIN"] { return URL(fileURLWithPath: path) }
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var directory = executable.deletingLastPathComponent()
@@ -30,22 +30,22 @@ enum AllegroBinary {
     }
 
     /// A fresh scratch directory, removed by the caller.
-    static func scratchDirectory() throws -> URL {
+    public static func scratchDirectory() throws -> URL {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         return scratch
     }
 
     /// A started `allegro` process.
-    final class Running {
-        let process = Process()
-        let arguments: [String]
-        let scratch: URL
-        let outURL: URL
-        let errURL: URL
+    public final class Running {
+        public let process = Process()
+        public let arguments: [String]
+        public let scratch: URL
+        public let outURL: URL
+        public let errURL: URL
 
         /// `launcher` runs the binary under another program (`["/usr/bin/strace", "-f", ...]`).
-        init(_ arguments: [String], stdin: URL?, pipe: Pipe? = nil, environment: [String: String],
+        public init(_ arguments: [String], stdin: URL?, pipe: Pipe? = nil, environment: [String: String],
              launcher: [String] = []) throws {
             self.arguments = arguments
             scratch = try AllegroBinary.scratchDirectory()
@@ -80,10 +80,10 @@ enum AllegroBinary {
             try? FileManager.default.removeItem(at: scratch)
         }
 
-        var stderr: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
+        public var stderr: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
 
         /// Waits for exit; kills the process and throws `TimedOut` after `timeout` seconds.
-        func wait(timeout: TimeInterval) throws -> Result {
+        public func wait(timeout: TimeInterval) throws -> Result {
             let deadline = Date().addingTimeInterval(timeout)
             while process.isRunning && Date() < deadline { usleep(2000) }
             if process.isRunning {
@@ -96,17 +96,17 @@ enum AllegroBinary {
         }
     }
 
-    static func start(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
+    public static func start(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
                       launcher: [String] = []) throws -> Running {
         try Running(arguments, stdin: stdin, environment: environment, launcher: launcher)
     }
 
     /// Starts with standard input from a pipe the test writes to (and closes for end of input).
-    static func start(_ arguments: [String], pipe: Pipe) throws -> Running {
+    public static func start(_ arguments: [String], pipe: Pipe) throws -> Running {
         try Running(arguments, stdin: nil, pipe: pipe, environment: [:])
     }
 
-    static func run(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
+    public static func run(_ arguments: [String], stdin: URL? = nil, environment: [String: String] = [:],
                     timeout: TimeInterval = 60) throws -> Result {
         try start(arguments, stdin: stdin, environment: environment).wait(timeout: timeout)
     }

@@ -4,9 +4,9 @@ import Foundation
 import Testing
 
 /// Traffic and disk conditions several end-to-end suites set up the same way.
-enum TestTraffic {
+public enum TestTraffic {
     /// Publishes "PREFIX-0" ... with producer sequences 1 ... `count` and waits for every ack.
-    static func publish(_ relay: RelayProcess, producer: String, prefix: String, count: Int) throws {
+    public static func publish(_ relay: RelayProcess, producer: String, prefix: String, count: Int) throws {
         var options = ProducerOptions(relays: [try SocketAddress(parsing: relay.address)], producerID: producer)
         options.reconnectForMillis = 5_000
         let client = try Producer(options)
@@ -18,7 +18,7 @@ enum TestTraffic {
     }
 
     /// `allegro push` of `lines` with the given header fields; expects every line acked.
-    static func push(_ relay: RelayProcess, _ lines: [String], producer: String, session: String? = nil,
+    public static func push(_ relay: RelayProcess, _ lines: [String], producer: String, session: String? = nil,
                      kind: String? = nil) throws {
         let scratch = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
@@ -33,13 +33,13 @@ enum TestTraffic {
 
     /// From now on no file of the relay may grow: every spill write fails with EFBIG, as on a
     /// full or failing disk (directory permissions cannot do this: the tests run as root).
-    static func freezeSpill(of relay: RelayProcess) throws {
+    public static func freezeSpill(of relay: RelayProcess) throws {
         let segment = try SpillFiles.segments(in: relay.dataDirectory).last
         let size = try segment.map { try FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int ?? 0 } ?? 0
         #expect(try setFileSizeLimit(of: relay.pid, to: String(size)))
     }
 
-    static func thawSpill(of relay: RelayProcess) throws {
+    public static func thawSpill(of relay: RelayProcess) throws {
         #expect(try setFileSizeLimit(of: relay.pid, to: "unlimited"))
     }
 
@@ -56,7 +56,7 @@ enum TestTraffic {
     /// Records pushed as "PRODUCER-INDEX" lines: returns how many of each producer arrived, and
     /// counts problems: a payload out of its producer's order (lost or duplicated), relay
     /// sequences not increasing (or, with `gapless`, not consecutive), or inside a skip.
-    static func audit(_ records: [TailLine], skips: [ClosedRange<UInt64>] = [], gapless: Bool = false)
+    public static func audit(_ records: [TailLine], skips: [ClosedRange<UInt64>] = [], gapless: Bool = false)
         -> (counts: [String: Int], problems: Int) {
         var next = [String: Int]()
         var previous: UInt64 = 0
@@ -74,14 +74,14 @@ enum TestTraffic {
 
 /// Four `allegro push` processes (producers PREFIX1 ... PREFIX4) fed "PRODUCER-INDEX" lines
 /// through pipes, so a test can restart or kill the relay between two feeds.
-final class PipedPushers {
+public final class PipedPushers {
     /// Writes the lines; may be used from another thread.
-    struct Feeder: Sendable {
-        let prefix: String
-        let pipes: [Pipe]
+    public struct Feeder: Sendable {
+        public let prefix: String
+        public let pipes: [Pipe]
 
         /// Writes lines `range` for every producer (blocks while the pushers do not read).
-        func feed(_ range: Range<Int>) {
+        public func feed(_ range: Range<Int>) {
             for start in stride(from: range.lowerBound, to: range.upperBound, by: 2_500) {
                 for (index, pipe) in pipes.enumerated() {
                     let text = (start ..< min(start + 2_500, range.upperBound)).map { "\(prefix)\(index + 1)-\($0)\n" }.joined()
@@ -91,10 +91,10 @@ final class PipedPushers {
         }
     }
 
-    let feeder: Feeder
+    public let feeder: Feeder
     private let pushers: [AllegroBinary.Running]
 
-    init(relay: RelayProcess, prefix: String) throws {
+    public init(relay: RelayProcess, prefix: String) throws {
         let pipes = (1 ... 4).map { _ in Pipe() }
         pushers = try pipes.enumerated().map { index, pipe in
             try AllegroBinary.start(["push", "--relay", relay.address, "--producer", "\(prefix)\(index + 1)"], pipe: pipe)
@@ -102,10 +102,10 @@ final class PipedPushers {
         feeder = Feeder(prefix: prefix, pipes: pipes)
     }
 
-    func feed(_ range: Range<Int>) { feeder.feed(range) }
+    public func feed(_ range: Range<Int>) { feeder.feed(range) }
 
     /// Ends the input and expects every pusher to exit 0 with all `perProducer` lines acked.
-    func finish(perProducer: Int) throws {
+    public func finish(perProducer: Int) throws {
         for pipe in feeder.pipes { try pipe.fileHandleForWriting.close() }
         for pusher in pushers {
             let result = try pusher.wait(timeout: 300)

@@ -5,35 +5,35 @@ import FoundationNetworking
 import Testing
 
 /// GETs from a relay's HTTP control port.
-enum ControlHTTP {
+public enum ControlHTTP {
     /// No cache: every answer is live, and ports (so URLs) are reused across relays.
-    static let session: URLSession = {
+    public static let session: URLSession = {
         let configuration = URLSessionConfiguration.ephemeral
         configuration.urlCache = nil
         configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
         return URLSession(configuration: configuration)
     }()
 
-    struct Answer {
-        var status: Int
-        var body: Data
-        var text: String { String(decoding: body, as: UTF8.self) }
+    public struct Answer {
+        public var status: Int
+        public var body: Data
+        public var text: String { String(decoding: body, as: UTF8.self) }
 
-        func json() throws -> [String: Any] {
+        public func json() throws -> [String: Any] {
             try #require(try JSONSerialization.jsonObject(with: body) as? [String: Any])
         }
 
-        func jsonArray() throws -> [[String: Any]] {
+        public func jsonArray() throws -> [[String: Any]] {
             try #require(try JSONSerialization.jsonObject(with: body) as? [[String: Any]])
         }
     }
 
-    static func get(_ relay: RelayProcess, _ path: String) async throws -> Answer {
+    public static func get(_ relay: RelayProcess, _ path: String) async throws -> Answer {
         try await get(address: try #require(relay.httpAddress), path)
     }
 
     /// GET from a control port at `address` (HOST:PORT).
-    static func get(address: String, _ path: String) async throws -> Answer {
+    public static func get(address: String, _ path: String) async throws -> Answer {
         let url = try #require(URL(string: "http://\(address)\(path)"))
         var request = URLRequest(url: url)
         request.timeoutInterval = 10
@@ -43,7 +43,7 @@ enum ControlHTTP {
     }
 
     /// Polls `path` every 50 ms until `done` holds or `seconds` pass; returns the last answer.
-    static func poll(_ relay: RelayProcess, _ path: String, seconds: Double = 10,
+    public static func poll(_ relay: RelayProcess, _ path: String, seconds: Double = 10,
                      until done: (Answer) throws -> Bool) async throws -> Answer {
         let deadline = Date().addingTimeInterval(seconds)
         var answer = try await get(relay, path)
@@ -55,7 +55,7 @@ enum ControlHTTP {
     }
 
     /// The value of an unlabelled sample, or of the labelled one given in full (`name{label="x"}`).
-    static func sample(_ exposition: String, _ series: String) -> Double? {
+    public static func sample(_ exposition: String, _ series: String) -> Double? {
         for line in exposition.split(separator: "\n") where line.hasPrefix(series + " ") {
             return Double(line.dropFirst(series.count + 1))
         }

@@ -4,27 +4,27 @@ import Foundation
 
 /// A hand-driven protocol client for tests: sends exactly the bytes it is told to and reports
 /// every frame the relay sends back, so bad input can be aimed at the real relay.
-final class RawClient {
-    let socket: Socket
+public final class RawClient {
+    public let socket: Socket
     private let inbound = InboundBuffer(limits: .permissive)
-    private(set) var closedByPeer = false
+    public private(set) var closedByPeer = false
 
     /// What the relay sent: the frame type, and for ERROR its code and message.
-    struct Received: CustomStringConvertible {
-        var type: FrameType
-        var errorCode: UInt16?
-        var message: String
-        var json: String
-        var description: String { json }
+    public struct Received: CustomStringConvertible {
+        public var type: FrameType
+        public var errorCode: UInt16?
+        public var message: String
+        public var json: String
+        public var description: String { json }
     }
 
-    init(_ address: String) throws {
+    public init(_ address: String) throws {
         socket = try Socket.connect(to: SocketAddress(parsing: address), timeoutMillis: 5000)
     }
 
     deinit { socket.close() }
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let result = try bytes.withUnsafeBytes { try socket.send(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
@@ -36,7 +36,7 @@ final class RawClient {
         }
     }
 
-    func send(_ frames: ControlFrame...) throws {
+    public func send(_ frames: ControlFrame...) throws {
         let buffer = OutboundBuffer()
         for frame in frames { buffer.append(frame) }
         try send(buffer.bytes)
@@ -44,13 +44,13 @@ final class RawClient {
 
     /// HELLO, then the WELCOME (or whatever came instead).
     @discardableResult
-    func hello(_ role: Role, id: String = "raw", token: String = "") throws -> [Received] {
+    public func hello(_ role: Role, id: String = "raw", token: String = "") throws -> [Received] {
         try send(.hello(role: role, clientID: id, token: token))
         return try receive(until: { $0.type == .welcome || $0.type == .error }, timeout: 5)
     }
 
     /// Reads frames until `stop` returns true for one, the relay closes, or the timeout passes.
-    func receive(until stop: (Received) -> Bool = { _ in false }, timeout: TimeInterval) throws -> [Received] {
+    public func receive(until stop: (Received) -> Bool = { _ in false }, timeout: TimeInterval) throws -> [Received] {
         var seen: [Received] = []
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -77,12 +77,12 @@ final class RawClient {
     }
 
     /// Reads until the relay closes (or the timeout), returning the ERROR codes it sent.
-    func errorsUntilClosed(timeout: TimeInterval = 10) throws -> [UInt16] {
+    public func errorsUntilClosed(timeout: TimeInterval = 10) throws -> [UInt16] {
         try receive(timeout: timeout).compactMap(\.errorCode)
     }
 
     /// A PUBLISH of `count` small records with producer sequences from `first`.
-    static func publish(first: UInt64, count: Int, payload: (UInt64) -> String = { "raw-\($0)" }) -> [UInt8] {
+    public static func publish(first: UInt64, count: Int, payload: (UInt64) -> String = { "raw-\($0)" }) -> [UInt8] {
         let buffer = OutboundBuffer()
         let mark = buffer.beginBatch(.publish)
         for sequence in first ..< first + UInt64(count) {
