@@ -18,11 +18,22 @@ public struct ProducerOptions: Sendable {
     public var connectTimeoutMillis: Int32 = 5_000
     /// How long to keep trying to reconnect before a call fails.
     public var reconnectForMillis = 30_000
+    /// Told about every failed connection attempt and every connection made, on the caller's
+    /// thread, so a command line can say at once what is happening instead of waiting silently.
+    public var onConnection: (@Sendable (ConnectionEvent) -> Void)?
 
     public init(relays: [SocketAddress], producerID: String) {
         self.relays = relays
         self.producerID = producerID
     }
+}
+
+/// What a `Producer` (or `Collector`) tells its `onConnection` observer.
+public enum ConnectionEvent: Sendable {
+    /// An attempt failed; another follows unless the error is permanent or no time is left.
+    case failed(address: SocketAddress, error: ClientError, willRetry: Bool, millisLeft: Int)
+    /// Connected (after `failedAttempts` failed attempts in this round).
+    case connected(address: SocketAddress, failedAttempts: Int)
 }
 
 /// Publishes records to a relay: batches them, pipelines batches without waiting for each ack,
@@ -37,6 +48,8 @@ public final class Producer {
     private var sentCount = 0
     private var maxBatch = 1
     private var maxBatchBytes = 4096
+    /// The relay's frame limit (from WELCOME): one record as delivered must fit one DELIVER frame.
+    public private(set) var maxFrameBytes = 0
     private var heartbeatNanos: UInt64 = 5_000_000_000
     private var lastSent: UInt64 = 0
 
@@ -66,6 +79,13 @@ public final class Producer {
     public func publish(session: String = "", kind: String = "", contentType: String = "",
                         payload: UnsafeRawBufferPointer, eventTimeNanos: UInt64 = Clock.wallNanos) throws(ClientError) -> UInt64 {
         let sequence = nextSequence
+        // The relay refuses a record that cannot travel alone in one DELIVER frame (its
+        // max_frame_bytes): say so here, before anything is sent, with the real payload limit.
+        let fields = DeliveredRecordLayout.headerSize + options.producerID.utf8.count + session.utf8.count + kind.utf8.count
+            + contentType.utf8.count
+        if fields + payload.count > maxBatchBytes {
+            throw .recordTooLarge(RecordTooLarge(field: "payload", length: payload.count, limit: max(0, maxBatchBytes - fields)))
+        }
         var session = session, kind = kind, contentType = contentType
         let appended: RecordTooLarge? = session.withUTF8 { s in kind.withUTF8 { k in contentType.withUTF8 { c in
             do throws(RecordTooLarge) {
@@ -178,15 +198,21 @@ public final class Producer {
                 if let welcome = fresh.welcome {
                     maxBatch = max(1, min(options.batchRecords, Int(welcome.maxBatchRecords)))
                     maxBatchBytes = Wire.maxBatchedRecordBytes(maxFrameLength: Int(welcome.maxFrameLength))
+                    maxFrameBytes = Int(welcome.maxFrameLength)
                     heartbeatNanos = UInt64(welcome.heartbeatMillis) * 1_000_000
                 }
                 connection = fresh
                 connections += 1
                 if connections > 1 { reconnects += 1 }
                 sentCount = 0
+                options.onConnection?(.connected(address: address, failedAttempts: attempt - 1))
                 return fresh
             } catch {
-                if error.isPermanent || Clock.monotonicNanos >= deadline { throw error }
+                let now = Clock.monotonicNanos
+                let retry = !error.isPermanent && now < deadline
+                options.onConnection?(.failed(address: address, error: error, willRetry: retry,
+                                              millisLeft: retry ? Int((deadline - now) / 1_000_000) : 0))
+                if !retry { throw error }
             }
             if attempt % options.relays.count == 0 {
                 // Every endpoint failed this round: back off, with jitter, up to 2 s.

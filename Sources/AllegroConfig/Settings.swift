@@ -7,6 +7,9 @@ public struct AllegroSettings: Sendable, Equatable {
     public var relay = RelayConfiguration()
     /// The HTTP control port, HOST:PORT; nil when turned off ("off").
     public var http: String? = "127.0.0.1:7401"
+    /// Bearer token the control port asks for on every path but `/health`; nil asks none
+    /// (a loopback control port only).
+    public var controlToken: String?
     public var logLevel: Logger.Level = .info
 
     public init() {}

@@ -24,6 +24,7 @@ enum SettingsCatalog {
     static let all: [Setting] = [
         Setting(key: "listen", kind: .text(\.relay.listen)),
         Setting(key: "http", kind: .http),
+        Setting(key: "control_token", kind: .secret(\.controlToken)),
         Setting(key: "data_dir", kind: .text(\.relay.dataDirectory)),
         Setting(key: "relay_id", kind: .text(\.relay.relayID)),
         Setting(key: "producer_token", kind: .secret(\.relay.producerToken)),

@@ -50,12 +50,33 @@ public struct SettingsLoader: Sendable {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
         }
         if let http = settings.http {
-            do { _ = try SocketAddress(parsing: http) } catch {
+            let address: SocketAddress
+            do { address = try SocketAddress(parsing: http) } catch {
                 throw SettingsError(key: "http", value: http, source: reporter.source(of: "http"),
                                     allowed: error.reason + "; expected HOST:PORT with a numeric address, or off")
             }
+            // Like `listen`: /status and /sessions show every session, collector and error.
+            if !address.isLoopback && settings.controlToken == nil {
+                throw SettingsError(key: "http", value: http, source: reporter.source(of: "http"),
+                                    allowed: "a non-loopback control port needs control_token set (ALLEGRO_CONTROL_TOKEN); "
+                                        + "every path but /health then asks for it as a bearer token")
+            }
         }
-        return Loaded(settings: settings, sources: reporter.sources())
+        if let token = settings.controlToken, token.isEmpty || token.utf8.count > 255 {
+            throw SettingsError(key: "control_token", value: "(\(token.utf8.count) bytes)", source: reporter.source(of: "control_token"),
+                                allowed: "1 ... 255 bytes")
+        }
+        // The ring's sizes are powers of two: the value in force is shown, not the one asked for.
+        var sources = reporter.sources()
+        for (key, path) in [("ring_bytes", \AllegroSettings.relay.ringBytes), ("ring_records", \AllegroSettings.relay.ringRecords)] {
+            let asked = settings[keyPath: path]
+            var rounded = 1
+            while rounded < asked { rounded <<= 1 }
+            guard rounded != asked else { continue }
+            settings[keyPath: path] = rounded
+            sources[key] = (sources[key] ?? "default") + ", rounded up from \(asked) to a power of two"
+        }
+        return Loaded(settings: settings, sources: sources)
     }
 
     // MARK: Reading one key

@@ -11,21 +11,18 @@ import ServiceLifecycle
 /// first while `/health` says "stopping"; the HTTP port closes after it.
 public enum ControlProcess {
     /// Runs until a stop signal (returns normally: exit 0) or a failure (throws).
-    /// `http` is HOST:PORT or nil (no control port).
-    public static func run(_ configuration: RelayConfiguration, http: String?, log: EventLog,
+    /// `http` is HOST:PORT or nil (no control port); with `controlToken`, every path but
+    /// `/health` asks for it as a bearer token.
+    public static func run(_ configuration: RelayConfiguration, http: String?, controlToken: String? = nil, log: EventLog,
                            metrics: MetricsExport) async throws {
         let address = try http.map { try AllegroPosix.SocketAddress(parsing: $0) }
         let monitor = RelayMonitor()
         let runner = try await RelayRunner.start(configuration, log: log, monitor: monitor, metrics: RelayMetrics())
         var services: [any Service] = []
         if let http, let address {
-            if !address.isLoopback {
-                log.log(.warning, "http_not_loopback", ["address": http,
-                                                        "effect": "status and session ids are readable by anyone who can reach it"])
-            }
             var httpLogger = Logger(label: "allegro.http")
             httpLogger.logLevel = max(log.logger.logLevel, .notice)
-            let routes = ControlRoutes(monitor: monitor, store: runner.store, metrics: metrics)
+            let routes = ControlRoutes(monitor: monitor, store: runner.store, metrics: metrics, token: controlToken)
             services.append(Application(
                 router: routes.router(),
                 configuration: .init(address: .hostname(address.hostText, port: Int(address.port)), serverName: "allegro"),

@@ -4,7 +4,9 @@ import Foundation
 import Hummingbird
 
 /// The HTTP control port's routes. Read-only: nothing here changes the relay. Every answer is
-/// live (`Cache-Control: no-store`).
+/// live (`Cache-Control: no-store`). With a control token, every path but `/health` (which load
+/// balancers poll) answers 401 unless the request carries `Authorization: Bearer TOKEN`
+/// (compared in constant time).
 ///
 /// - `GET /health`: 200 `{"status":"serving"}`; 503 with a `reason` when the spill cannot write,
 ///   the event loop is stuck, or the relay is stopping.
@@ -16,16 +18,19 @@ public struct ControlRoutes: Sendable {
     let monitor: RelayMonitor
     let store: StateStore
     let metrics: MetricsExport
+    let token: Token?
 
-    public init(monitor: RelayMonitor, store: StateStore, metrics: MetricsExport) {
+    public init(monitor: RelayMonitor, store: StateStore, metrics: MetricsExport, token: String? = nil) {
         self.monitor = monitor
         self.store = store
         self.metrics = metrics
+        self.token = token.map(Token.init)
     }
 
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.get("health") { _, _ in self.health() }
+        if let token { router.add(middleware: BearerCheck(token: token)) }
         router.get("metrics") { _, _ in
             let status = await self.monitor.fresh()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
@@ -78,5 +83,24 @@ public struct ControlRoutes: Sendable {
         let data = (try? encoder.encode(value)) ?? Data("{\"error\":\"encoding failed\"}".utf8)
         return Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                         body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// Answers 401 to a request without the control token as a bearer token; `/health` passes.
+struct BearerCheck: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let token: Token
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.path == "/health" { return try await next(request, context) }
+        let offered = request.headers[.authorization].flatMap { value -> Substring? in
+            value.hasPrefix("Bearer ") ? value.dropFirst("Bearer ".count) : nil
+        }
+        guard let offered, Array(offered.utf8).withUnsafeBytes({ token.matches($0) }) else {
+            return Response(status: .unauthorized,
+                            headers: [.contentType: "application/json", .cacheControl: "no-store", .wwwAuthenticate: "Bearer"],
+                            body: .init(byteBuffer: ByteBuffer(string: #"{"error":"this control port asks for its control token: Authorization: Bearer TOKEN (only /health is open)"}"#)))
+        }
+        return try await next(request, context)
     }
 }

@@ -6,9 +6,16 @@ public enum StandardStreams {
     public static func error(_ line: String) { write(line, to: 2) }
     public static func output(_ line: String) { write(line, to: 1) }
 
-    private static func write(_ line: String, to descriptor: Int32) {
+    /// True when standard error is a terminal (a person watching, not a pipe or a file).
+    public static var errorIsTerminal: Bool { isatty(2) == 1 }
+
+    /// Replaces the terminal's current line on standard error with `text` (no newline): for
+    /// progress that updates in place. Only for a terminal (`errorIsTerminal`).
+    public static func errorStatus(_ text: String) { write("\r\u{1B}[K" + text, to: 2, newline: false) }
+
+    private static func write(_ line: String, to descriptor: Int32, newline: Bool = true) {
         var text = line
-        if !text.hasSuffix("\n") { text += "\n" }
+        if newline && !text.hasSuffix("\n") { text += "\n" }
         text.withUTF8 { bytes in
             guard let base = bytes.baseAddress else { return }
             var offset = 0

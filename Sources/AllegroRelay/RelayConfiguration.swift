@@ -12,8 +12,10 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var producerToken: String?
     /// Token collectors must present; nil accepts any (loopback only).
     public var collectorToken: String?
-    /// Names of the durable collectors: records are held, and acks wait, until each commits.
-    public var durableCollectors: [String] = []
+    /// Names of the durable collectors: each has a committed cursor that survives restarts, and
+    /// retention counts what it removes before they committed it. Timmy's collector, the one
+    /// Allegro exists for, is configured out of the box (`durable_collectors=` for none).
+    public var durableCollectors: [String] = ["timmy"]
     /// Bytes of record memory in the ring (rounded up to a power of two).
     public var ringBytes = 64 << 20
     /// Records the ring can index (rounded up to a power of two).

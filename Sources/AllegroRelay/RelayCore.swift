@@ -127,7 +127,8 @@ final class RelayCore {
                 frame = try connection.inbound.next()
             } catch {
                 // `next()` never reports `truncated` (a partial frame waits for more bytes).
-                fail(connection, error.code ?? .malformedFrame, error.description)
+                let code = error.code ?? .malformedFrame
+                fail(connection, code, error.description + (code == .frameTooLarge ? " (the relay's max_frame_bytes)" : ""))
                 return
             }
             guard let frame else { break }
@@ -381,7 +382,8 @@ final class RelayCore {
         if !request.name.isEmpty {
             guard let named = durableByName[request.name.string] else {
                 return fail(connection, .unknownCollector,
-                            "no durable collector named \(request.name.string) is configured; subscribe without a name for an ephemeral tail")
+                            "no durable collector named \(request.name.string) is configured: start the relay with --durable \(request.name.string) "
+                                + "(or durable_collectors in its configuration), or subscribe without a name for an ephemeral tail")
             }
             durable = named
         }

@@ -1,11 +1,11 @@
 /// A configured token, compared in constant time: the time taken depends only on the lengths,
 /// never on where the first differing byte is.
-struct Token {
+public struct Token: Sendable {
     private let bytes: [UInt8]
 
-    init(_ text: String) { bytes = Array(text.utf8) }
+    public init(_ text: String) { bytes = Array(text.utf8) }
 
-    func matches(_ offered: UnsafeRawBufferPointer) -> Bool {
+    public func matches(_ offered: UnsafeRawBufferPointer) -> Bool {
         var difference = UInt8(truncatingIfNeeded: bytes.count ^ offered.count)
         let n = max(bytes.count, offered.count)
         for index in 0 ..< n {

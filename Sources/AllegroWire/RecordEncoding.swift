@@ -15,6 +15,12 @@ public struct RecordTooLarge: Error, Equatable, Sendable, CustomStringConvertibl
     public var length: Int
     public var limit: Int
 
+    public init(field: String, length: Int, limit: Int) {
+        self.field = field
+        self.length = length
+        self.limit = limit
+    }
+
     public var description: String { "record field \(field) is \(length) bytes; the limit is \(limit)" }
 }
 

@@ -6,9 +6,10 @@ import NIOHTTP1
 
 /// GETs JSON from a relay's HTTP control port, for `allegro status` and `allegro sessions`, with
 /// the house's HTTP client (async-http-client's shared client: no cache, a 10 s deadline, bodies
-/// up to 16 MiB).
+/// up to 16 MiB). A control port that asks for a token gets `$ALLEGRO_CONTROL_TOKEN` as a bearer.
 struct ControlClient {
     let address: String
+    let token = ProcessInfo.processInfo.environment["ALLEGRO_CONTROL_TOKEN"]
     static let maxBodyBytes = 16 << 20
 
     struct Failure: Error, CustomStringConvertible {
@@ -24,7 +25,8 @@ struct ControlClient {
 
     /// The body of a 200 answer; anything else is a `Failure` saying what the relay answered.
     func get(_ path: String) async throws -> Data {
-        let request = HTTPClientRequest(url: "http://\(address)\(path)")
+        var request = HTTPClientRequest(url: "http://\(address)\(path)")
+        if let token, !token.isEmpty { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         let status: HTTPResponseStatus, body: ByteBuffer
         do {
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
@@ -35,7 +37,8 @@ struct ControlClient {
         }
         let data = Data(body.readableBytesView)
         guard status == .ok else {
-            throw Failure(description: "\(path) answered HTTP \(status.code): \(String(decoding: data, as: UTF8.self))")
+            let hint = status == .unauthorized ? (token == nil ? " (set ALLEGRO_CONTROL_TOKEN)" : " (check ALLEGRO_CONTROL_TOKEN)") : ""
+            throw Failure(description: "\(path) answered HTTP \(status.code): \(String(decoding: data, as: UTF8.self))\(hint)")
         }
         return data
     }

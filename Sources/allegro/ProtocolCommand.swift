@@ -18,6 +18,9 @@ struct Decode: ParsableCommand {
         Reads FILE (or standard input when FILE is - or absent) as a stream of protocol v1 frames.
         Exits 0 when every frame is valid; at the first invalid frame prints what is wrong and the
         byte offset to standard error and exits 1. Frames are limited to 16 MiB, batches are not.
+        protocol/vectors/*.bin are examples. To record what a client sends, put socat between it
+        and the relay: socat -r capture.bin TCP-LISTEN:7399,reuseaddr TCP:127.0.0.1:7400, then
+        point the client at 127.0.0.1:7399 (-R FILE records what the relay sends back).
         """
     )
 
@@ -30,7 +33,9 @@ struct Decode: ParsableCommand {
             handle = FileHandle.standardInput
         } else {
             guard let opened = FileHandle(forReadingAtPath: file) else {
-                throw ValidationError("cannot open \(file) for reading")
+                let why = FileManager.default.fileExists(atPath: file) ? "cannot be read" : "does not exist"
+                throw ValidationError("\(file) \(why). Decode a recorded byte stream, for example protocol/vectors/hello_producer.bin; "
+                                      + "`allegro protocol decode --help` shows how to record one with socat")
             }
             handle = opened
         }
@@ -56,7 +61,7 @@ struct Decode: ParsableCommand {
 
     private func report(_ error: WireError, at offset: Int) -> ExitCode {
         var standardError = StandardError()
-        standardError.write("allegro: invalid frame at byte offset \(offset): \(error) [\(error.kind)\(error.code.map { ", " + $0.name } ?? "")]\n")
+        standardError.write("allegro protocol decode: invalid frame at byte offset \(offset): \(error) [\(error.kind)\(error.code.map { ", " + $0.name } ?? "")]\n")
         return ExitCode.failure
     }
 }

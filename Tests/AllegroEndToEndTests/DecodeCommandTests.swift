@@ -43,10 +43,13 @@ import Testing
         }
     }
 
-    @Test func missingFileIsAClearError() throws {
+    @Test func aMissingFileIsAClearErrorThatSaysHowToRecordOne() throws {
         let result = try AllegroBinary.run(["protocol", "decode", "/nonexistent/stream.bin"])
         #expect(result.status != 0)
-        #expect(result.stderr.contains("cannot open /nonexistent/stream.bin"))
+        #expect(result.stderr.contains("/nonexistent/stream.bin does not exist"), "\(result.stderr)")
+        #expect(result.stderr.contains("protocol/vectors/") && result.stderr.contains("socat"), "\(result.stderr)")
+        let help = try AllegroBinary.run(["protocol", "decode", "--help"])
+        #expect(help.stdout.contains("socat -r capture.bin"), "\(help.stdout)")
     }
 
     @Test func versionAndHelp() throws {

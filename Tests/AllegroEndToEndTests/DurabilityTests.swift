@@ -243,7 +243,7 @@ import Testing
     }
 
     @Test func retentionByAge() throws {
-        let relay = try RelayProcess(["--set", "retention_max_age_ms=1000", "--set", "max_frame_bytes=65536",
+        let relay = try RelayProcess(["--set", "retention_max_age_ms=1000", "--set", "durable_collectors=", "--set", "max_frame_bytes=65536",
                                       "--set", "ring_bytes=262144"])
         try push(relay, (0 ..< 500).map { "old-\($0)" }, producer: "aging")
         usleep(1_500_000)

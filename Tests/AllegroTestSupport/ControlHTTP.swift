@@ -28,14 +28,15 @@ public enum ControlHTTP {
         }
     }
 
-    public static func get(_ relay: RelayProcess, _ path: String) async throws -> Answer {
-        try await get(address: try #require(relay.httpAddress), path)
+    public static func get(_ relay: RelayProcess, _ path: String, bearer: String? = nil) async throws -> Answer {
+        try await get(address: try #require(relay.httpAddress), path, bearer: bearer)
     }
 
-    /// GET from a control port at `address` (HOST:PORT).
-    public static func get(address: String, _ path: String) async throws -> Answer {
+    /// GET from a control port at `address` (HOST:PORT), with `Authorization: Bearer` if given.
+    public static func get(address: String, _ path: String, bearer: String? = nil) async throws -> Answer {
         let url = try #require(URL(string: "http://\(address)\(path)"))
         var request = URLRequest(url: url)
+        if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
         request.timeoutInterval = 10
         request.cachePolicy = .reloadIgnoringLocalCacheData
         let (data, response) = try await session.data(for: request)

@@ -48,7 +48,7 @@ let benchmarks: @Sendable () -> Void = {
             let first = ring.head
             for record in fixture.delivered {
                 record.withUnsafeBytes { bytes in
-                    _ = ring.append(size: bytes.count, retain: .max) { space, _ in space.copyMemory(from: bytes) }
+                    _ = ring.append(size: bytes.count) { space, _ in space.copyMemory(from: bytes) }
                 }
             }
             var total = 0

@@ -45,10 +45,14 @@ class Producer:
         in `dropped`). Never silent.
     first_sequence: producer sequences start here; by default the wall clock in microseconds,
         so a restarted process never reuses a number under the same producer id.
+    on_connection: called from the sender thread as on_connection("failed", error) after each
+        failed attempt to reach a relay, and on_connection("connected", None) once connected,
+        so a command line can say at once why it waits. `last_error` holds the latest failure.
     """
 
     def __init__(self, relays, producer_id=None, token="", *, batch_records=512, max_buffer=100_000,
-                 on_full="block", block_timeout=5.0, connect_timeout=5.0, max_backoff=2.0, first_sequence=None):
+                 on_full="block", block_timeout=5.0, connect_timeout=5.0, max_backoff=2.0, first_sequence=None,
+                 on_connection=None):
         if on_full not in ("block", "drop_oldest"):
             raise ValueError('on_full must be "block" or "drop_oldest"')
         self.relays = [self._address(r) for r in relays]
@@ -71,6 +75,8 @@ class Producer:
         self.emitted = 0
         self.reconnects = 0
         self.error = None
+        self.last_error = None
+        self.on_connection = on_connection
         self._closing = False
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="allegro-producer", daemon=True)
@@ -79,7 +85,9 @@ class Producer:
     @staticmethod
     def _address(relay):
         if isinstance(relay, str):
-            host, _, port = relay.rpartition(":")
+            host, colon, port = relay.rpartition(":")
+            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("relay address %r: expected HOST:PORT, for example 127.0.0.1:7400" % relay)
             return host.strip("[]"), int(port)
         return relay[0], int(relay[1])
 
@@ -171,7 +179,10 @@ class Producer:
                     self.error = refused
                     self._cond.notify_all()
                 return
-            except OSError:
+            except OSError as error:
+                self.last_error = error
+                if self.on_connection is not None:
+                    self.on_connection("failed", error)
                 attempt += 1
                 delay = min(self.max_backoff, 0.05 * (2 ** min(attempt, 10)))
                 time.sleep(delay / 2 + random.random() * delay / 2)
@@ -180,6 +191,8 @@ class Producer:
                         break  # close() already waited its timeout: give up (it returned False)
                 continue
             attempt = 0
+            if self.on_connection is not None:
+                self.on_connection("connected", None)
             try:
                 self._serve(connection, welcome)
             except RelayRefused as refused:
@@ -200,7 +213,7 @@ class Producer:
             try:
                 sock = socket.create_connection((host, port), timeout=self.connect_timeout)
             except OSError as error:
-                last = error
+                last = ConnectionError("cannot reach the relay at %s:%d: %s" % (host, port, error.strerror or error))
                 continue
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -1,6 +1,7 @@
 """The Python producer against the real relay binary: order, outages, crashes, buffer policies."""
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -125,6 +126,35 @@ def test_allegro_emit_has_the_push_flags(relay):
     records = relay.tail(500)
     assert payloads(records) == ["line-%d" % i for i in range(500)]
     assert {(r["session"], r["kind"], r["content_type"]) for r in records} == {("cli", "note", "text/plain")}
+
+
+def test_allegro_emit_says_at_once_why_it_waits_and_ends_with_the_reason():
+    # A loopback port nothing listens on.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    started = time.monotonic()
+    emit = subprocess.Popen([sys.executable, "-m", "allegro_client.cli", "--relay", "127.0.0.1:%d" % port, "--timeout", "3"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert emit.stdin is not None and emit.stderr is not None
+    emit.stdin.write(b"one\n")
+    emit.stdin.close()
+    first = emit.stderr.readline().decode()
+    assert time.monotonic() - started < 2.5, "the first message comes before the timeout is up"
+    assert "cannot reach the relay at 127.0.0.1:%d" % port in first and "retrying for" in first, first
+    rest = emit.stderr.read().decode()
+    assert emit.wait(timeout=30) == 1
+    last = rest.strip().splitlines()[-1]
+    assert "gave up after 3 s (--timeout)" in last and "cannot reach the relay" in last and "sent 1 record," in last, rest
+
+
+def test_allegro_emit_rejects_an_address_without_a_port_without_a_traceback():
+    result = subprocess.run([sys.executable, "-m", "allegro_client.cli", "--relay", "localhost"], input=b"",
+                            capture_output=True, timeout=30)
+    assert result.returncode == 2
+    stderr = result.stderr.decode()
+    assert "expected HOST:PORT" in stderr and "Traceback" not in stderr, stderr
 
 
 def test_hermes_plugin_maps_lifecycle_events(relay, monkeypatch):
