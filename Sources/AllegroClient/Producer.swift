@@ -32,8 +32,8 @@ public struct ProducerOptions: Sendable {
 public enum ConnectionEvent: Sendable {
     /// An attempt failed; another follows unless the error is permanent or no time is left.
     case failed(address: SocketAddress, error: ClientError, willRetry: Bool, millisLeft: Int)
-    /// Connected (after `failedAttempts` failed attempts in this round).
-    case connected(address: SocketAddress, failedAttempts: Int)
+    /// Connected.
+    case connected(address: SocketAddress)
 }
 
 /// Publishes records to a relay: batches them, pipelines batches without waiting for each ack,
@@ -205,7 +205,7 @@ public final class Producer {
                 connections += 1
                 if connections > 1 { reconnects += 1 }
                 sentCount = 0
-                options.onConnection?(.connected(address: address, failedAttempts: attempt - 1))
+                options.onConnection?(.connected(address: address))
                 return fresh
             } catch {
                 let now = Clock.monotonicNanos

@@ -209,13 +209,13 @@ public final class RelayServer {
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = free
+            sockets[slot] = socket
         } else {
             slot = slots.count
             slots.append(nil)
             sockets.append(socket)
             generations.append(0)
         }
-        sockets[slot] = socket
         let token = UInt64(generations[slot]) << 32 | UInt64(slot)
         let connection = Connection(token: token, peer: peer, now: Clock.monotonicNanos)
         do {

@@ -34,7 +34,7 @@ final class ConnectionReporter: Sendable {
                     : "\(command): \(error); retrying for \(seconds) s (\(timeoutFlag))"
             }
             if let line { StandardStreams.error(line) }
-        case let .connected(address, _):
+        case let .connected(address):
             let recovered = state.withLock { state in
                 defer { state.failing = false }
                 return state.failing

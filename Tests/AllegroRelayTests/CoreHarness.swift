@@ -48,14 +48,13 @@ final class MemoryReservation: SequenceReservation {
 /// first sequence, as the spill reader does: the core must drop what lies before its cursor.
 final class ScriptedReplays: ReplaySource {
     private(set) var opened: [ScriptedReplay] = []
-    let spilled: () -> [UInt64: [UInt8]]
+    /// What the fake spill holds: record bytes in DELIVER layout by relay sequence.
+    var spilled: [UInt64: [UInt8]] = [:]
     static let blockRecords: UInt64 = 10
-
-    init(spilled: @escaping () -> [UInt64: [UInt8]]) { self.spilled = spilled }
 
     func replay(from sequence: UInt64, live: Bool) -> any ReplayStream {
         let blockStart = sequence == 0 ? 0 : (sequence - 1) / Self.blockRecords * Self.blockRecords + 1
-        let stream = ScriptedReplay(from: sequence, blockStart: blockStart, live: live, spilled: spilled)
+        let stream = ScriptedReplay(from: sequence, blockStart: blockStart, live: live) { [unowned self] in self.spilled }
         opened.append(stream)
         return stream
     }
@@ -119,9 +118,12 @@ final class CoreHarness {
     let core: RelayCore
     let spill = SteppedSpill()
     let reservation: MemoryReservation
-    private(set) var replays: ScriptedReplays!
+    let replays = ScriptedReplays()
     /// What the fake spill holds: record bytes in DELIVER layout by relay sequence.
-    private(set) var spilled: [UInt64: [UInt8]] = [:]
+    private(set) var spilled: [UInt64: [UInt8]] {
+        get { replays.spilled }
+        set { replays.spilled = newValue }
+    }
     private let gate: RingGate
     var now = Moment(wallNanos: 1_700_000_000_000_000_000, monotonicNanos: 1_000_000_000)
     private var nextToken: UInt64 = 1
@@ -134,16 +136,12 @@ final class CoreHarness {
         configuration.ringRecords = 1 << 10
         configure(&configuration)
         reservation = MemoryReservation(through: start.reservedThrough)
-        var spilledNow: () -> [UInt64: [UInt8]] = { [:] }
-        let replays = ScriptedReplays(spilled: { spilledNow() })
         core = RelayCore(configuration: configuration, log: EventLog(minimum: .critical), start: start, spill: spill,
                          replays: replays, reservation: reservation, metrics: RelayMetrics())
         gate = core.ring.addGate(from: core.ring.head)
         spill.safeThrough = start.firstSequence - 1
-        spilled = earlier
+        replays.spilled = earlier
         spill.oldestSpilledSequence = earlier.keys.min()
-        self.replays = replays
-        spilledNow = { [unowned self] in self.spilled }
     }
 
     /// A new connection, in the handshake.
