@@ -186,40 +186,23 @@ public final class Producer {
 
     private func connected() throws(ClientError) -> WireConnection {
         if let connection { return connection }
-        let deadline = Clock.monotonicNanos + deadlineNanos
-        var delay: UInt64 = 50_000_000
-        var attempt = 0
-        while true {
-            let address = options.relays[attempt % options.relays.count]
-            attempt += 1
-            do throws(ClientError) {
-                let fresh = try WireConnection(to: address, role: .producer, clientID: options.producerID,
-                                               token: options.token, timeoutMillis: options.connectTimeoutMillis)
-                if let welcome = fresh.welcome {
-                    maxBatch = max(1, min(options.batchRecords, Int(welcome.maxBatchRecords)))
-                    maxBatchBytes = Wire.maxBatchedRecordBytes(maxFrameLength: Int(welcome.maxFrameLength))
-                    maxFrameBytes = Int(welcome.maxFrameLength)
-                    heartbeatNanos = UInt64(welcome.heartbeatMillis) * 1_000_000
-                }
-                connection = fresh
-                connections += 1
-                if connections > 1 { reconnects += 1 }
-                sentCount = 0
-                options.onConnection?(.connected(address: address))
-                return fresh
-            } catch {
-                let now = Clock.monotonicNanos
-                let retry = !error.isPermanent && now < deadline
-                options.onConnection?(.failed(address: address, error: error, willRetry: retry,
-                                              millisLeft: retry ? Int((deadline - now) / 1_000_000) : 0))
-                if !retry { throw error }
-            }
-            if attempt % options.relays.count == 0 {
-                // Every endpoint failed this round: back off, with jitter, up to 2 s.
-                Clock.sleep(nanos: delay / 2 + UInt64.random(in: 0 ... delay / 2))
-                delay = min(delay * 2, 2_000_000_000)
-            }
+        let reconnection = Reconnection(relays: options.relays, forMillis: options.reconnectForMillis,
+                                        onConnection: options.onConnection)
+        let (fresh, _) = try reconnection.connect { address throws(ClientError) in
+            try WireConnection(to: address, role: .producer, clientID: options.producerID,
+                               token: options.token, timeoutMillis: options.connectTimeoutMillis)
         }
+        if let welcome = fresh.welcome {
+            maxBatch = max(1, min(options.batchRecords, Int(welcome.maxBatchRecords)))
+            maxBatchBytes = Wire.maxBatchedRecordBytes(maxFrameLength: Int(welcome.maxFrameLength))
+            maxFrameBytes = Int(welcome.maxFrameLength)
+            heartbeatNanos = UInt64(welcome.heartbeatMillis) * 1_000_000
+        }
+        connection = fresh
+        connections += 1
+        if connections > 1 { reconnects += 1 }
+        sentCount = 0
+        return fresh
     }
 
     private func recover(from error: ClientError, deadline: UInt64) throws(ClientError) {

@@ -9,6 +9,8 @@ final class WireConnection {
     let inbound = InboundBuffer(limits: .handshake, initialCapacity: 64 * 1024)
     let outbound = OutboundBuffer(initialCapacity: 64 * 1024)
     private(set) var welcome: Welcome?
+    /// When a byte last arrived from the relay (monotonic ns); the connection's start before.
+    private(set) var lastHeardNanos = Clock.monotonicNanos
     private var peerClosed = false
 
     /// Connects and completes the handshake.
@@ -122,7 +124,9 @@ final class WireConnection {
         let result: IOResult
         do { result = try socket.receive(into: space) } catch { throw .disconnected(error.description) }
         switch result {
-        case let .transferred(count): inbound.didWrite(count)
+        case let .transferred(count):
+            inbound.didWrite(count)
+            lastHeardNanos = Clock.monotonicNanos
         case .wouldBlock: break
         case .closed: peerClosed = true
         }

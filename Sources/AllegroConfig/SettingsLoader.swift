@@ -76,6 +76,9 @@ public struct SettingsLoader: Sendable {
             settings[keyPath: path] = rounded
             sources[key] = (sources[key] ?? "default") + ", rounded up from \(asked) to a power of two"
         }
+        if settings.relay.relayID.isEmpty {
+            sources["relay_id"] = (sources["relay_id"] ?? "default") + ": the data directory's own (DATA/relay_id, made at first start)"
+        }
         return Loaded(settings: settings, sources: sources)
     }
 
@@ -189,9 +192,7 @@ public struct SettingsLoader: Sendable {
             }
         }
         do {
-            if isJSON {
-                return try await FileProvider<JSONSnapshot>(filePath: FilePath(path))
-            }
+            // Checked above as strict JSON; JSON is YAML, so one provider reads both.
             return try await FileProvider<YAMLSnapshot>(filePath: FilePath(path))
         } catch {
             throw SettingsError("\(path) cannot be read as configuration: \(error)")

@@ -43,9 +43,9 @@ public struct ControlRoutes: Sendable {
             return Self.json(status)
         }
         router.get("sessions") { request, _ in
-            let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 100
-            guard (1 ... 10_000).contains(limit) else {
-                return Self.json(["error": "limit must be 1 ... 10000"], status: .badRequest)
+            let text = request.uri.queryParameters.get("limit")
+            guard let limit = text.map({ Int($0) }) ?? 100, (1 ... 10_000).contains(limit) else {
+                return Self.json(["error": "limit must be a whole number from 1 to 10000, not \(text ?? "")"], status: .badRequest)
             }
             do { return Self.json(try self.store.sessions(limit: limit)) } catch {
                 return Self.json(["error": "cannot read the state database: \(error)"], status: .internalServerError)

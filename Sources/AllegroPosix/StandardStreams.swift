@@ -6,6 +6,15 @@ public enum StandardStreams {
     public static func error(_ line: String) { write(line, to: 2) }
     public static func output(_ line: String) { write(line, to: 1) }
 
+    /// True when standard output is a pipe whose reader has gone (`allegro tail | head` after
+    /// head exits): a command with nothing to write yet can end now instead of at its next write.
+    public static var outputReaderGone: Bool {
+        var entry = pollfd(fd: 1, events: 0, revents: 0)
+        let ready = SystemCall.run(.poll) { Glibc.poll(&entry, 1, 0) }
+        guard case let .value(count) = ready, count > 0 else { return false }
+        return entry.revents & Int16(POLLERR) != 0
+    }
+
     /// True when standard error is a terminal (a person watching, not a pipe or a file).
     public static var errorIsTerminal: Bool { isatty(2) == 1 }
 
@@ -44,10 +53,13 @@ public struct InputReader {
 }
 
 /// Buffers output and writes it to a descriptor (standard output by default) in large writes.
+/// A failed write is kept and thrown by every later `flush`, so a caller that acts on "written"
+/// (a collector committing what it printed) never acts on bytes that were lost.
 public final class BufferedOutput {
     public let descriptor: Int32
     private var bytes: [UInt8] = []
     private let threshold: Int
+    private var failure: SystemError?
 
     public init(descriptor: Int32 = 1, threshold: Int = 256 * 1024) {
         self.descriptor = descriptor
@@ -65,9 +77,12 @@ public final class BufferedOutput {
         if bytes.count >= threshold { try? flush() }
     }
 
-    /// Writes everything buffered.
+    /// Writes everything buffered; throws the first write failure, now or from before.
     public func flush() throws(SystemError) {
-        var failure: SystemError?
+        if let failure {
+            bytes.removeAll(keepingCapacity: true)  // never written, never to be: bounded
+            throw failure
+        }
         bytes.withUnsafeBytes { raw in
             guard let base = raw.baseAddress else { return }
             var offset = 0
@@ -75,7 +90,7 @@ public final class BufferedOutput {
                 let fd = descriptor, at = offset
                 switch SystemCall.run(.write, { Glibc.write(fd, base + at, raw.count - at) }) {
                 case let .value(n): offset += n
-                case let .failed(code): failure = SystemError("write", errno: code); return
+                case let .failed(code): self.failure = SystemError("write", errno: code); return
                 }
             }
         }

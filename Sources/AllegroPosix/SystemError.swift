@@ -19,6 +19,9 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The process or the system ran out of file descriptors.
     public var isOutOfDescriptors: Bool { errno == EMFILE || errno == ENFILE }
 
+    /// The reader of a pipe went away (`allegro tail | head`).
+    public var isBrokenPipe: Bool { errno == EPIPE }
+
     /// The connection is gone (reset, broken pipe, timed out by the kernel).
     public var isDisconnect: Bool {
         [ECONNRESET, EPIPE, ETIMEDOUT, ECONNABORTED, ENOTCONN, EHOSTUNREACH, ENETUNREACH].contains(errno)

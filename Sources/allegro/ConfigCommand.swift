@@ -28,8 +28,8 @@ struct ConfigCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Validate settings and print the effective configuration (tokens masked).",
             discussion: """
-            Reads FILE (YAML or JSON) if given, then ALLEGRO_<KEY> environment variables, then --set
-            overrides, exactly as `allegro relay` would. Exits 0 with the effective settings, each
+            Reads FILE (YAML or JSON) if given, then ALLEGRO_<KEY> environment variables, then --set \
+            overrides, exactly as `allegro relay` would. Exits 0 with the effective settings, each \
             with where it came from, or 2 with an error naming the key, the value and what is allowed.
             """
         )

@@ -15,12 +15,15 @@ struct Decode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print each frame of a byte stream as one JSON object per line.",
         discussion: """
-        Reads FILE (or standard input when FILE is - or absent) as a stream of protocol v1 frames.
-        Exits 0 when every frame is valid; at the first invalid frame prints what is wrong and the
-        byte offset to standard error and exits 1. Frames are limited to 16 MiB, batches are not.
-        protocol/vectors/*.bin are examples. To record what a client sends, put socat between it
-        and the relay: socat -r capture.bin TCP-LISTEN:7399,reuseaddr TCP:127.0.0.1:7400, then
-        point the client at 127.0.0.1:7399 (-R FILE records what the relay sends back).
+        Reads FILE (or standard input when FILE is - or absent) as a stream of protocol v1 frames. \
+        Exits 0 when every frame is valid; at the first invalid frame prints what is wrong and the \
+        byte offset to standard error and exits 1. Frames are limited to 16 MiB, batches are not. \
+        protocol/vectors/*.bin are examples. To record what a client sends, put socat between it \
+        and the relay:
+
+          socat -r capture.bin TCP-LISTEN:7399,reuseaddr TCP:127.0.0.1:7400
+
+        then point the client at 127.0.0.1:7399 (-R FILE records what the relay sends back).
         """
     )
 

@@ -6,17 +6,24 @@ import Foundation
 /// `allegro push`: each line of standard input becomes one record's payload.
 struct Push: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Publish each line of standard input as one record.",
+        abstract: "Publish standard input as records: each line, each length-prefixed record, or the whole.",
         discussion: """
-        Exits 0 once every record is acknowledged by the relay, after printing how many were sent
-        and acknowledged to standard error. Reconnects and resends on a lost connection, saying at
-        once why it is retrying. On a terminal it shows records sent and acknowledged as it goes;
+        Exits 0 once every record is acknowledged by the relay, after printing how many were sent \
+        and acknowledged to standard error. Reconnects and resends on a lost connection, saying at \
+        once why it is retrying. On a terminal it shows records sent and acknowledged as it goes; \
         in a pipe it prints only the summary. The token defaults to $ALLEGRO_PRODUCER_TOKEN.
 
-        One line is one record, and a record must fit in one frame of the relay's
-        max_frame_bytes (1 MiB by default): a line may be that less 45 bytes of headers and the
-        lengths of the producer id, session, kind and content type. A longer line stops the push
-        with its line number and what was sent and acknowledged before it.
+        --input lines (the default): each line is one record, without its LF and without a CR \
+        just before it (CRLF text). An empty line is an empty record, counted in the summary; \
+        --skip-empty leaves them out. --input length-prefixed: each record is a 4-byte big-endian \
+        byte count and then that many bytes, for binary data. --input whole: all of standard input \
+        is one record. The content type is text/plain for lines and application/octet-stream \
+        otherwise, unless --content-type says.
+
+        A record must fit in one frame of the relay's max_frame_bytes (1 MiB by default): a \
+        record may be that less 45 bytes of headers and the lengths of the producer id, session, \
+        kind and content type. A longer one stops the push with its number and what was sent and \
+        acknowledged before it.
         """
     )
 
@@ -25,7 +32,10 @@ struct Push: ParsableCommand {
     @Option(help: "Producer id (default: push-HOST-PID).") var producer: String?
     @Option(help: "Session id for every record.") var session = ""
     @Option(help: "Event kind for every record.") var kind = ""
-    @Option(name: .customLong("content-type"), help: "Content type for every record.") var contentType = "text/plain"
+    @Option(name: .customLong("content-type"), help: "Content type for every record (default: text/plain for lines, else application/octet-stream).")
+    var contentType: String?
+    @Option(help: "How standard input is cut into records: lines, length-prefixed or whole.") var input: InputMode = .lines
+    @Flag(name: .customLong("skip-empty"), help: "Send no record for an empty line.") var skipEmpty = false
     @Option(help: "Records per batch.") var batch = 512
     @Option(name: .customLong("connect-timeout"), help: "Seconds to keep trying to reach the relay, at the start and after a lost connection.")
     var connectTimeout: Double = 30
@@ -44,79 +54,60 @@ struct Push: ParsableCommand {
         guard connectTimeout > 0, connectTimeout <= 86_400 else {
             throw ValidationError("--connect-timeout must be more than 0 and at most 86400 seconds")
         }
+        if skipEmpty && input != .lines { throw ValidationError("--skip-empty is for --input lines") }
         options.reconnectForMillis = Int(connectTimeout * 1000)
         let reporter = ConnectionReporter(command: "allegro push")
         options.onConnection = { reporter.report($0) }
+        let contentType = contentType ?? (input == .lines ? "text/plain" : "application/octet-stream")
         let first = options.firstSequence
         var producer: Producer?
         var progress = PushProgress(first: first)
-        var lineNumber = 0
+        var number = 0, empty = 0
+        var warnedNotText = !contentType.hasPrefix("text/")
+        var cutShort = false
+        let unit = input == .lines ? "line" : "record"
         do {
             let connected = try Producer(options)
             producer = connected
-            try LineReader().forEachLine { line in
-                lineNumber += 1
-                try connected.publish(session: session, kind: kind, contentType: contentType, payload: line)
+            try InputRecords(mode: input, maxRecordBytes: connected.maxFrameBytes).forEach { record, cut in
+                number += 1
+                cutShort = cut
+                if record.isEmpty {
+                    if skipEmpty { return }
+                    empty += 1
+                }
+                if !warnedNotText && String(validating: record, as: UTF8.self) == nil {
+                    warnedNotText = true
+                    StandardStreams.error("allegro push: \(unit) \(number) is not UTF-8 text, yet labelled \(contentType); "
+                                          + "for binary data use --input length-prefixed or --input whole")
+                }
+                try connected.publish(session: session, kind: kind, contentType: contentType, payload: record)
                 progress.tick(connected)
             }
             try connected.close()
             progress.finish()
             let sent = connected.nextSequence - first
-            StandardStreams.error("allegro push: sent \(counted(sent, "record")), acked \(connected.ackedThrough + 1 - first)")
+            let empties = empty > 0 ? " (\(empty) empty)" : ""
+            StandardStreams.error("allegro push: sent \(counted(sent, "record"))\(empties), acked \(connected.ackedThrough + 1 - first)")
         } catch {
             progress.finish()
-            // A line too long for a record stops the push; the lines before it still go out.
+            // A record too large stops the push; the records before it still go out.
             if case .recordTooLarge? = error as? ClientError { try? producer?.close() }
+            if error is BadInput { try? producer?.close() }
             let sent = (producer?.nextSequence ?? first) - first
             let acked = (producer?.ackedThrough ?? first - 1) + 1 - first
-            let so = sent > 0 ? " (sent \(counted(sent, "record")), acked \(acked): unacked ones were not stored)" : ""
             if case let .recordTooLarge(tooLarge)? = error as? ClientError, let producer {
-                StandardStreams.error("allegro push: line \(lineNumber) is \(tooLarge.length) bytes; the most one record can carry here is "
-                                      + "\(tooLarge.limit) (the relay's max_frame_bytes is \(producer.maxFrameBytes), less the record's "
-                                      + "headers and fields); before it, \(counted(sent, "line")) sent, \(acked) acked")
+                StandardStreams.error("allegro push: \(unit) \(number) is \(cutShort ? "more than " : "")\(tooLarge.length) bytes; "
+                                      + "the most one record can carry here is \(tooLarge.limit) (the relay's max_frame_bytes is "
+                                      + "\(producer.maxFrameBytes), less the record's headers and fields); before it, "
+                                      + "\(counted(sent, unit)) sent, \(acked) acked")
+            } else if let bad = error as? BadInput {
+                StandardStreams.error("allegro push: \(bad); before it, \(counted(sent, "record")) sent, \(acked) acked")
             } else {
+                let so = sent > 0 ? " (sent \(counted(sent, "record")), acked \(acked): unacked ones were not stored)" : ""
                 StandardStreams.error("allegro push: \(error)\(so)")
             }
             throw ExitCode.failure
-        }
-    }
-}
-
-/// Splits standard input into lines (without the newline) with no copy per line.
-struct LineReader {
-    func forEachLine(_ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        let input = InputReader()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var filled = 0
-        while true {
-            if filled == buffer.count { buffer += [UInt8](repeating: 0, count: buffer.count) }
-            let n = try buffer.withUnsafeMutableBytes { raw in
-                try input.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
-            }
-            let atEnd = n == 0
-            filled += n
-            let consumed = try buffer.withUnsafeBytes { raw -> Int in
-                var start = 0
-                let bytes = UnsafeRawBufferPointer(rebasing: raw[..<filled])
-                while let newline = bytes[start...].firstIndex(of: 0x0A) {
-                    try body(UnsafeRawBufferPointer(rebasing: bytes[start ..< newline]))
-                    start = newline + 1
-                }
-                if atEnd && start < filled {
-                    try body(UnsafeRawBufferPointer(rebasing: bytes[start ..< filled]))
-                    start = filled
-                }
-                return start
-            }
-            if consumed > 0 {
-                buffer.withUnsafeMutableBytes { raw in
-                    if let base = raw.baseAddress, filled > consumed {
-                        base.copyMemory(from: base + consumed, byteCount: filled - consumed)
-                    }
-                }
-                filled -= consumed
-            }
-            if atEnd { return }
         }
     }
 }

@@ -13,10 +13,10 @@ struct Relay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the relay.",
         discussion: """
-        With no options it listens on 127.0.0.1:7400 (HTTP control port 127.0.0.1:7401) with data
-        under ./allegro-data. Settings come from the embedded defaults, then --config FILE (YAML or
-        JSON), then ALLEGRO_<KEY> environment variables, then the options below. Keys:
-        \(ConfigCommand.keyList). `allegro config check` prints the result.
+        With no options it listens on 127.0.0.1:7400 (HTTP control port 127.0.0.1:7401) with data \
+        under ./allegro-data. Settings come from the embedded defaults, then --config FILE (YAML or \
+        JSON), then ALLEGRO_<KEY> environment variables, then the options below. Keys: \
+        \(ConfigCommand.keyList). `allegro config check` prints the result. \
         Listening beyond loopback needs both tokens.
         """
     )

@@ -9,12 +9,18 @@ struct Tail: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Subscribe and print one record per line.",
         discussion: """
-        jsonl prints the header fields and the payload (as "payload" when it is UTF-8 text, else
-        as "payload_hex"), and a {"skip_first":N,"skip_last":M} line where the relay marks numbers
-        it never assigned (after a crash); payload prints the payload bytes alone. With --collector NAME the
-        subscription is durable: what was printed is committed, and --from committed resumes
-        after it. With --count N it exits 0 after N records. The token defaults to
-        $ALLEGRO_COLLECTOR_TOKEN.
+        jsonl prints the header fields and the payload (as "payload" when it is UTF-8 text, else \
+        as "payload_hex"), and a {"skip_first":N,"skip_last":M} line where the relay marks numbers \
+        it never assigned (after a crash); payload prints the payload bytes alone.
+
+        With --collector NAME the subscription is durable: what was printed is committed, and \
+        --from committed resumes after it. With --count N it exits 0 after N records. The token \
+        defaults to $ALLEGRO_COLLECTOR_TOKEN.
+
+        When the relay goes away (a restart, a lost network) tail says so, keeps trying for \
+        --connect-timeout seconds, and resumes just after the last record it printed: no gap, no \
+        duplicate. --no-reconnect makes one attempt and ends on a lost connection (exit 1), for \
+        scripts. A reader that goes away (tail | head) ends it quietly.
         """
     )
 
@@ -29,14 +35,37 @@ struct Tail: ParsableCommand {
     var live = false
     @Option(help: "Output format: jsonl or payload.") var format: Format = .jsonl
     @Option(name: .customLong("idle-exit-ms"), help: "Exit 0 when nothing arrives for this long.") var idleExitMillis: Int?
+    @Option(name: .customLong("connect-timeout"), help: "Seconds to keep trying to reach the relay, at the start and after a lost connection.")
+    var connectTimeout: Double = 30
+    @Flag(name: .customLong("no-reconnect"), help: "One attempt to connect; a lost connection ends tail with exit 1.")
+    var noReconnect = false
 
     func run() throws {
         ProcessSetup.resetSignals()
+        let options: CollectorOptions
+        do { options = try collectorOptions() } catch let problem as UsageProblem {
+            StandardStreams.error("allegro tail: \(problem.message) (allegro tail --help says more)")
+            throw ExitCode.validationFailure
+        }
+        do {
+            try stream(options)
+        } catch let error as SystemError where error.isBrokenPipe {
+            return  // the reader left (tail | head): nothing more to say
+        } catch {
+            StandardStreams.error("allegro tail: \(error)")
+            throw ExitCode.failure
+        }
+    }
+
+    /// A bad flag value, said in one line without the whole usage.
+    struct UsageProblem: Error { var message: String }
+
+    private func collectorOptions() throws -> CollectorOptions {
         var options: CollectorOptions
         do {
             options = CollectorOptions(relays: try relay.map { text throws(SocketAddress.ParseError) in try SocketAddress(parsing: text) })
         } catch {
-            throw ValidationError(error.description)
+            throw UsageProblem(message: error.description)
         }
         switch from {
         case "earliest": options.start = .earliest
@@ -44,27 +73,28 @@ struct Tail: ParsableCommand {
         case "committed": options.start = .committed
         default:
             guard let sequence = UInt64(from), sequence >= 1 else {
-                throw ValidationError("--from must be earliest, latest, committed or a relay sequence (1 or more), not \(from)")
+                throw UsageProblem(message: "--from must be earliest, latest, committed or a relay sequence (1 or more), not \(from)")
             }
             options.start = .sequence(sequence)
         }
         if options.start == .committed && collector == nil {
-            throw ValidationError("--from committed needs --collector NAME")
+            throw UsageProblem(message: "--from committed needs --collector NAME")
         }
         if live && collector != nil {
-            throw ValidationError("--live is for ephemeral tails: a durable collector is given only records that are fsync'd")
+            throw UsageProblem(message: "--live is for ephemeral tails: a durable collector is given only records that are fsync'd")
+        }
+        if let count, count < 1 { throw UsageProblem(message: "--count must be at least 1, not \(count)") }
+        guard connectTimeout > 0, connectTimeout <= 86_400 else {
+            throw UsageProblem(message: "--connect-timeout must be more than 0 and at most 86400 seconds")
         }
         options.name = collector ?? ""
         options.live = live
         options.clientID = collector ?? "tail-\(ProcessInfo.processInfo.processIdentifier)"
         options.token = token ?? ProcessInfo.processInfo.environment["ALLEGRO_COLLECTOR_TOKEN"] ?? ""
-        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        do {
-            try stream(options)
-        } catch {
-            StandardStreams.error("allegro tail: \(error)")
-            throw ExitCode.failure
-        }
+        options.reconnectForMillis = noReconnect ? 0 : Int(connectTimeout * 1000)
+        let reporter = ConnectionReporter(command: "allegro tail")
+        options.onConnection = { reporter.report($0) }
+        return options
     }
 
     private func stream(_ options: CollectorOptions) throws {
@@ -87,6 +117,7 @@ struct Tail: ParsableCommand {
         while count.map({ printed < $0 }) ?? true {
             guard let event = try collector.next(timeoutMillis: 100) else {
                 try commitPrinted()
+                if StandardStreams.outputReaderGone { break }  // tail | head: head has left
                 if let idleExitMillis, Clock.monotonicNanos - idleSince > UInt64(idleExitMillis) * 1_000_000 { break }
                 continue
             }
