@@ -28,6 +28,8 @@ struct ResumePoint {
     let skips: SkippedSequences
     /// What start-up recovery found, for `/status` and `/metrics`.
     let recovery: RelayStatus.Recovery
+    /// The identity WELCOME carries (`RelayIdentity`).
+    let relayID: String
     /// Numbers recovery counted as lost, this start and earlier ones.
     let countedGaps: [ClosedRange<UInt64>]
 
@@ -50,6 +52,7 @@ struct ResumePoint {
         // held while its descriptor is open: the server keeps it for its whole life.
         let lock = try File.open(data + "/lock", create: true)
         guard try lock.tryLock() else { throw DataDirectoryInUse(path: data) }
+        let relayID = try RelayIdentity.resolve(configured: configuration.relayID, dataDirectory: data, log: log)
         let now = Clock.wallNanos
         let opened = try StateStore.openOrSetAside(path: data + "/state.sqlite", nowNanos: now)
         let store = opened.store, state = opened.state
@@ -136,7 +139,7 @@ struct ResumePoint {
                                            "next_sequence": String(first), "producers": String(marks.count)])
         return ResumePoint(lock: lock, store: store, catalog: SegmentCatalog(report.segments), spillDirectory: spillDirectory,
                            firstSequence: first, lastSpilled: lastSpilled, cursors: state.cursors,
-                           marks: marks.all, skips: skips, recovery: recovery,
+                           marks: marks.all, skips: skips, recovery: recovery, relayID: relayID,
                            countedGaps: state.countedGaps + report.countedGaps)
     }
 }

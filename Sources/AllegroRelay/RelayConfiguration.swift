@@ -7,7 +7,9 @@ import AllegroWire
 public struct RelayConfiguration: Sendable, Equatable {
     public var listen = "127.0.0.1:7400"
     public var dataDirectory = "allegro-data"
-    public var relayID = "allegro"
+    /// The identity sent in WELCOME; empty: the data directory's own, made at its first start
+    /// and kept in `DATA/relay_id` (`RelayIdentity`), so that no two relays share one.
+    public var relayID = ""
     /// Token producers must present; nil accepts any (loopback only).
     public var producerToken: String?
     /// Token collectors must present; nil accepts any (loopback only).
@@ -97,8 +99,9 @@ public struct RelayConfiguration: Sendable, Equatable {
             throw Invalid(key: "retention_max_bytes", value: String(retentionMaxBytes),
                           allowed: "0 (no limit) or at least 2 x spill_segment_bytes (\(2 * spillSegmentBytes))")
         }
-        if relayID.isEmpty || relayID.utf8.count > 255 {
-            throw Invalid(key: "relay_id", value: relayID, allowed: "1 ... 255 bytes")
+        if !relayID.isEmpty && !RelayIdentity.isUsable(relayID) {
+            throw Invalid(key: "relay_id", value: relayID,
+                          allowed: "1 ... 255 bytes of printable ASCII without spaces, or empty for the data directory's own identity")
         }
     }
 

@@ -66,6 +66,8 @@ public final class RelayServer {
         self.log = log
         self.monitor = monitor
         let resume = try ResumePoint.open(configuration, log: log)
+        var configuration = configuration
+        configuration.relayID = resume.relayID
         store = resume.store
         dataLock = resume.lock
         spill = try SpillPipeline(settings: configuration.spillSettings, catalog: resume.catalog, lastSpilled: resume.lastSpilled,
