@@ -5,7 +5,8 @@ import ArgumentParser
 enum InputMode: String, ExpressibleByArgument, CaseIterable {
     /// One record per line: LF ends a line, a CR just before it is dropped (CRLF text).
     case lines
-    /// Each record is a u32 big-endian byte count and then that many bytes (binary data).
+    /// Each record is a u32 little-endian byte count (as every integer of the wire protocol)
+    /// and then that many bytes: binary data.
     case lengthPrefixed = "length-prefixed"
     /// All of standard input is one record.
     case whole
@@ -82,7 +83,7 @@ struct InputRecords {
             }
         case .lengthPrefixed:
             while bytes.count - start >= 4 {
-                let length = bytes[start ..< start + 4].reduce(0) { $0 << 8 | Int($1) }
+                let length = bytes[start ..< start + 4].reversed().reduce(0) { $0 << 8 | Int($1) }
                 if length > maxRecordBytes {
                     throw BadInput(description: "record \(number + 1) declares \(length) bytes, more than the relay's max_frame_bytes (\(maxRecordBytes))")
                 }

@@ -15,7 +15,7 @@ struct Push: ParsableCommand {
 
         --input lines (the default): each line is one record, without its LF and without a CR \
         just before it (CRLF text). An empty line is an empty record, counted in the summary; \
-        --skip-empty leaves them out. --input length-prefixed: each record is a 4-byte big-endian \
+        --skip-empty leaves them out. --input length-prefixed: each record is a 4-byte little-endian \
         byte count and then that many bytes, for binary data. --input whole: all of standard input \
         is one record. The content type is text/plain for lines and application/octet-stream \
         otherwise, unless --content-type says.

@@ -115,7 +115,7 @@ import Testing
         let relay = try RelayProcess(["--http", "off"])
         // Two records holding LF, CR and bytes that are not UTF-8 (so tail shows them in hex).
         let records: [[UInt8]] = [[0x0A, 0xFF, 0x0D, 0x0A], [0xC0, 0x01]]
-        let framed: [UInt8] = records.flatMap { (record: [UInt8]) -> [UInt8] in [0, 0, 0, UInt8(record.count)] + record }
+        let framed: [UInt8] = records.flatMap { (record: [UInt8]) -> [UInt8] in [UInt8(record.count), 0, 0, 0] + record }
         let pushed = try AllegroBinary.run(["push", "--relay", relay.address, "--input", "length-prefixed"],
                                            stdin: try input(framed), timeout: 30)
         #expect(pushed.stderr == "allegro push: sent 2 records, acked 2\n", "\(pushed.stderr)")
@@ -134,7 +134,7 @@ import Testing
 
     @Test func lengthPrefixedInputThatEndsInsideARecordSaysWhere() throws {
         let relay = try RelayProcess(["--http", "off"])
-        let truncated: [UInt8] = [0, 0, 0, 2, 0x41, 0x42, 0, 0, 0, 9, 0x43]
+        let truncated: [UInt8] = [2, 0, 0, 0, 0x41, 0x42, 9, 0, 0, 0, 0x43]
         let result = try AllegroBinary.run(["push", "--relay", relay.address, "--input", "length-prefixed"],
                                            stdin: try input(truncated), timeout: 30)
         #expect(result.status == 1)
