@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // System library (Debian: zlib1g-dev; GRDB links libsqlite3-dev itself) and the Linux syscall shim.
@@ -80,6 +81,9 @@ let package = Package(
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "UnixSignals", package: "swift-service-lifecycle")]
         ),
+        // Timmy's signed approvals: the only maker of Approved<Action> (swift-crypto's Ed25519).
+        .target(name: "AllegroApproval", dependencies: [.product(name: "Crypto", package: "swift-crypto"),
+                                                        .product(name: "GRDB", package: "GRDB.swift")]),
         // Producer and collector clients.
         .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
 
@@ -88,6 +92,7 @@ let package = Package(
             name: "allegro",
             dependencies: [
                 "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore", "AllegroLog",
+                "AllegroApproval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -102,6 +107,7 @@ let package = Package(
         .testTarget(name: "AllegroStoreTests", dependencies: ["AllegroStore", "AllegroSpill"]),
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
+        .testTarget(name: "AllegroApprovalTests", dependencies: ["AllegroApproval"]),
         // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
         // process (relay, push, tail), a raw protocol client, the control port over HTTP.
         .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],

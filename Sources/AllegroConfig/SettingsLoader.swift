@@ -99,11 +99,17 @@ public struct SettingsLoader: Sendable {
         case let .text(path):
             let value = reader.string(forKey: key)
             if reporter.failed(setting.key) { throw failed("expected text") }
+            if let value, Self.isPrivateKey(value) {
+                throw SettingsError(key: setting.key, value: "(not shown)", source: reporter.source(of: setting.key), allowed: Self.privateKeyRefusal)
+            }
             if let value { settings[keyPath: path] = value }
         case let .secret(path):
             let value = reader.string(forKey: key, isSecret: true)
             if reporter.failed(setting.key) {
                 throw SettingsError(key: setting.key, value: "(masked)", source: reporter.source(of: setting.key), allowed: "expected text")
+            }
+            if let value, Self.isPrivateKey(value) {
+                throw SettingsError(key: setting.key, value: "(not shown)", source: reporter.source(of: setting.key), allowed: Self.privateKeyRefusal)
             }
             if let value, !value.isEmpty { settings[keyPath: path] = value }
         case let .list(path):
@@ -126,6 +132,15 @@ public struct SettingsLoader: Sendable {
             if let value { settings.http = value == "off" || value.isEmpty ? nil : value }
         }
     }
+
+    /// Private key material of any kind (OpenSSH, PEM): Allegro never holds a private key, of
+    /// Timmy's or anyone's; tokens and names never look like one.
+    static func isPrivateKey(_ value: String) -> Bool {
+        value.contains("PRIVATE KEY-----")
+    }
+
+    static let privateKeyRefusal = "this is private key material, and Allegro never holds a private key (Timmy signs "
+        + "approvals on his own machine; Allegro is given only public keys, in an allowed_signers file)"
 
     // MARK: Providers
 
