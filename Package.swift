@@ -84,6 +84,8 @@ let package = Package(
         // Timmy's signed approvals: the only maker of Approved<Action> (swift-crypto's Ed25519).
         .target(name: "AllegroApproval", dependencies: [.product(name: "Crypto", package: "swift-crypto"),
                                                         .product(name: "GRDB", package: "GRDB.swift")]),
+        // Allegro Requests and Reports (the seed's messages to Timmy): Markdown, JSON, Telegram HTML.
+        .target(name: "AllegroMessages"),
         // Producer and collector clients.
         .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
 
@@ -92,7 +94,7 @@ let package = Package(
             name: "allegro",
             dependencies: [
                 "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore", "AllegroLog",
-                "AllegroApproval",
+                "AllegroApproval", "AllegroMessages",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -108,6 +110,7 @@ let package = Package(
         .testTarget(name: "AllegroSpillTests", dependencies: ["AllegroSpill", "AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog"]),
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
         .testTarget(name: "AllegroApprovalTests", dependencies: ["AllegroApproval"]),
+        .testTarget(name: "AllegroMessagesTests", dependencies: ["AllegroMessages"]),
         // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
         // process (relay, push, tail), a raw protocol client, the control port over HTTP.
         .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],

@@ -8,7 +8,7 @@ struct Allegro: AsyncParsableCommand {
         abstract: "A low-latency telemetry relay: producers push, collectors pull, nothing acknowledged is lost.",
         version: AllegroVersion.string,
         subcommands: [Relay.self, Push.self, Tail.self, Status.self, Sessions.self, ConfigCommand.self, Version.self,
-                      ProtocolCommand.self, ApprovalCommand.self]
+                      ProtocolCommand.self, ApprovalCommand.self, MessageCommand.self]
     )
 }
 
