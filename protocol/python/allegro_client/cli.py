@@ -10,7 +10,7 @@ import threading
 import time
 from typing import List, Optional
 
-from .producer import Producer, RelayRefused
+from .producer import DEFAULT_MAX_FRAME_BYTES, Producer, RecordTooLarge, RelayRefused
 
 
 class _ConnectionReporter:
@@ -64,12 +64,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--batch", type=int, default=512, help="records per batch")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to keep trying to reach the relay and to wait for the last acks")
+    parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES,
+                        help="the relay's max_frame_bytes, when below the default (a longer line is refused)")
     args = parser.parse_args(argv)
     token = args.token if args.token is not None else os.environ.get("ALLEGRO_PRODUCER_TOKEN", "")
     reporter = _ConnectionReporter(args.timeout)
     producer = Producer(args.relay or ["127.0.0.1:7400"], producer_id=args.producer, token=token,
                         batch_records=args.batch, max_buffer=200_000, block_timeout=args.timeout,
-                        on_connection=reporter)
+                        on_connection=reporter, max_frame_bytes=args.max_frame_bytes)
     first = None
     sent = 0
     try:
@@ -82,7 +84,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     except RelayRefused as refused:
         print("allegro-emit: the relay refused: %s" % refused, file=sys.stderr)
         return 1
+    except RecordTooLarge as too_large:
+        # The lines before it still go out.
+        producer.close(args.timeout)
+        acked = 0 if first is None else max(0, producer.acked_through - first + 1)
+        print("allegro-emit: line %d: %s; before it, %s sent, %d acked" % (sent + 1, too_large, _records(sent),
+                                                                          min(acked, sent)), file=sys.stderr)
+        return 1
     acked = 0 if first is None else max(0, producer.acked_through - first + 1)
+    if producer.refused:
+        print("allegro-emit: %s refused by the relay (%s); sent %s, acked %d" % (
+            _records(producer.refused), producer.last_refusal, _records(sent), min(acked, sent)), file=sys.stderr)
+        return 1
     if producer.error is not None:
         print("allegro-emit: %s" % producer.error, file=sys.stderr)
         return 1

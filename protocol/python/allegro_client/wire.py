@@ -1,4 +1,4 @@
-"""Allegro wire protocol v1, producer side: encoding and decoding, no I/O.
+"""Allegro wire protocol v1, producer and collector sides: encoding and decoding, no I/O.
 
 Written from protocol/PROTOCOL.md. Integers are little-endian; a frame is a u32 length (type byte
 plus body), the type byte, then the body.
@@ -12,6 +12,11 @@ SUBSCRIBE, SUBSCRIBED, DELIVER, CREDIT, COMMIT, COMMITTED, SKIP = 0x20, 0x21, 0x
 KNOWN_TYPES = {HELLO, WELCOME, PUBLISH, ACK, SUBSCRIBE, SUBSCRIBED, DELIVER, CREDIT, COMMIT, COMMITTED, SKIP,
                PING, PONG, GOODBYE, ERROR}
 ROLE_PRODUCER = 1
+ROLE_COLLECTOR = 2
+# SUBSCRIBE start positions.
+START_CODES = {"earliest": 0, "latest": 1, "committed": 2, "sequence": 3}
+START_NAMES = {code: name for name, code in START_CODES.items()}
+SUBSCRIBE_LIVE = 0x01
 MAGIC = b"ALGR"
 MAX_FRAME = 16 * 1024 * 1024
 
@@ -37,14 +42,14 @@ def frame(frame_type, body=b""):
     return _HEADER.pack(len(body) + 1, frame_type) + body
 
 
-def hello(client_id, token=b"", min_version=1, max_version=1):
+def hello(client_id, token=b"", min_version=1, max_version=1, role=ROLE_PRODUCER):
     client = client_id.encode() if isinstance(client_id, str) else client_id
     secret = token.encode() if isinstance(token, str) else token
     if not 1 <= len(client) <= 255:
         raise ValueError("client id must be 1 to 255 bytes of UTF-8")
     if len(secret) > 1024:
         raise ValueError("token must be at most 1024 bytes")
-    body = MAGIC + struct.pack("<HHBB", min_version, max_version, ROLE_PRODUCER, 0)
+    body = MAGIC + struct.pack("<HHBB", min_version, max_version, role, 0)
     body += struct.pack("<B", len(client)) + client + struct.pack("<H", len(secret)) + secret
     return frame(HELLO, body)
 
@@ -137,3 +142,142 @@ def decode_body(frame_type, body):
     if frame_type in KNOWN_TYPES:
         return dict(type="OTHER", frame_type=frame_type)
     raise ProtocolError("unknown frame type 0x%02X" % frame_type)
+
+
+# -- collector side ---------------------------------------------------------------------------
+#
+# Frames a collector sends (SUBSCRIBE, CREDIT, COMMIT) and the relay frames only a collector
+# receives (SUBSCRIBED, DELIVER, COMMITTED, SKIP). DELIVER is decoded straight out of the
+# receive buffer: one struct unpack per record, the four texts looked up as one slice in a small
+# cache (a stream has few distinct producer/session/kind/type combinations), and the payload
+# copied once, into the bytes the caller gets.
+
+_DELIVERED = struct.Struct("<QQQQIBBBB")
+DELIVERED_HEADER = _DELIVERED.size  # 40
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_SUBSCRIBED = struct.Struct("<QQQ")
+_SKIP = struct.Struct("<QQ")
+_SUBSCRIBE = struct.Struct("<BBHQI")
+TEXT_CACHE_LIMIT = 4096
+
+
+def subscribe(start, credit, name="", sequence=0, live=False):
+    """A SUBSCRIBE frame. `start` is "earliest", "latest", "committed" or "sequence" (then
+    `sequence` is the first relay sequence wanted); `name` is the durable collector's name, empty
+    for an ephemeral subscription; `credit` the initial window in records."""
+    if start not in START_CODES:
+        raise ValueError("start must be earliest, latest, committed or sequence, not %r" % (start,))
+    encoded = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+    if len(encoded) > 255:
+        raise ValueError("a collector name is at most 255 bytes of UTF-8")
+    if start == "sequence" and sequence < 1:
+        raise ValueError("start sequence needs a relay sequence of at least 1")
+    if start == "committed" and not encoded:
+        raise ValueError("start committed needs a durable collector name")
+    if live and encoded:
+        raise ValueError("live is for ephemeral subscriptions only")
+    if not 0 <= credit <= 0xFFFFFFFF:
+        raise ValueError("credit must fit in a u32")
+    body = _SUBSCRIBE.pack(START_CODES[start], SUBSCRIBE_LIVE if live else 0, 0,
+                           sequence if start == "sequence" else 0, credit)
+    return frame(SUBSCRIBE, body + struct.pack("<B", len(encoded)) + encoded)
+
+
+def credit(count):
+    return frame(CREDIT, _U32.pack(count))
+
+
+def commit(through):
+    return frame(COMMIT, _U64.pack(through))
+
+
+def decode_texts(raw):
+    """The four length bytes and the texts of a delivered record (`raw` starts at offset 36):
+    (producer, session, kind, content_type), strictly validated UTF-8."""
+    producer_length, session_length, kind_length, type_length = raw[0], raw[1], raw[2], raw[3]
+    if producer_length == 0:
+        raise ProtocolError("a delivered record has an empty producer id")
+    at = 4
+    try:
+        producer = raw[at:at + producer_length].decode("utf-8")
+        at += producer_length
+        session = raw[at:at + session_length].decode("utf-8")
+        at += session_length
+        kind = raw[at:at + kind_length].decode("utf-8")
+        at += kind_length
+        content_type = raw[at:at + type_length].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ProtocolError("a delivered record has invalid UTF-8 text: %s" % error) from None
+    return producer, session, kind, content_type
+
+
+def decode_deliver(view, start, end, make, relay_id, texts, max_batch=0xFFFFFFFF, source=None):
+    """The records of a DELIVER body `view[start:end]` (a memoryview or bytes), in order, as
+    `make(relay_id, relay_seq, producer, producer_seq, session, kind, content_type,
+    event_time_ns, ingest_ns, payload, source)`; `payload` is a new bytes object (the only copy).
+    `texts` is a dict used as a cache of decoded texts (cleared when it grows past
+    TEXT_CACHE_LIMIT). Raises ProtocolError for a body that is not a valid DELIVER."""
+    if end - start < 4:
+        raise ProtocolError("DELIVER body is shorter than its record count")
+    (count,) = _U32.unpack_from(view, start)
+    if count == 0 or count > max_batch:
+        raise ProtocolError("DELIVER count %d is outside 1 ... %d" % (count, max_batch))
+    unpack = _DELIVERED.unpack_from
+    out = []
+    append = out.append
+    position = start + 4
+    for _ in range(count):
+        texts_at = position + 36
+        if texts_at + 4 > end:
+            raise ProtocolError("a delivered record's header runs past the frame")
+        relay_seq, ingest_ns, producer_seq, event_time_ns, payload_length, a, b, c, d = unpack(view, position)
+        payload_at = texts_at + 4 + a + b + c + d
+        payload_end = payload_at + payload_length
+        if payload_end > end:
+            raise ProtocolError("a delivered record's fields run past the frame")
+        key = bytes(view[texts_at:payload_at])
+        decoded = texts.get(key)
+        if decoded is None:
+            decoded = decode_texts(key)
+            if len(texts) >= TEXT_CACHE_LIMIT:
+                texts.clear()
+            texts[key] = decoded
+        append(make(relay_id, relay_seq, decoded[0], producer_seq, decoded[1], decoded[2], decoded[3],
+                    event_time_ns, ingest_ns, bytes(view[payload_at:payload_end]), source))
+        position = payload_end
+    if position != end:
+        raise ProtocolError("DELIVER has %d bytes after its last record" % (end - position))
+    return out
+
+
+def decode_collector_body(frame_type, body):
+    """The fields of any frame a collector receives (the relay frames of decode_body plus
+    SUBSCRIBED, DELIVER, COMMITTED and SKIP), in the field names of PROTOCOL.md; a DELIVER's
+    payloads as `payload_hex`. The collector itself decodes DELIVER with decode_deliver."""
+    def exact(size, name):
+        if len(body) != size:
+            raise ProtocolError("%s body is %d bytes, expected %d" % (name, len(body), size))
+
+    if frame_type == SUBSCRIBED:
+        exact(24, "SUBSCRIBED")
+        first, head, committed = _SUBSCRIBED.unpack(body)
+        return dict(type="SUBSCRIBED", first_sequence=first, head_sequence=head, committed=committed)
+    if frame_type == COMMITTED:
+        exact(8, "COMMITTED")
+        return dict(type="COMMITTED", through=_U64.unpack(body)[0])
+    if frame_type == SKIP:
+        exact(16, "SKIP")
+        first, last = _SKIP.unpack(body)
+        if not 1 <= first <= last:
+            raise ProtocolError("SKIP %d ... %d is not a range (1 <= first <= last)" % (first, last))
+        return dict(type="SKIP", first=first, last=last)
+    if frame_type == DELIVER:
+        def as_dict(relay_id, relay_seq, producer, producer_seq, session, kind, content_type, event_time_ns,
+                    ingest_ns, payload, source):
+            return dict(relay_seq=relay_seq, ingest_ns=ingest_ns, producer=producer, producer_seq=producer_seq,
+                        event_time_ns=event_time_ns, session=session, kind=kind, content_type=content_type,
+                        payload_hex=payload.hex())
+        records = decode_deliver(memoryview(body), 0, len(body), as_dict, "", {})
+        return dict(type="DELIVER", count=len(records), records=records)
+    return decode_body(frame_type, body)

@@ -81,3 +81,28 @@ def relay(binary, tmp_path):
     running = Relay(binary, tmp_path / "data")
     yield running
     running.stop()
+
+
+@pytest.fixture
+def relays(binary, tmp_path):
+    """Starts relays on demand: `relays.start("alpha", "--set", ...)` (the name becomes its
+    relay_id and its data directory); all are stopped at the end."""
+
+    class Relays:
+        def __init__(self):
+            self.started = []
+
+        def start(self, name, *extra):
+            running = Relay(binary, tmp_path / name, extra=["--set", "relay_id=" + name] + list(extra))
+            self.started.append(running)
+            return running
+
+    started = Relays()
+    yield started
+    for running in started.started:
+        if running.process.poll() is None:
+            try:
+                running.process.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        running.stop()

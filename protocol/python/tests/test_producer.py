@@ -10,7 +10,6 @@ import time
 import pytest
 
 from allegro_client import BufferFull, Producer, RelayRefused
-from allegro_client import hermes_plugin
 
 
 def payloads(records):
@@ -155,32 +154,3 @@ def test_allegro_emit_rejects_an_address_without_a_port_without_a_traceback():
     assert result.returncode == 2
     stderr = result.stderr.decode()
     assert "expected HOST:PORT" in stderr and "Traceback" not in stderr, stderr
-
-
-def test_hermes_plugin_maps_lifecycle_events(relay, monkeypatch):
-    registered = {}
-
-    class Context:
-        def register_hook(self, name, callback):
-            registered[name] = callback
-
-    monkeypatch.setenv("ALLEGRO_RELAYS", relay.address)
-    monkeypatch.setenv("ALLEGRO_PRODUCER_ID", "hermes-test")
-    monkeypatch.setattr(hermes_plugin, "_producer", None)
-    hermes_plugin.register(Context())
-    assert set(registered) == set(hermes_plugin.HOOKS)
-    registered["on_session_start"](session_id="sess-9", model="hermes-3", platform="cli")
-    registered["pre_tool_call"](session_id="sess-9", tool_name="web_search", args={"q": "allegro"})
-    registered["post_tool_call"](session_id="sess-9", tool_name="web_search", result=object())
-    registered["post_api_request"](session_id="sess-9", usage={"prompt_tokens": 812, "completion_tokens": 96})
-    registered["on_session_end"](session_id="sess-9")
-    assert hermes_plugin.producer().flush(10)
-    records = relay.tail(5)
-    assert [r["kind"] for r in records] == ["session_start", "tool_call", "tool_result", "token_usage", "session_end"]
-    assert {r["session"] for r in records} == {"sess-9"}
-    assert {r["content_type"] for r in records} == {"application/json"}
-    import json
-    usage = json.loads(records[3]["payload"])
-    assert usage["usage"] == {"prompt_tokens": 812, "completion_tokens": 96}
-    assert json.loads(records[2]["payload"])["result"].startswith("<object object")
-    hermes_plugin.producer().close(5)
