@@ -175,7 +175,8 @@ class TelemetryEvent:
 
     async def commit(self) -> None:
         """Marks this event, and every earlier event of its relay, as processed. Cheap: the
-        COMMIT frame goes out coalesced (see Collector)."""
+        COMMIT frame goes out coalesced (see Collector). Does nothing on an ephemeral
+        subscription (the relay keeps no cursor for it and refuses COMMIT)."""
         if self.source is None:
             raise RuntimeError("this event did not come from a collector")
         self.source.want(self.relay_seq)
@@ -314,11 +315,13 @@ class _RelayState:
     """What this process knows of one relay identity (relay_id from WELCOME): the last sequence
     received, and the commit: wanted by the user, sent, confirmed (COMMITTED)."""
 
-    def __init__(self, relay_id: str, interval: float, records: int):
+    def __init__(self, relay_id: str, interval: float, records: int, durable: bool = True):
         self.relay_id = relay_id
         self.interval, self.records = interval, records
+        self.durable = durable  # False: an ephemeral subscription, which may not COMMIT (NOT_PERMITTED)
         self.holder: Optional["Collector"] = None   # the collector subscribed to it now
         self.last_received = 0
+        self.resumable = False  # subscribed at least once: a reconnect resumes at last_received + 1
         self.last_user = 0      # last relay sequence handed to the user, of batches taken
         self.auto_after = 0     # gaps and dropped duplicates after last_user: committed with it
         self.wanted = 0
@@ -327,6 +330,8 @@ class _RelayState:
         self.timer: Optional[asyncio.TimerHandle] = None
 
     def want(self, through: int) -> None:
+        if not self.durable:
+            return  # nothing to commit: the relay keeps no cursor for an ephemeral subscription
         if through > self.wanted:
             self.wanted = through
         if self.auto_after > self.wanted and self.wanted >= self.last_user:
@@ -385,6 +390,7 @@ class _Wire(asyncio.BufferedProtocol):
         self.heard = self.sent = self.loop.time()
         self.failed = False
         self.start = ""
+        self.credit = 0                 # the credit the SUBSCRIBE gave
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -635,6 +641,19 @@ class Collector:
     # -- connection loop ------------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # a bug or a bad setting (a token over 1024 bytes, ...): say it, do not hang
+            if self._wire is not None:
+                self._wire.fail(ConnectionLost("the collector stopped"))
+            self._disconnected()
+            self._stop(error)
+            if not isinstance(error, Exception):
+                raise
+
+    async def _loop(self) -> None:
         attempt = 0
         while not self._closing:
             try:
@@ -712,21 +731,22 @@ class Collector:
             wire_.max_frame = welcome["max_frame"]
             state = self._claim(welcome["relay_id"])
             self._wire = wire_
-            if state.last_received and not self._resume_failed:
+            if state.resumable and not self._resume_failed:
                 start, sequence = "sequence", state.last_received + 1
             else:
                 start, sequence = self.start, self.start_sequence
             credit = max(self.window - self._held, 0)
             wire_.write(wire.subscribe(start, credit, self.name, sequence, self.live))
-            wire_.start = start
+            wire_.start, wire_.credit = start, credit
             answer = await asyncio.wait_for(asyncio.shield(wire_.subscribed), max(deadline - loop.time(), 0.01))
-            if isinstance(answer, CursorUnavailable) and start == "sequence" and state.last_received:
+            if isinstance(answer, CursorUnavailable) and start == "sequence" and state.resumable:
                 # The relay no longer holds what follows our last record (retention, or a relay
                 # whose data was replaced): start over as configured next time, and say so.
                 log.error("collector %s: cannot resume after relay sequence %d: %s; resubscribing from %s",
                           self.address_text, state.last_received, answer.relay_message, self.start)
                 self._resume_failed = True
                 state.last_received = 0
+                state.resumable = False
                 raise ConnectionLost(str(answer))
             if isinstance(answer, BaseException):
                 raise answer
@@ -743,26 +763,33 @@ class Collector:
         state = self._state
         assert state is not None
         self.subscription = answer
-        self._credit_due = 0
         self._subscribed = True
         if answer["committed"] > state.confirmed:
             state.confirmed = answer["committed"]
         if state.sent > state.confirmed:
             state.sent = state.confirmed  # unconfirmed commits go out again on this connection
-        if wire_.start == "committed" and state.last_received == 0 and answer["first_sequence"] > answer["committed"] + 1:
+        if wire_.start == "committed" and not state.resumable and answer["first_sequence"] > answer["committed"] + 1:
             first, last = answer["committed"] + 1, answer["first_sequence"] - 1
             log.error("collector %s: relay sequences %d ... %d were removed by the relay's retention before "
                       "this collector committed them", self.address_text, first, last)
             self._inbox.put(_Batch(self, state, [Gap(state.relay_id, first, last, True)], 0, 0, last))
-        if state.last_received == 0:
+        if not state.resumable:
             state.last_received = answer["first_sequence"] - 1
+            state.resumable = True
+        # Credit: the relay now holds wire_.credit. Records taken between the SUBSCRIBE and this
+        # answer were not credited to any connection (not subscribed): they are due on this one,
+        # or the window would shrink by them for the connection's whole life (down to a stall).
+        self._credit_due = max(self.window - self._held - wire_.credit, 0)
+        if self._credit_due and self._credit_due >= (self.window + 1) // 2:
+            wire_.write(wire.credit(self._credit_due))
+            self._credit_due = 0
         state.flush()
 
     def _claim(self, relay_id: str) -> _RelayState:
         """The state of this relay identity; one subscription per identity in a registry."""
         state = self._registry.get(relay_id)
         if state is None:
-            state = _RelayState(relay_id, self.commit_interval, self.commit_records)
+            state = _RelayState(relay_id, self.commit_interval, self.commit_records, bool(self.name))
             self._registry[relay_id] = state
         if state.holder is not None and state.holder is not self:
             raise SameRelayTwice("the relay at %s is relay %r, which this process already reads through %s; "

@@ -23,7 +23,7 @@ import select
 import socket
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from . import wire
 
@@ -66,9 +66,19 @@ class _Silent(ConnectionError):
 class _Probe:
     """The first relay's health while the producer uses another: since when it has answered every probe."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
         self.stop = threading.Event()
         self.healthy_since: Optional[float] = None
+        self.timeout = timeout           # one probe's handshake takes at most this long
+        self.thread: Optional[threading.Thread] = None
+
+    def finish(self) -> None:
+        """Stops probing, and waits for a probe handshake still under way (bounded by its timeout):
+        the producer's next connection may go to the first relay, and a probe's HELLO arriving there
+        after the producer's own would close the producer's connection as PRODUCER_REPLACED."""
+        self.stop.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(self.timeout + 1.0)
 
     def due(self, failback_after: float) -> bool:
         since = self.healthy_since
@@ -220,6 +230,7 @@ class Producer:
         self._json_default = json_default
         self.direct_send = direct_send
         self._cond = threading.Condition()
+        self._unexpected_seen: Set[type] = set()
         self._pending: Deque[Entry] = collections.deque()   # not sent on this connection
         self._unacked: Deque[Entry] = collections.deque()   # sent, not acknowledged
         self._next_sequence = first_sequence if first_sequence else time.time_ns() // 1000
@@ -419,8 +430,23 @@ class Producer:
 
     # -- sender thread -------------------------------------------------------------------
 
+    def _wait_backoff(self, attempt: int) -> bool:
+        """Waits the jittered, doubling backoff for `attempt` (cut short by flush(while_reachable=True));
+        True when the producer is closing and the thread should stop."""
+        delay = min(self.max_backoff, 0.05 * (2 ** min(attempt, 10)))
+        wake = time.monotonic() + delay / 2 + random.random() * delay / 2
+        with self._cond:
+            while not self._retry_now and not self._closing:
+                left = wake - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            self._retry_now = False
+            return self._closing
+
     def _run(self) -> None:
         attempt = 0
+        quick_failures = 0
         while True:
             with self._cond:
                 if self._closing and not (self._pending or self._unacked):
@@ -444,18 +470,8 @@ class Producer:
                 if self.on_connection is not None:
                     self.on_connection("failed", error)
                 attempt += 1
-                delay = min(self.max_backoff, 0.05 * (2 ** min(attempt, 10)))
-                wake = time.monotonic() + delay / 2 + random.random() * delay / 2
-                with self._cond:
-                    # Backoff; flush(while_reachable=True) cuts it short.
-                    while not self._retry_now and not self._closing:
-                        left = wake - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                    self._retry_now = False
-                    if self._closing:
-                        break  # close() already waited its timeout: give up (it returned False)
+                if self._wait_backoff(attempt):
+                    break  # close() already waited its timeout: give up (it returned False)
                 continue
             attempt = 0
             self._unreachable = False
@@ -464,6 +480,7 @@ class Producer:
                 self.on_connection("connected", None)
             probe = self._start_probe(welcome) if index != 0 else None
             failback = False
+            served_since = time.monotonic()
             try:
                 failback = self._serve(connection, welcome, probe)
             except RelayRefused as refused:
@@ -477,14 +494,27 @@ class Producer:
                 logger.warning("allegro: %s; trying the next relay", silent)
             except (OSError, wire.ProtocolError) as error:
                 self.last_error = error if isinstance(error, OSError) else ConnectionError(str(error))
+            except Exception as error:  # a bug of ours must not end the sender thread silently
+                self.last_error = ConnectionError("unexpected %s: %s" % (type(error).__name__, error))
+                if type(error) not in self._unexpected_seen:
+                    self._unexpected_seen.add(type(error))
+                    logger.exception("allegro: the sender met an unexpected error; it reconnects with backoff")
             finally:
                 self.relay = None
                 if probe is not None:
-                    probe.stop.set()
+                    probe.finish()
                 connection[0].close()
             # The next attempt starts with the next relay (the first again after a failback).
             self._start_index = 0 if failback else (index + 1) % len(self.relays)
             self.reconnects += 1
+            if not failback and time.monotonic() - served_since < 1.0:
+                # A relay that takes the handshake and then fails at once (an error storm, a bug)
+                # gets the same backoff as one that cannot be reached, not a tight loop.
+                quick_failures += 1
+                if self._wait_backoff(quick_failures):
+                    break
+            else:
+                quick_failures = 0
         self._stopped = True
 
     def _handshake(self, host: str, port: int, timeout: float) -> Tuple[socket.socket, "wire.Decoder", Dict[str, Any]]:
@@ -568,14 +598,14 @@ class Producer:
 
     def _start_probe(self, welcome: Dict[str, Any]) -> "_Probe":
         """While connected to a fallback relay, checks the first one every heartbeat in a thread."""
-        probe = _Probe()
         interval = max(0.1, welcome["heartbeat_ms"] / 1000.0)
+        probe = _Probe(min(self.connect_timeout, max(interval, 1.0)))
         host, port = self.relays[0]
 
         def run() -> None:
             while not probe.stop.wait(interval):
                 try:
-                    sock, _, _ = self._handshake(host, port, min(self.connect_timeout, max(interval, 1.0)))
+                    sock, _, _ = self._handshake(host, port, probe.timeout)
                     try:
                         sock.sendall(wire.goodbye())
                     finally:
@@ -585,7 +615,8 @@ class Producer:
                 except Exception:
                     probe.healthy_since = None
 
-        threading.Thread(target=run, name="allegro-probe", daemon=True).start()
+        probe.thread = threading.Thread(target=run, name="allegro-probe", daemon=True)
+        probe.thread.start()
         return probe
 
     def _serve(self, connection: Tuple[socket.socket, "wire.Decoder"], welcome: Dict[str, Any],

@@ -59,13 +59,17 @@ class SeenWindow:
     numbers its records 1, 2, 3, ..., so one failover adds a range or two, not one entry per
     record). The bounds: at most `max_ranges` ranges per producer (past it the lowest range is
     forgotten, and a record at or below it is no longer recognised: it is delivered, and counted
-    in `beyond_window`), and at most `max_producers` producers (past it the least recently seen
-    tenth is forgotten, counted in `forgotten_producers`). Memory is about 100 bytes per range.
+    in `beyond_window`), at most `max_producers` producers, and at most `max_total_ranges`
+    ranges in all (past either, the least recently seen tenth of the producers is forgotten,
+    counted in `forgotten_producers`). Memory is about 100 bytes per range, so the defaults bound
+    the window at about 10 MB whatever the traffic.
     """
 
-    def __init__(self, max_ranges: int = 1024, max_producers: int = 100_000):
+    def __init__(self, max_ranges: int = 1024, max_producers: int = 100_000, max_total_ranges: int = 100_000):
         self.max_ranges = max(1, max_ranges)
         self.max_producers = max(1, max_producers)
+        self.max_total_ranges = max(1, max_total_ranges)
+        self.total_ranges = 0
         self.producers: Dict[str, _Ranges] = {}
         self.clock = 0
         self.beyond_window = 0
@@ -76,7 +80,7 @@ class SeenWindow:
         ranges = self.producers.get(producer)
         if ranges is None:
             if len(self.producers) >= self.max_producers:
-                self._forget_producers()
+                self._forget_producers(keep=producer)
             ranges = self.producers[producer] = _Ranges()
         ranges.touched = self.clock
         starts, ends, index = ranges.starts, ranges.ends, ranges.current
@@ -87,6 +91,7 @@ class SeenWindow:
                 if following < len(starts) and starts[following] == sequence + 1:
                     ends[index] = ends[following]
                     del starts[following], ends[following]
+                    self.total_ranges -= 1
                 else:
                     ends[index] = sequence
                 return True
@@ -105,6 +110,7 @@ class SeenWindow:
             if following < len(starts) and starts[following] == sequence + 1:
                 ends[index] = ends[following]
                 del starts[following], ends[following]
+                self.total_ranges -= 1
             ranges.current = index
         elif following < len(starts) and starts[following] == sequence + 1:
             starts[following] = sequence
@@ -112,19 +118,25 @@ class SeenWindow:
         else:
             starts.insert(following, sequence)
             ends.insert(following, sequence)
+            self.total_ranges += 1
             ranges.current = following
             if len(starts) > self.max_ranges:
                 ranges.floor = ends[0]
                 del starts[0], ends[0]
+                self.total_ranges -= 1
                 ranges.current -= 1
+            if self.total_ranges > self.max_total_ranges:
+                self._forget_producers(keep=producer)
         return True
 
     def tick(self) -> None:
         self.clock += 1
 
-    def _forget_producers(self) -> None:
-        by_age = sorted(self.producers.items(), key=lambda item: item[1].touched)
-        for name, _ in by_age[:max(1, len(by_age) // 10)]:
+    def _forget_producers(self, keep: str) -> None:
+        """Forgets the least recently seen tenth of the producers (never `keep`, the one being added to)."""
+        by_age = sorted((item for item in self.producers.items() if item[0] != keep), key=lambda item: item[1].touched)
+        for name, ranges in by_age[:max(1, len(by_age) // 10)]:
+            self.total_ranges -= len(ranges.starts)
             del self.producers[name]
             self.forgotten_producers += 1
 

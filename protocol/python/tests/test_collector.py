@@ -345,3 +345,33 @@ def test_allegro_collect_exits_cleanly_on_sigterm_with_its_last_commit_sent(bina
 
     answer = run(resume_point())
     assert answer["committed"] == 3000 and answer["first_sequence"] == 3001
+
+
+def test_an_ephemeral_collector_whose_consumer_commits_is_not_refused_and_keeps_collecting(binary, relays):
+    """commit() on an ephemeral subscription is a no-op: a COMMIT frame would get NOT_PERMITTED
+    (permanent) and stop the collector, and allegro-collect --collector '' with it."""
+    relay = relays.start("alpha")
+    push(binary, relay.address, ["one"], "p1")
+
+    async def scenario():
+        collector = Collector(relay.address, start="earliest", commit_interval_ms=10)
+        items = collector.__aiter__()
+        first = await asyncio.wait_for(items.__anext__(), 10)
+        await first.commit()
+        await collector.commit()
+        await asyncio.sleep(0.3)  # well past the commit interval
+        await asyncio.get_running_loop().run_in_executor(None, push, binary, relay.address, ["two"], "p2")
+        second = await asyncio.wait_for(items.__anext__(), 10)
+        confirmed = await collector.close()
+        return first.payload, second.payload, confirmed, collector.error
+
+    assert run(scenario(), timeout=30) == (b"one", b"two", True, None)
+
+    process = subprocess.Popen(collect_cli("--relay", relay.address, "--collector", "", "--from", "earliest",
+                                           "--format", "payload", "--idle-exit-ms", "1500"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    push(binary, relay.address, ["three"], "p3")
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err.decode()
+    assert out == b"one\ntwo\nthree\n" and "NOT_PERMITTED" not in err.decode()

@@ -66,7 +66,7 @@ def test_a_record_too_large_for_any_frame_is_refused_at_emit_and_the_stream_goes
     with pytest.raises(RecordTooLarge) as refused:
         producer.emit(b"\x00" * 70_000, kind="k")   # opaque bytes are never cut
     assert "cannot fit in a frame of 65536 bytes" in str(refused.value)
-    assert producer.unacked <= 1, "the refused record was never queued"
+    assert producer.emitted == 1 and producer.unacked <= 1, "the refused record was never queued"
     # The limit counts the delivered form: producer id, session, kind and content type too.
     room = producer.payload_limit(b"", b"k", b"application/octet-stream")
     producer.emit(b"\xff" * room, kind="k", content_type="application/octet-stream")
@@ -206,3 +206,49 @@ def test_a_flush_while_no_relay_answers_gives_up_after_one_more_attempt_not_afte
     assert not producer.flush(30, while_reachable=True)
     assert time.monotonic() - started < 10
     producer.close(0.1)
+
+
+class _SlowProbeProducer(Producer):
+    """Once a probe of the first relay has succeeded, the next probe waits 0.8 s before its HELLO:
+    a probe handshake is under way when the producer moves back to the first relay."""
+
+    probed = False
+
+    def _handshake(self, host, port, timeout):
+        if threading.current_thread().name == "allegro-probe" and self.probed:
+            time.sleep(0.8)
+        result = super()._handshake(host, port, timeout)
+        if threading.current_thread().name == "allegro-probe":
+            self.probed = True
+        return result
+
+
+def test_moving_back_to_the_first_relay_waits_for_a_probe_under_way_so_it_is_not_replaced_by_it(binary, tmp_path):
+    # The probe says HELLO with the producer's own id: one arriving at the first relay after the
+    # producer's connection would close that connection as PRODUCER_REPLACED, and stop the producer.
+    first = quick_relay(binary, tmp_path / "a" / "data")
+    second = quick_relay(binary, tmp_path / "b" / "data")     # heartbeat 200 ms: a probe every 0.2 s
+    try:
+        producer = _SlowProbeProducer([first.address, second.address], producer_id="probe-race", max_backoff=0.1,
+                                      failback_after=0.6)
+        producer.emit("one")
+        assert producer.flush(10)
+        first.crash()
+        producer.emit("two")
+        assert producer.flush(10)
+        first.restart()
+        port = int(first.address.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (producer.relay is not None and producer.relay[1] == port):
+            time.sleep(0.02)
+        assert producer.relay is not None and producer.relay[1] == port, "it moved back to the first relay"
+        time.sleep(1.5)                       # any probe still under way has said its HELLO by now
+        producer.emit("three")
+        assert producer.flush(10), "the producer still delivers after moving back"
+        assert producer.error is None
+        assert producer.close(5)
+        merged = sorted(read_relay(first) + read_relay(second), key=lambda r: r["producer_seq"])
+        assert [r["payload"] for r in merged] == ["one", "two", "three"]
+    finally:
+        first.stop()
+        second.stop()

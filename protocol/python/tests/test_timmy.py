@@ -161,7 +161,13 @@ def test_a_relay_that_is_down_does_not_stop_the_others_and_its_backlog_arrives_w
 
 
 def control_address(relay):
-    match = re.search(r"event=http_listening address=(\S+)", relay.log_path.read_text())
+    """The control port's address from the relay's log; it starts listening a moment after the relay."""
+    deadline = time.monotonic() + 20
+    while True:
+        match = re.search(r"event=http_listening address=(\S+)", relay.log_path.read_text())
+        if match or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert match, relay.log_path.read_text()
     return "http://" + match.group(1)
 
@@ -222,3 +228,19 @@ def test_the_duplicate_window_keeps_ranges_not_records_and_forgets_the_oldest_pa
     for name in range(20):
         window.add("producer-%d" % name, 1)
     assert len(window.producers) <= 10 and window.forgotten_producers >= 10
+
+
+def test_the_duplicate_window_is_bounded_in_ranges_across_all_producers():
+    window = SeenWindow(max_ranges=1000, max_producers=1000, max_total_ranges=50)
+    # Ten producers, each with ten separate ranges: 100 ranges asked for, 50 allowed in all.
+    for producer in range(10):
+        for start in range(10):
+            assert window.add("p%d" % producer, start * 10 + 1)
+    assert window.total_ranges == sum(len(r.starts) for r in window.producers.values())
+    assert window.total_ranges <= 50 and window.forgotten_producers > 0
+    assert "p9" in window.producers, "the producer being added to is never the one forgotten"
+    # Merging two ranges gives one back.
+    before = window.total_ranges
+    for sequence in range(82, 91):
+        window.add("p9", sequence)
+    assert window.total_ranges == before - 1
