@@ -1,7 +1,7 @@
 // libFuzzer entry point for the approval parsers (AllegroApproval's armor, base64, SSHSIG blob,
 // statement and allowed_signers readers). Built by scripts/fuzz together with those sources as
-// one module (the files that need swift-crypto, GRDB or Foundation are left out: they parse
-// nothing), with -sanitize=fuzzer,address.
+// one module (the verifier, the nonce store, the event and the gated actions are left out: they
+// parse nothing and need swift-crypto, GRDB or Foundation), with -sanitize=fuzzer,address.
 //
 // The first byte picks the parser, the rest is its input. A refusal is the expected outcome for
 // almost every input; a trap, an overflow or a sanitizer report is the bug this looks for.
