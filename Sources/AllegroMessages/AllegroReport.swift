@@ -86,8 +86,11 @@ public struct AllegroReport: Sendable, Equatable {
         object.add("results", .string(results))
         object.add("status", .string(status.rawValue))
         object.add("task", .string(task))
-        object.add("telemetry", .object(["executions": .integer(telemetry.executions), "success_rate_percent": .tenths(telemetry.successRateTenths),
-                                         "avg_latency_ms": .integer(telemetry.avgLatencyMillis)]))
+        var numbers = CanonicalJSON.Object()
+        numbers.add("avg_latency_ms", .integer(telemetry.avgLatencyMillis))
+        numbers.add("executions", .integer(telemetry.executions))
+        numbers.add("success_rate_percent", .tenths(telemetry.successRateTenths))
+        object.add("telemetry", numbers.value)
         return object.text
     }
 

@@ -11,9 +11,11 @@ struct MarkdownReader {
             let line = text.utf8[..<position].filter { $0 == 0x0A }.count + 1
             throw MessageError(line: line, "message", "a carriage return: lines end with LF alone")
         }
-        guard text.hasSuffix("\n") else { throw MessageError(line: max(1, text.split(separator: "\n").count), "message", "the last line does not end with LF") }
+        guard text.unicodeScalars.last == "\n" else {
+            throw MessageError(line: 1 + text.unicodeScalars.filter { $0 == "\n" }.count, "message", "the last line does not end with LF")
+        }
         lines = text.dropLast().split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.first == Substring(heading) else {
+        guard let first = lines.first, Scalars.equal(first, heading) else {
             throw MessageError(line: 1, "message", "expected \(AllegroMessage.headingsText)")
         }
         index = 1
@@ -22,12 +24,12 @@ struct MarkdownReader {
     /// `**Label:** value` on the next line.
     mutating func value(_ label: String, _ field: String) throws(MessageError) -> String {
         let prefix = "**\(label):** "
-        guard index < lines.count, lines[index].hasPrefix(prefix) else {
+        guard index < lines.count, let rest = Scalars.after(prefix, in: lines[index]) else {
             throw MessageError(line: index + 1, field, "expected **\(label):** and its value")
         }
         fieldLines[field] = index + 1
-        defer { index += 1 }
-        return String(lines[index].dropFirst(prefix.count))
+        index += 1
+        return rest
     }
 
     /// A value that must be one of `T`'s cases.
@@ -42,7 +44,7 @@ struct MarkdownReader {
     }
 
     mutating func expect(_ line: String) throws(MessageError) {
-        guard index < lines.count, lines[index] == Substring(line) else {
+        guard index < lines.count, Scalars.equal(lines[index], line) else {
             throw MessageError(line: index + 1, "message", "expected \(line)")
         }
         index += 1
@@ -52,7 +54,7 @@ struct MarkdownReader {
     mutating func text(_ field: String, until heading: String?) throws(MessageError) -> String {
         fieldLines[field] = index + 1
         let start = index
-        while index < lines.count, heading.map({ lines[index] != Substring($0) }) ?? true { index += 1 }
+        while index < lines.count, heading.map({ !Scalars.equal(lines[index], $0) }) ?? true { index += 1 }
         if let heading {
             guard index < lines.count else { throw MessageError(line: index + 1, field, "expected \(heading) after it") }
         }
@@ -75,12 +77,12 @@ struct MarkdownReader {
     private mutating func items(_ field: String, until heading: String, marker: (Int) -> String) throws(MessageError) -> [String] {
         fieldLines[field] = index + 1
         var items: [String] = []
-        while index < lines.count, lines[index] != Substring(heading) {
+        while index < lines.count, !Scalars.equal(lines[index], heading) {
             let prefix = marker(items.count + 1)
-            guard lines[index].hasPrefix(prefix) else {
+            guard let item = Scalars.after(prefix, in: lines[index]) else {
                 throw MessageError(line: index + 1, field, "expected \"\(prefix)...\" or \(heading)")
             }
-            items.append(String(lines[index].dropFirst(prefix.count)))
+            items.append(item)
             index += 1
         }
         guard index < lines.count else { throw MessageError(line: index + 1, field, "expected \(heading) after it") }
@@ -91,12 +93,12 @@ struct MarkdownReader {
     /// `- Label: value` on the next line.
     mutating func telemetry(_ label: String, _ field: String) throws(MessageError) -> String {
         let prefix = "- \(label): "
-        guard index < lines.count, lines[index].hasPrefix(prefix) else {
+        guard index < lines.count, let rest = Scalars.after(prefix, in: lines[index]) else {
             throw MessageError(line: index + 1, field, "expected \"\(prefix)...\"")
         }
         fieldLines[field] = index + 1
-        defer { index += 1 }
-        return String(lines[index].dropFirst(prefix.count))
+        index += 1
+        return rest
     }
 
     var line: Int { index + 1 }
@@ -115,9 +117,9 @@ public enum AllegroMessage: Sendable, Equatable {
     static let headingsText = "\(AllegroRequest.heading) or \(AllegroReport.heading)"
 
     public init(markdown text: String) throws(MessageError) {
-        if text.hasPrefix(AllegroReport.heading) {
+        if Scalars.after(AllegroReport.heading, in: Substring(text)) != nil {
             self = .report(try AllegroReport(markdown: text))
-        } else if text.hasPrefix(AllegroRequest.heading) {
+        } else if Scalars.after(AllegroRequest.heading, in: Substring(text)) != nil {
             self = .request(try AllegroRequest(markdown: text))
         } else {
             throw MessageError(line: 1, "message", "expected \(Self.headingsText)")
@@ -154,18 +156,34 @@ public enum AllegroMessage: Sendable, Equatable {
     }
 }
 
-/// Telegram's HTML parse mode: `&`, `<` and `>` escaped in all text.
+/// Telegram's HTML parse mode: `&`, `<` and `>` escaped in all text, scalar by scalar (a `<`
+/// with a combining mark after it is still a `<`).
 enum HTML {
     static func escape(_ text: String) -> String {
-        var out = ""
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            default: out.append(character)
+        var out = String.UnicodeScalarView()
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": out.append(contentsOf: "&amp;".unicodeScalars)
+            case "<": out.append(contentsOf: "&lt;".unicodeScalars)
+            case ">": out.append(contentsOf: "&gt;".unicodeScalars)
+            default: out.append(scalar)
             }
         }
-        return out
+        return String(out)
+    }
+}
+
+/// Comparisons on Unicode scalars (protocol/MESSAGES.md section 1), never on `Character`s: a
+/// label's space followed by a combining mark still ends the label, and equal means the same
+/// code points, not canonically equivalent ones.
+enum Scalars {
+    static func equal(_ line: Substring, _ text: String) -> Bool {
+        line.unicodeScalars.elementsEqual(text.unicodeScalars)
+    }
+
+    /// What follows `prefix` in `line`, or nil when `line` does not start with it.
+    static func after(_ prefix: String, in line: Substring) -> String? {
+        guard line.unicodeScalars.starts(with: prefix.unicodeScalars) else { return nil }
+        return String(String.UnicodeScalarView(line.unicodeScalars.dropFirst(prefix.unicodeScalars.count)))
     }
 }

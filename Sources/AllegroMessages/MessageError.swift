@@ -49,7 +49,7 @@ enum FieldRules {
     }
 
     static func isHeading(_ line: Substring, _ headings: [String]) -> Bool {
-        headings.contains { line == "**\($0):**" || line.hasPrefix("**\($0):** ") }
+        headings.contains { Scalars.equal(line, "**\($0):**") || Scalars.after("**\($0):** ", in: line) != nil }
     }
 
     private static func isControl(_ scalar: Unicode.Scalar) -> Bool {

@@ -1,4 +1,5 @@
 import AllegroMessages
+import Foundation
 import Testing
 
 /// The seed's two messages in their three forms: exact Markdown, round trips through Markdown and
@@ -121,5 +122,24 @@ import Testing
                 #expect(error.field.hasSuffix(field), "\(field) <- \(error)")
             }
         }
+    }
+
+    @Test func comparisonsAreOnScalarsNotCharacters() throws {
+        // A combining mark right after a label's space: the label still ends there.
+        let accented = try AllegroRequest(type: .alert, urgency: .low, context: "\u{301}spill", question: "q", recommendation: "r",
+                                          timeConstraint: "t")
+        #expect(try AllegroRequest(markdown: accented.markdown) == accented)
+        let html = try AllegroRequest(type: .alert, urgency: .low, context: "<\u{338} &\u{301}", question: "q", recommendation: "r",
+                                      timeConstraint: "t").telegramHTML
+        #expect(html.contains("&lt;\u{338} &amp;\u{301}"), "every < and & escaped, marks or not: \(html)")
+    }
+
+    @Test func aKeyGivenTwiceOrALoneSurrogateIsRefused() {
+        let doubled = request.json.replacingOccurrences(of: #""urgency":"high""#, with: #""urgency":"high","urgency":"low""#)
+        #expect(throws: MessageError("urgency", "duplicate key")) { try AllegroMessage(json: doubled) }
+        let nested = report.json.replacingOccurrences(of: #""executions":12"#, with: #""executions":12,"executions":13"#)
+        #expect(throws: MessageError("telemetry.executions", "duplicate key")) { try AllegroReport(json: nested) }
+        let lone = request.json.replacingOccurrences(of: #""context":""#, with: #""context":"\ud800"#)
+        #expect(throws: MessageError("message", "not valid JSON")) { try AllegroRequest(json: lone) }
     }
 }
