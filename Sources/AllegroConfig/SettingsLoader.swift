@@ -76,8 +76,8 @@ public struct SettingsLoader: Sendable {
             settings[keyPath: path] = rounded
             sources[key] = (sources[key] ?? "default") + ", rounded up from \(asked) to a power of two"
         }
-        if settings.relay.relayID.isEmpty {
-            sources["relay_id"] = (sources["relay_id"] ?? "default") + ": the data directory's own (DATA/relay_id, made at first start)"
+        if settings.relay.relayID.isEmpty && sources["relay_id"] == nil {
+            sources["relay_id"] = "default: the data directory's own (DATA/relay_id, made at first start)"
         }
         return Loaded(settings: settings, sources: sources)
     }

@@ -23,9 +23,13 @@ struct MarkdownReader {
 
     /// `**Label:** value` on the next line.
     mutating func value(_ label: String, _ field: String) throws(MessageError) -> String {
-        let prefix = "**\(label):** "
+        try rest(after: "**\(label):** ", field, expected: "expected **\(label):** and its value")
+    }
+
+    /// What follows `prefix` on the next line, which must start with it.
+    private mutating func rest(after prefix: String, _ field: String, expected: String) throws(MessageError) -> String {
         guard index < lines.count, let rest = Scalars.after(prefix, in: lines[index]) else {
-            throw MessageError(line: index + 1, field, "expected **\(label):** and its value")
+            throw MessageError(line: index + 1, field, expected)
         }
         fieldLines[field] = index + 1
         index += 1
@@ -92,13 +96,7 @@ struct MarkdownReader {
 
     /// `- Label: value` on the next line.
     mutating func telemetry(_ label: String, _ field: String) throws(MessageError) -> String {
-        let prefix = "- \(label): "
-        guard index < lines.count, let rest = Scalars.after(prefix, in: lines[index]) else {
-            throw MessageError(line: index + 1, field, "expected \"\(prefix)...\"")
-        }
-        fieldLines[field] = index + 1
-        index += 1
-        return rest
+        try rest(after: "- \(label): ", field, expected: "expected \"- \(label): ...\"")
     }
 
     var line: Int { index + 1 }

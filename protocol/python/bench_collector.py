@@ -13,6 +13,11 @@ subscribed at `latest` take receive time minus that event time: the Python colle
 runs it (durable, named: only fsync'd records) and ephemeral with `live`, each beside the same kind
 of `allegro tail` (durable with --collector, or --live), read through a pipe by a reader process.
 Percentiles are exact (sorted samples), not an HdrHistogram.
+
+With `--swift-bench PATH` (the allegro-bench harness, built by `scripts/bench`) each round also
+measures the Swift collector (AllegroClient's, through the harness's own Swift producer): its
+throughput and its lag at the same rate, fsync'd and live, right after the Python rounds, so the
+three collectors are compared in one run.
 """
 
 import argparse
@@ -237,6 +242,20 @@ def lag_round(args, relay, durable):
     return results
 
 
+def swift_round(args, scenario):
+    """One round of the Swift collector through allegro-bench: its measurements, by peer."""
+    if scenario == "throughput":
+        command = [args.swift_bench, "throughput", "--allegro", args.allegro, "--seconds", str(args.seconds),
+                   "--peers", "allegro", "--size", str(args.size), "--json"]
+    else:
+        command = [args.swift_bench, "paced", "--allegro", args.allegro, "--seconds", str(args.seconds),
+                   "--rates", "%d" % args.rate, "--peers", "allegro,allegro-live", "--size", str(args.size), "--json"]
+    done = subprocess.run(command, capture_output=True, timeout=600, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip()[-300:]}
+    return {m["peer"]: m["results"] for m in json.loads(done.stdout)["measurements"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--role", default="run")
@@ -254,6 +273,7 @@ def main():
     parser.add_argument("--live", action="store_true")
     parser.add_argument("--skip", default="", help="comma-separated: throughput, lag")
     parser.add_argument("--peers", default="python,tail", help="lag collectors, run side by side: python, tail")
+    parser.add_argument("--swift-bench", help="the allegro-bench binary: also measure the Swift collector each round")
     args = parser.parse_args()
     roles = {"throughput": role_throughput, "lag": role_lag, "tail-lag": role_tail_lag, "producer": role_producer}
     if args.role in roles:
@@ -270,6 +290,11 @@ def main():
                 results = throughput_round(args, relay)
                 print("throughput round %d (%d x %d B): %s" % (round_number, args.events, args.size, ", ".join(
                     "%s %.0f events/s" % item for item in results.items())), flush=True)
+                if args.swift_bench:
+                    swift = swift_round(args, "throughput")
+                    print("throughput round %d, Swift collector (allegro-bench, %.0f s of its own producer): %s" % (
+                        round_number, args.seconds, swift.get("error") or "%.0f records/s" % swift["allegro"]["records_per_s"]),
+                        flush=True)
         if "lag" not in args.skip:
             for round_number in range(1, args.rounds + 1):
                 for durable in (True, False):
@@ -283,6 +308,13 @@ def main():
                                     r["from_ingest"]["p50_us"], r["from_ingest"]["p99_us"]) if "from_ingest" in r else "")
                             if "p50_us" in r else "%s %s" % (label, r.get("error", r))
                             for label, r in results.items())), flush=True)
+                if args.swift_bench:
+                    swift = swift_round(args, "paced")
+                    print("lag round %d at %.0f/s, Swift collector (allegro-bench): %s" % (
+                        round_number, args.rate, swift.get("error") or "; ".join(
+                            "%s p50 %.0f us, p99 %.0f us" % (
+                                "durable (fsync'd)" if peer == "allegro" else "live", r["p50_us"], r["p99_us"])
+                            for peer, r in sorted(swift.items()))), flush=True)
     finally:
         relay_process.terminate()
         relay_process.wait(30)

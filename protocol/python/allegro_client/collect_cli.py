@@ -20,6 +20,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from .collector import CollectorError, Gap, PermanentRelayError, ProtocolViolation, TelemetryEvent
+from . import wire
 from .timmy import HermesBridge
 
 
@@ -69,9 +70,10 @@ def parse(argv: Optional[List[str]]) -> argparse.Namespace:
     if args.count is not None and args.count < 1:
         parser.error("--count must be at least 1")
     for relay in args.relay:
-        host, colon, port = relay.rpartition(":")
-        if not colon or not host or not port.isdigit():
-            parser.error("--relay %r: expected HOST:PORT, for example 127.0.0.1:7400" % relay)
+        try:
+            wire.parse_address(relay)
+        except ValueError as error:
+            parser.error("--relay: %s" % error)
     return args
 
 

@@ -361,13 +361,7 @@ class _RelayState:
             self.sent = self.wanted
 
 
-def _address(relay: Union[str, Tuple[str, int]]) -> Tuple[str, int]:
-    if isinstance(relay, str):
-        host, colon, port = relay.rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("relay address %r: expected HOST:PORT, for example 127.0.0.1:7400" % relay)
-        return host.strip("[]"), int(port)
-    return relay[0], int(relay[1])
+_address = wire.parse_address
 
 
 # -- the connection ------------------------------------------------------------------------------

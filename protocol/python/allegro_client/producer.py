@@ -265,14 +265,7 @@ class Producer:
         self._thread = threading.Thread(target=self._run, name="allegro-producer", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _address(relay: Union[str, Address]) -> Address:
-        if isinstance(relay, str):
-            host, colon, port = relay.rpartition(":")
-            if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("relay address %r: expected HOST:PORT, for example 127.0.0.1:7400" % relay)
-            return host.strip("[]"), int(port)
-        return relay[0], int(relay[1])
+    _address = staticmethod(wire.parse_address)
 
     # -- caller side --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ plus body), the type byte, then the body.
 """
 
 import struct
+from typing import Tuple, Union
 
 HELLO, WELCOME, PUBLISH, ACK = 0x01, 0x02, 0x10, 0x11
 PING, PONG, GOODBYE, ERROR = 0x30, 0x31, 0x3E, 0x3F
@@ -281,3 +282,13 @@ def decode_collector_body(frame_type, body):
         records = decode_deliver(memoryview(body), 0, len(body), as_dict, "", {})
         return dict(type="DELIVER", count=len(records), records=records)
     return decode_body(frame_type, body)
+
+
+def parse_address(relay: Union[str, Tuple[str, int]]) -> Tuple[str, int]:
+    """A relay address, "HOST:PORT" (IPv6 in brackets) or (host, port), as (host, port)."""
+    if isinstance(relay, str):
+        host, colon, port = relay.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("relay address %r: expected HOST:PORT, for example 127.0.0.1:7400" % relay)
+        return host.strip("[]"), int(port)
+    return relay[0], int(relay[1])
