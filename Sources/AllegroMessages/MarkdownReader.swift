@@ -132,6 +132,14 @@ public enum AllegroMessage: Sendable, Equatable {
         }
     }
 
+    /// The record kind it travels under on the relay stream.
+    public var kind: String {
+        switch self {
+        case .request: "allegro.request"
+        case .report: "allegro.report"
+        }
+    }
+
     public var markdown: String {
         switch self {
         case let .request(request): request.markdown

@@ -1,3 +1,4 @@
+import AllegroClient
 import AllegroMessages
 import AllegroPosix
 import ArgumentParser
@@ -8,7 +9,7 @@ struct MessageCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "message",
         abstract: "Read and write Allegro Requests and Reports (protocol/MESSAGES.md).",
-        subcommands: [Parse.self, Render.self]
+        subcommands: [Parse.self, Render.self, Publish.self]
     )
 
     /// A file's text, or standard input for `-`.
@@ -62,6 +63,71 @@ struct MessageCommand: ParsableCommand {
             case .json: output = message.json + "\n"
             }
             FileHandle.standardOutput.write(Data(output.utf8))
+        }
+    }
+}
+
+extension MessageCommand {
+    /// `allegro message publish`: tells Timmy, the way every Allegro process does: the message
+    /// goes on the relay stream as a record (kind `allegro.request` or `allegro.report`, its JSON
+    /// form as the payload), so his durable collector gets it in order and through outages.
+    struct Publish: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Publish a Request or Report (Markdown or JSON) on the relay stream for Timmy.",
+            discussion: """
+            The record's kind is allegro.request or allegro.report, its content type \\
+            application/json and its payload the message's canonical JSON (protocol/MESSAGES.md); \\
+            it exits 0 once the relay acknowledged it (in its spill, fsync'd). The token defaults \\
+            to $ALLEGRO_PRODUCER_TOKEN.
+            """
+        )
+        @Argument(help: "The message, Markdown or JSON, or - for standard input.") var file = "-"
+        @Option(help: "Relay address HOST:PORT (repeat for failover, tried in order).") var relay: [String] = ["127.0.0.1:7400"]
+        @Option(help: "Producer token.") var token: String?
+        @Option(help: "Producer id (default: allegro-message-HOST-PID).") var producer: String?
+        @Option(help: "Session for the record (for example the task or request it belongs to).") var session = ""
+        @Option(name: .customLong("connect-timeout"), help: "Seconds to keep trying to reach the relay.") var connectTimeout: Double = 30
+
+        func run() throws {
+            ProcessSetup.resetSignals()
+            let text = try MessageCommand.read(file, command: "publish")
+            let message: AllegroMessage
+            do {
+                let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+                message = trimmed.hasPrefix("{") ? try AllegroMessage(json: trimmed) : try AllegroMessage(markdown: text)
+            } catch {
+                StandardStreams.error("allegro message publish: \(error)")
+                throw ExitCode.failure
+            }
+            let addresses: [SocketAddress]
+            do { addresses = try relay.map { text throws(SocketAddress.ParseError) in try SocketAddress(parsing: text) } } catch {
+                throw ValidationError(error.description)
+            }
+            guard connectTimeout > 0, connectTimeout <= 86_400 else {
+                throw ValidationError("--connect-timeout must be more than 0 and at most 86400 seconds")
+            }
+            let host = ProcessInfo.processInfo.hostName, pid = ProcessInfo.processInfo.processIdentifier
+            var options = ProducerOptions(relays: addresses, producerID: producer ?? "allegro-message-\(host)-\(pid)")
+            options.token = token ?? ProcessInfo.processInfo.environment["ALLEGRO_PRODUCER_TOKEN"] ?? ""
+            options.firstSequence = Clock.wallNanos / 1000
+            options.reconnectForMillis = Int(connectTimeout * 1000)
+            let reporter = ConnectionReporter(command: "allegro message publish")
+            options.onConnection = { reporter.report($0) }
+            do { try send(message, options) } catch {
+                StandardStreams.error("allegro message publish: \(error)")
+                throw ExitCode.failure
+            }
+        }
+
+        /// One record, then a close that waits for its acknowledgement.
+        private func send(_ message: AllegroMessage, _ options: ProducerOptions) throws {
+            let producer = try Producer(options)
+            var payload = message.json
+            try payload.withUTF8 { bytes in
+                _ = try producer.publish(session: session, kind: message.kind, contentType: "application/json",
+                                         payload: UnsafeRawBufferPointer(bytes))
+            }
+            try producer.close()
         }
     }
 }
