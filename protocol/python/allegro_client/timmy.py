@@ -226,6 +226,10 @@ class ControlError(Exception):
     """A control port answered with an error (status and its message), or could not be reached."""
 
 
+# The most a control-port answer may be (a /sessions/{id} summary is a few KiB).
+_MAX_RESPONSE_BYTES = 16 << 20
+
+
 async def _http_get(base: str, path: str, token: Optional[str], timeout: float) -> Tuple[int, bytes]:
     """A minimal HTTP/1.1 GET over asyncio (the control port speaks plain HTTP)."""
     url = urllib.parse.urlsplit(base if "//" in base else "http://" + base)
@@ -239,7 +243,16 @@ async def _http_get(base: str, path: str, token: Optional[str], timeout: float) 
         if token:
             head += "Authorization: Bearer %s\r\n" % token
         writer.write((head + "\r\n").encode("latin-1"))
-        raw = await asyncio.wait_for(reader.read(), timeout)
+        chunks, size = [], 0
+        while True:
+            chunk = await asyncio.wait_for(reader.read(64 * 1024), timeout)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > _MAX_RESPONSE_BYTES:
+                raise ControlError("the control port at %s sent more than %d bytes" % (base, _MAX_RESPONSE_BYTES))
+            chunks.append(chunk)
+        raw = b"".join(chunks)
     finally:
         writer.close()
     header, _, body = raw.partition(b"\r\n\r\n")
@@ -252,18 +265,24 @@ async def _http_get(base: str, path: str, token: Optional[str], timeout: float) 
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = _unchunk(body)
-    elif "content-length" in headers:
-        body = body[:int(headers["content-length"])]
+    try:
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = _unchunk(body)
+        elif "content-length" in headers:
+            body = body[:int(headers["content-length"])]
+    except ValueError:
+        raise ControlError("the control port at %s sent a malformed body (chunking or Content-Length)" % base) from None
     return status, body
 
 
 def _unchunk(data: bytes) -> bytes:
+    """The body of a chunked response; ValueError when the chunking is malformed."""
     out, position = bytearray(), 0
     while True:
         line_end = data.index(b"\r\n", position)
         size = int(data[position:line_end].split(b";")[0], 16)
+        if size < 0:
+            raise ValueError("a negative chunk size")
         if size == 0:
             return bytes(out)
         out += data[line_end + 2:line_end + 2 + size]

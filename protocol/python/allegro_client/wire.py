@@ -122,8 +122,12 @@ def decode_body(frame_type, body):
         relay_length = body[20]
         if len(body) != 21 + relay_length:
             raise ProtocolError("WELCOME relay_id length mismatch")
+        try:
+            relay_id = body[21:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("WELCOME relay_id is not UTF-8") from None
         return dict(type="WELCOME", version=version, max_frame=max_frame, max_batch=max_batch,
-                    heartbeat_ms=heartbeat, idle_timeout_ms=idle, relay_id=body[21:].decode("utf-8"))
+                    heartbeat_ms=heartbeat, idle_timeout_ms=idle, relay_id=relay_id)
     if frame_type in (ACK, PING, PONG):
         exact(8, "ACK/PING/PONG")
         (value,) = struct.unpack("<Q", body)

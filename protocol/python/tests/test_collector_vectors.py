@@ -161,3 +161,9 @@ def test_a_relay_sequence_that_goes_backwards_is_a_protocol_violation():
         assert "delivered relay sequence 101 after 102" in str(protocol.closed.result())
 
     asyncio.run(run())
+
+
+def test_a_welcome_whose_relay_id_is_not_utf8_is_a_protocol_error_not_a_crash():
+    body = struct.pack("<HHIIII", 1, 0, 1 << 20, 4096, 5000, 15000) + bytes([2, 0xFF, 0xFE])
+    with pytest.raises(wire.ProtocolError, match="relay_id is not UTF-8"):
+        wire.decode_body(wire.WELCOME, body)

@@ -244,3 +244,31 @@ def test_the_duplicate_window_is_bounded_in_ranges_across_all_producers():
     for sequence in range(82, 91):
         window.add("p9", sequence)
     assert window.total_ranges == before - 1
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", "malformed body"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n{}\r\n0\r\n\r\n", "malformed body"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n{}", "malformed body"),
+    (b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * (17 << 20), "sent more than"),
+])
+def test_a_control_port_that_answers_badly_is_a_control_error_naming_it(answer, reason):
+    from allegro_client.timmy import ControlError, _http_get
+
+    async def scenario():
+        async def serve(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(ControlError, match=reason):
+                await _http_get("http://127.0.0.1:%d" % port, "/sessions/x", None, 10)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
