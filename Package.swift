@@ -85,7 +85,7 @@ let package = Package(
         .target(name: "AllegroApproval", dependencies: [.product(name: "Crypto", package: "swift-crypto"),
                                                         .product(name: "GRDB", package: "GRDB.swift")]),
         // Allegro Requests and Reports (the seed's messages to Timmy): Markdown, JSON, Telegram HTML.
-        .target(name: "AllegroMessages"),
+        .target(name: "AllegroMessages", dependencies: ["AllegroWire"]),
         // Producer and collector clients.
         .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
 

@@ -1,3 +1,5 @@
+import AllegroWire
+
 /// The messages' JSON form: one object, keys sorted, no spaces, non-ASCII text as is, so Swift and
 /// Python (`json.dumps(..., ensure_ascii=False, sort_keys=True, separators=(",", ":"))`) write the
 /// same bytes. Reading is strict: unknown, missing and mistyped keys are errors naming the key.
@@ -127,26 +129,5 @@ enum CanonicalJSON {
     }
 
     /// A JSON string as Python's json.dumps(ensure_ascii=False) writes it.
-    static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if scalar.value < 0x20 {
-                    let digits = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - digits.count) + digits
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ text: String) -> String { JSONObject.quote(text) }
 }

@@ -121,7 +121,9 @@ public struct JSONObject {
 
     public var text: String { "{" + fields.joined(separator: ",") + "}" }
 
-    /// A JSON string literal for `text`.
+    /// A JSON string literal for `text`: the short escapes where JSON has one, `\u00XX` for the
+    /// other control characters, everything else as is (byte-equal to Python's
+    /// `json.dumps(text, ensure_ascii=False)`).
     public static func quote(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
@@ -131,6 +133,8 @@ public struct JSONObject {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
+            case "\u{08}": out += "\\b"
+            case "\u{0C}": out += "\\f"
             case _ where scalar.value < 0x20:
                 let hex = String(scalar.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
