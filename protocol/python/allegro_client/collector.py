@@ -111,30 +111,21 @@ _ADVICE = {
     5: "give the collector token the relay is configured with (its collector_token setting, or "
        "ALLEGRO_COLLECTOR_TOKEN in the relay's environment) as token=..., or set ALLEGRO_COLLECTOR_TOKEN here",
     4: "this client speaks protocol version 1 only",
+    14: "add the name to the relay's durable_collectors setting "
+        "(for example --set durable_collectors=NAME), or use no name for an ephemeral collector",
+    15: "another connection subscribed under this name and took it over: run one collector per "
+        "durable name (or give each its own name in durable_collectors)",
 }
+# The codes with an exception type of their own; the others are PermanentRelayError or
+# TransientRelayError by _PERMANENT.
+_TYPES = {5: AuthFailed, 11: CursorUnavailable, 14: UnknownCollector, 15: CollectorBusy, 16: ShuttingDown}
 
 
 def relay_error(code: int, message: str, relay: str) -> RelayError:
     """The typed exception for an ERROR frame."""
     name = wire.ERROR_NAMES.get(code, "ERROR %d" % code)
-    advice = _ADVICE.get(code, "")
-    if code == 5:
-        return AuthFailed(code, name, message, relay, advice)
-    if code == 14:
-        return UnknownCollector(code, name, message, relay,
-                                "add the name to the relay's durable_collectors setting "
-                                "(for example --set durable_collectors=NAME), or use no name for an ephemeral collector")
-    if code == 11:
-        return CursorUnavailable(code, name, message, relay)
-    if code == 15:
-        return CollectorBusy(code, name, message, relay,
-                             "another connection subscribed under this name and took it over: run one collector per "
-                             "durable name (or give each its own name in durable_collectors)")
-    if code == 16:
-        return ShuttingDown(code, name, message, relay)
-    if code in _PERMANENT:
-        return PermanentRelayError(code, name, message, relay, advice)
-    return TransientRelayError(code, name, message, relay, advice)
+    kind = _TYPES.get(code) or (PermanentRelayError if code in _PERMANENT else TransientRelayError)
+    return kind(code, name, message, relay, _ADVICE.get(code, ""))
 
 
 # -- what a collector hands out ---------------------------------------------------------------
