@@ -63,7 +63,7 @@ let package = Package(
         // Settings from the embedded defaults, a YAML or JSON file, the environment and flags.
         .target(
             name: "AllegroConfig",
-            dependencies: ["AllegroRelay", "AllegroPosix",
+            dependencies: ["AllegroRelay", "AllegroPosix", "AllegroControl", "AllegroBridge", "AllegroMessages",
                            .product(name: "Configuration", package: "swift-configuration"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "SystemPackage", package: "swift-system"),
@@ -72,7 +72,7 @@ let package = Package(
         // The HTTP control port (health, metrics, status, sessions) and the process lifecycle.
         .target(
             name: "AllegroControl",
-            dependencies: ["AllegroRelay", "AllegroStore", "AllegroLog",
+            dependencies: ["AllegroRelay", "AllegroStore", "AllegroLog", "AllegroClient", "AllegroMessages",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
@@ -86,6 +86,18 @@ let package = Package(
                                                         .product(name: "GRDB", package: "GRDB.swift")]),
         // Allegro Requests and Reports (the seed's messages to Timmy): Markdown, JSON, Telegram HTML.
         .target(name: "AllegroMessages", dependencies: ["AllegroWire"]),
+        // `allegro bridge`: Allegro toward the outside world; today the Telegram notifier (a durable
+        // collector of the relay). Sees the relay only over the wire (AllegroClient).
+        .target(
+            name: "AllegroBridge",
+            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
         // Producer and collector clients.
         .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
 
@@ -94,7 +106,7 @@ let package = Package(
             name: "allegro",
             dependencies: [
                 "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore", "AllegroLog",
-                "AllegroApproval", "AllegroMessages",
+                "AllegroApproval", "AllegroMessages", "AllegroBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -111,6 +123,8 @@ let package = Package(
         .testTarget(name: "SystemLibraryTests", dependencies: ["CZlib", "CAllegroSys"]),
         .testTarget(name: "AllegroApprovalTests", dependencies: ["AllegroApproval"]),
         .testTarget(name: "AllegroMessagesTests", dependencies: ["AllegroMessages"]),
+        .testTarget(name: "AllegroControlTests", dependencies: ["AllegroControl", "AllegroRelay", "AllegroMessages"]),
+        .testTarget(name: "AllegroBridgeTests", dependencies: ["AllegroBridge", "AllegroMessages"]),
         // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
         // process (relay, push, tail), a raw protocol client, the control port over HTTP.
         .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],

@@ -1,3 +1,5 @@
+import AllegroBridge
+import AllegroControl
 import AllegroRelay
 import Logging
 
@@ -11,6 +13,10 @@ public struct AllegroSettings: Sendable, Equatable {
     /// (a loopback control port only).
     public var controlToken: String?
     public var logLevel: Logger.Level = .info
+    /// When the relay raises alerts and sends its daily report.
+    public var watch = RelayWatchSettings()
+    /// `allegro bridge`: the `bridge:` section.
+    public var bridge = BridgeSettings()
 
     public init() {}
 }

@@ -1,3 +1,6 @@
+import AllegroBridge
+import AllegroControl
+import AllegroMessages
 import AllegroRelay
 import Logging
 
@@ -13,6 +16,9 @@ struct Setting: Sendable {
         case list(WritableKeyPath<AllegroSettings, [String]> & Sendable)
         case level
         case http
+        /// Text read by `parse`, which sets the value or says what is allowed; `show` writes
+        /// the value back as `parse` reads it.
+        case parsed(parse: @Sendable (inout AllegroSettings, String) -> String?, show: @Sendable (AllegroSettings) -> String)
     }
 
     let key: String
@@ -48,9 +54,50 @@ enum SettingsCatalog {
         Setting(key: "retention_max_bytes", kind: .integer(\.relay.retentionMaxBytes)),
         Setting(key: "shutdown_grace_ms", kind: .integer(\.relay.shutdownGraceMillis)),
         Setting(key: "log_level", kind: .level),
+        Setting(key: "alert_interval_ms", kind: .integer(\.watch.intervalMillis)),
+        Setting(key: "alert_collector_away_ms", kind: .integer(\.watch.collectorAwayMillis)),
+        Setting(key: "alert_retention_warning_ms", kind: .integer(\.watch.retentionWarningMillis)),
+        Setting(key: "alert_disk_free_percent", kind: .integer(\.watch.diskFreePercent)),
+        Setting(key: "alert_records_lost_hold_ms", kind: .integer(\.watch.recordsLostHoldMillis)),
+        Setting(key: "daily_report_at", kind: .parsed(parse: { settings, text in
+            guard let second = RelayWatchSettings.parseTimeOfDay(text) else { return "expected HH:MM or HH:MM:SS (UTC), or off" }
+            settings.watch.dailyReportSecond = second
+            return nil
+        }, show: { settings in
+            guard let second = settings.watch.dailyReportSecond else { return "off" }
+            let parts = [second / 3600, second / 60 % 60] + (second % 60 == 0 ? [] : [second % 60])
+            return parts.map { $0 < 10 ? "0\($0)" : String($0) }.joined(separator: ":")
+        })),
+        Setting(key: "bridge.http", kind: .parsed(parse: { settings, text in
+            settings.bridge.http = text == "off" || text.isEmpty ? nil : text
+            return nil
+        }, show: { $0.bridge.http ?? "off" })),
+        Setting(key: "bridge.relay", kind: .text(\.bridge.relay)),
+        Setting(key: "bridge.data_dir", kind: .text(\.bridge.dataDirectory)),
+        Setting(key: "bridge.notifier_name", kind: .text(\.bridge.notifierName)),
+        Setting(key: "bridge.telegram_api", kind: .text(\.bridge.telegramAPI)),
+        Setting(key: "bridge.telegram_chat_id", kind: .text(\.bridge.telegramChatID)),
+        Setting(key: "bridge.telegram_token_file", kind: .text(\.bridge.telegramTokenFile)),
+        Setting(key: "bridge.telegram_min_interval_ms", kind: .integer(\.bridge.telegramMinIntervalMillis)),
+        Setting(key: "bridge.group_wait_ms", kind: .integer(\.bridge.groupWaitMillis)),
+        Setting(key: "bridge.group_interval_ms", kind: .integer(\.bridge.groupIntervalMillis)),
+        Setting(key: "bridge.repeat_interval_ms", kind: .integer(\.bridge.repeatIntervalMillis)),
+        Setting(key: "bridge.request_urgency", kind: .parsed(parse: { settings, text in
+            guard let urgency = AllegroRequest.Urgency(rawValue: text) else { return "low, medium, high or critical" }
+            settings.bridge.requestUrgency = urgency
+            return nil
+        }, show: { $0.bridge.requestUrgency.rawValue })),
+        Setting(key: "bridge.reports", kind: .parsed(parse: { settings, text in
+            guard let choice = BridgeSettings.ReportChoice(rawValue: text) else { return "daily, all or none" }
+            settings.bridge.reports = choice
+            return nil
+        }, show: { $0.bridge.reports.rawValue })),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
 
     static var keyList: String { all.map(\.key).joined(separator: ", ") }
+
+    /// Sections of the file: a mapping whose keys are read as `SECTION.KEY`.
+    static let sections = ["bridge"]
 }

@@ -49,6 +49,17 @@ public struct SettingsLoader: Sendable {
         do { try settings.relay.validate() } catch {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
         }
+        do { try settings.bridge.validate() } catch {
+            throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
+        }
+        for (key, value, range) in [("alert_interval_ms", settings.watch.intervalMillis, 0 ... 86_400_000),
+                                    ("alert_collector_away_ms", settings.watch.collectorAwayMillis, 0 ... Int(Int32.max) * 100),
+                                    ("alert_retention_warning_ms", settings.watch.retentionWarningMillis, 0 ... Int(Int32.max) * 100),
+                                    ("alert_disk_free_percent", settings.watch.diskFreePercent, 0 ... 99),
+                                    ("alert_records_lost_hold_ms", settings.watch.recordsLostHoldMillis, 0 ... Int(Int32.max) * 100)]
+            where !range.contains(value) {
+            throw SettingsError(key: key, value: String(value), source: reporter.source(of: key), allowed: "\(range.lowerBound) ... \(range.upperBound)")
+        }
         if let http = settings.http {
             let address: SocketAddress
             do { address = try SocketAddress(parsing: http) } catch {
@@ -130,6 +141,12 @@ public struct SettingsLoader: Sendable {
             let value = reader.string(forKey: key)
             if reporter.failed(setting.key) { throw failed("expected HOST:PORT or off") }
             if let value { settings.http = value == "off" || value.isEmpty ? nil : value }
+        case let .parsed(parse, _):
+            let value = reader.string(forKey: key)
+            if reporter.failed(setting.key) { throw failed("expected text") }
+            if let value, let allowed = parse(&settings, value) {
+                throw SettingsError(key: setting.key, value: "\"\(value)\"", source: reporter.source(of: setting.key), allowed: allowed)
+            }
         }
     }
 
@@ -160,7 +177,7 @@ public struct SettingsLoader: Sendable {
                 content = .int(number)
             case .list:
                 content = .stringArray(text.split(separator: ",").map(String.init))
-            case .secret, .text, .level, .http:
+            case .secret, .text, .level, .http, .parsed:
                 content = .string(text)
             }
             values[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(content, isSecret: { if case .secret = setting.kind { true } else { false } }())
@@ -192,7 +209,17 @@ public struct SettingsLoader: Sendable {
             guard let mapping = top as? [String: Any] else {
                 throw SettingsError("\(path) must hold one mapping of settings (key: value)")
             }
-            for (key, value) in mapping.sorted(by: { $0.key < $1.key }) {
+            var entries = mapping.sorted(by: { $0.key < $1.key })
+            // A section (`bridge:`) holds its keys one level down: `bridge.http` and so on.
+            for section in SettingsCatalog.sections {
+                guard let index = entries.firstIndex(where: { $0.key == section }) else { continue }
+                guard let inner = entries[index].value as? [String: Any] else {
+                    throw SettingsError(key: section, value: "(not a mapping)", source: path, allowed: "a section: a mapping of its keys")
+                }
+                entries.remove(at: index)
+                entries += inner.sorted(by: { $0.key < $1.key }).map { (key: section + "." + $0.key, value: $0.value) }
+            }
+            for (key, value) in entries {
                 guard SettingsCatalog.byKey[key] != nil else {
                     throw SettingsError("\(path): unknown configuration key \"\(key)\"; the keys are \(SettingsCatalog.keyList)")
                 }

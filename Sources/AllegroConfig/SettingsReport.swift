@@ -11,10 +11,18 @@ extension SettingsLoader.Loaded {
     public func rendered() -> String {
         var lines = ["# allegro: effective configuration (tokens masked)"]
         let width = SettingsCatalog.all.map { $0.key.count }.max() ?? 0
+        var section = ""
         for setting in SettingsCatalog.all {
             let value = Self.value(of: setting, in: settings)
+            // A section's keys go one level down, under its name.
+            var name = setting.key
+            if let dot = name.firstIndex(of: ".") {
+                let prefix = String(name[..<dot])
+                if prefix != section { lines.append(prefix + ":"); section = prefix }
+                name = "  " + name[name.index(after: dot)...]
+            }
             // An unset token is shown as a comment: the output is itself a valid configuration.
-            let entry = (value == nil ? "# " : "") + setting.key + ": " + (value ?? "(unset)")
+            let entry = (value == nil ? "# " : "") + name + ": " + (value ?? "(unset)")
             let padding = String(repeating: " ", count: max(1, width + 24 - entry.count))
             lines.append(entry + padding + "# " + (sources[setting.key] ?? "default"))
         }
@@ -30,6 +38,7 @@ extension SettingsLoader.Loaded {
         case let .list(path): "[" + settings[keyPath: path].map(quoted).joined(separator: ", ") + "]"
         case .level: settings.logLevel.rawValue
         case .http: settings.http.map(quoted) ?? "off"
+        case let .parsed(_, show): quoted(show(settings))
         }
     }
 

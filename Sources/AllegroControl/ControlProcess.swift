@@ -13,8 +13,9 @@ public enum ControlProcess {
     /// Runs until a stop signal (returns normally: exit 0) or a failure (throws).
     /// `http` is HOST:PORT or nil (no control port); with `controlToken`, every path but
     /// `/health` asks for it as a bearer token.
-    public static func run(_ configuration: RelayConfiguration, http: String?, controlToken: String? = nil, log: EventLog,
-                           metrics: MetricsExport) async throws {
+    /// `watch` says when the relay raises alerts and reports (an interval of 0: never).
+    public static func run(_ configuration: RelayConfiguration, http: String?, controlToken: String? = nil,
+                           watch: RelayWatchSettings = RelayWatchSettings(), log: EventLog, metrics: MetricsExport) async throws {
         let address = try http.map { try AllegroPosix.SocketAddress(parsing: $0) }
         let monitor = RelayMonitor()
         let runner = try await RelayRunner.start(configuration, log: log, monitor: monitor, metrics: RelayMetrics())
@@ -34,6 +35,18 @@ public enum ControlProcess {
             ))
         }
         services.append(RelayService(runner: runner, log: log))
+        let startMillis = Int64(Clock.wallNanos / 1_000_000)
+        do {
+            try runner.store.recordEvent(kind: "relay_started", detail: runner.address, records: 0, atNanos: Clock.wallNanos)
+        } catch {
+            log.log(.warning, "event_not_recorded", ["kind": "relay_started", "reason": "\(error)"])
+        }
+        if watch.intervalMillis > 0, let own = (try? AllegroPosix.SocketAddress(parsing: runner.address))?.reachableLocally {
+            // Last in the group, so the first to stop: its last alerts still reach the relay.
+            let publisher = StreamPublisher(address: own, token: configuration.producerToken, producerID: "allegro-relay-watch", log: log)
+            services.append(RelayWatchService(settings: watch, configuration: configuration, monitor: monitor, store: runner.store,
+                                              metrics: metrics, publisher: publisher, log: log, startMillis: startMillis))
+        }
         let group = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -55,6 +55,9 @@ public final class MetricsExport: Sendable {
         return Self.withHelp(registry.emitToString(), help: RelayMetrics.help.merging(Self.gaugeHelp) { a, _ in a })
     }
 
+    /// Every metric in the text format, as recorded (no gauges set, no help added).
+    public func exposition() -> String { registry.emitToString() }
+
     private func setGauges(_ status: RelayStatus) {
         Gauge(label: "allegro_connections", dimensions: [("role", "producer")]).record(status.connections.producers)
         Gauge(label: "allegro_connections", dimensions: [("role", "collector")]).record(status.connections.collectors)

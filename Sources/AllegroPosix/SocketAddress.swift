@@ -53,6 +53,16 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         self.port = port
     }
 
+    /// Where a process on this host reaches a socket listening here: a wildcard address
+    /// (0.0.0.0, ::) becomes loopback; any other stays as it is.
+    public var reachableLocally: SocketAddress {
+        switch host {
+        case let .v4(address) where address == 0: SocketAddress(host: .v4(in_addr_t(UInt32(0x7F00_0001).bigEndian)), port: port)
+        case let .v6(bytes) where bytes.allSatisfy({ $0 == 0 }): SocketAddress(host: .v6([UInt8](repeating: 0, count: 15) + [1]), port: port)
+        default: self
+        }
+    }
+
     /// True for 127.0.0.0/8 and ::1.
     public var isLoopback: Bool {
         switch host {

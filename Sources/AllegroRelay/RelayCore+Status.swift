@@ -17,8 +17,9 @@ extension RelayCore {
                             byteCapacity: ring.byteCapacity)
         let spilled = spill.snapshot()
         let segments = spilled.segments
+        let oldest = segments.first { !$0.isEmpty }
         status.spill = .init(bytes: segments.reduce(0) { $0 + $1.bytes }, segments: segments.count,
-                             oldestSequence: segments.first { !$0.isEmpty }?.firstSequence,
+                             oldestSequence: oldest?.firstSequence, oldestIngestNanos: oldest?.firstIngestNanos,
                              durableThrough: durableThrough, failure: spilled.failure)
         let now = moment.wallNanos
         for durable in durables {

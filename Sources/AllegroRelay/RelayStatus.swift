@@ -24,6 +24,8 @@ public struct RelayStatus: Codable, Sendable, Equatable {
         public var segments = 0
         /// The oldest relay sequence in the spill (nil: empty).
         public var oldestSequence: UInt64?
+        /// When the oldest record in the spill was accepted, in Unix nanoseconds (nil: empty).
+        public var oldestIngestNanos: UInt64?
         /// Every record at or below this is fsync'd (and acknowledged, or about to be).
         public var durableThrough: UInt64 = 0
         /// Why the spill cannot write, while it cannot.
@@ -46,6 +48,18 @@ public struct RelayStatus: Codable, Sendable, Equatable {
         public var lagRecords: UInt64
         /// Age of the oldest of those records, in seconds (0 when none).
         public var lagSeconds: Double
+
+        public init(name: String, durable: Bool, connected: Bool, peer: String?, cursor: UInt64?, committed: UInt64?,
+                    lagRecords: UInt64, lagSeconds: Double) {
+            self.name = name
+            self.durable = durable
+            self.connected = connected
+            self.peer = peer
+            self.cursor = cursor
+            self.committed = committed
+            self.lagRecords = lagRecords
+            self.lagSeconds = lagSeconds
+        }
     }
 
     public struct Traffic: Codable, Sendable, Equatable {

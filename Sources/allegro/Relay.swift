@@ -48,7 +48,8 @@ struct Relay: AsyncParsableCommand {
             throw ExitCode(2)
         }
         do {
-            try await ControlProcess.run(settings.relay, http: settings.http, controlToken: settings.controlToken, log: EventLog(minimum: level), metrics: metrics)
+            try await ControlProcess.run(settings.relay, http: settings.http, controlToken: settings.controlToken, watch: settings.watch,
+                                         log: EventLog(minimum: level), metrics: metrics)
         } catch {
             StandardStreams.error("allegro relay: \(error)")
             throw ExitCode.failure

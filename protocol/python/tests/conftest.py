@@ -23,22 +23,31 @@ def allegro_binary():
 
 
 class Relay:
-    """A running relay; `restart()` and `crash()` keep its port and data directory."""
+    """A running relay; `restart()` and `crash()` keep its port and data directory. `http` is its
+    control port (HOST:PORT, port 0 picks one; `http_address` is then the one bound) or "off"."""
 
-    def __init__(self, binary, data, listen="127.0.0.1:0", extra=()):
-        self.binary, self.data, self.extra = binary, data, list(extra)
+    def __init__(self, binary, data, listen="127.0.0.1:0", extra=(), http="off"):
+        self.binary, self.data, self.extra, self.http = binary, data, list(extra), http
+        self.http_address = None
         self._start(listen)
 
     def _start(self, listen):
         self.log_path = self.data.parent / ("relay-%d.log" % time.monotonic_ns())
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([self.binary, "relay", "--listen", listen, "--http", "off", "--data", str(self.data)] + self.extra,
+        http = self.http_address or self.http
+        # The relay's own alerts and daily report stay off unless a test asks for them (a test
+        # that counts records must not meet a report because it ran across 08:00 UTC).
+        watch = [] if any(str(a).startswith("alert_interval_ms=") for a in self.extra) else ["--set", "alert_interval_ms=0"]
+        self.process = subprocess.Popen([self.binary, "relay", "--listen", listen, "--http", http, "--data", str(self.data)] + watch + self.extra,
                                         stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            match = re.search(r"event=listening .*?address=(\S+)", self.log_path.read_text())
-            if match:
+            text = self.log_path.read_text()
+            match = re.search(r"event=listening .*?address=(\S+)", text)
+            http_match = re.search(r"event=http_listening .*?address=(\S+)", text)
+            if match and (http == "off" or http_match):
                 self.address = match.group(1)
+                self.http_address = http_match.group(1) if http_match else None
                 return
             if self.process.poll() is not None:
                 break
@@ -85,15 +94,15 @@ def relay(binary, tmp_path):
 
 @pytest.fixture
 def relays(binary, tmp_path):
-    """Starts relays on demand: `relays.start("alpha", "--set", ...)` (the name becomes its
-    relay_id and its data directory); all are stopped at the end."""
+    """Starts relays on demand: `relays.start("alpha", "--set", ..., http="127.0.0.1:0")` (the name
+    becomes its relay_id and its data directory); all are stopped at the end."""
 
     class Relays:
         def __init__(self):
             self.started = []
 
-        def start(self, name, *extra):
-            running = Relay(binary, tmp_path / name, extra=["--set", "relay_id=" + name] + list(extra))
+        def start(self, name, *extra, http="off"):
+            running = Relay(binary, tmp_path / name, extra=["--set", "relay_id=" + name] + list(extra), http=http)
             self.started.append(running)
             return running
 

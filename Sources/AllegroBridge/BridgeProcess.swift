@@ -1,0 +1,129 @@
+import AllegroClient
+import AllegroLog
+import AllegroPosix
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// `allegro bridge` as a process: its duties (today the notifier) and its HTTP port, as one
+/// swift-service-lifecycle group that SIGTERM and SIGINT stop gracefully.
+///
+/// - `GET /health`: 200 `{"status":"ok","notifier":{...}}` while every duty works (or
+///   `"notifier":null` when there is none); 503 with the same body and `"status":"failing"`
+///   while the relay cannot be read or Telegram does not take messages.
+public enum BridgeProcess {
+    /// Where the notifier's bot token comes from when no file is named.
+    public static let tokenVariable = "ALLEGRO_TELEGRAM_BOT_TOKEN"
+
+    /// The bot token from `bridge.telegram_token_file` or the environment; a message naming the
+    /// file or the variable when neither gives one.
+    public static func botToken(_ settings: BridgeSettings, environment: [String: String]) throws(BridgeStartError) -> String {
+        if !settings.telegramTokenFile.isEmpty {
+            guard let data = FileManager.default.contents(atPath: settings.telegramTokenFile) else {
+                throw BridgeStartError("cannot read bridge.telegram_token_file \(settings.telegramTokenFile)")
+            }
+            let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard Self.isPlausibleToken(token) else {
+                throw BridgeStartError("bridge.telegram_token_file \(settings.telegramTokenFile) does not hold a bot token (one line, like 123456:ABC...)")
+            }
+            return token
+        }
+        guard let token = environment[tokenVariable]?.trimmingCharacters(in: .whitespacesAndNewlines), !token.isEmpty else {
+            throw BridgeStartError("bridge.telegram_chat_id is set, so the notifier needs a bot token: set \(tokenVariable) or bridge.telegram_token_file")
+        }
+        guard Self.isPlausibleToken(token) else { throw BridgeStartError("\(tokenVariable) does not hold a bot token (like 123456:ABC...)") }
+        return token
+    }
+
+    static func isPlausibleToken(_ token: String) -> Bool {
+        !token.isEmpty && token.utf8.count <= 256
+            && token.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 0x20 && $0 != "/" && $0 != "?" && $0 != "#" }
+    }
+
+    /// Runs until a stop signal (returns normally) or a failure (throws).
+    public static func run(_ settings: BridgeSettings, relay: AllegroPosix.SocketAddress, token: String?, log: EventLog) async throws {
+        var services: [any Service] = []
+        var httpClient: HTTPClient?
+        if let token, !settings.telegramChatID.isEmpty {
+            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+            var options = CollectorOptions(relays: [relay])
+            options.clientID = "allegro-bridge"
+            options.name = settings.notifierName
+            options.token = settings.collectorToken ?? ""
+            options.start = .committed
+            options.window = 1024
+            options.reconnectForMillis = 60_000
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+            httpClient = client
+            let notifierHealth = NotifierHealthBoard()
+            services.append(NotifierService(
+                settings: settings, feed: RecordFeed(options: options, kinds: NotifierService.kinds),
+                telegram: TelegramClient(http: client, base: settings.telegramAPI, token: token, chatID: settings.telegramChatID),
+                ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"), health: notifierHealth, log: log))
+            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth), log: log), at: 0)
+        } else {
+            log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])
+            services.insert(httpService(settings, health: SharedHealth(notifier: nil), log: log), at: 0)
+        }
+        let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
+        let outcome: Result<Void, any Error>
+        do { try await group.run(); outcome = .success(()) } catch { outcome = .failure(error) }
+        try? await httpClient?.shutdown()
+        try outcome.get()
+    }
+
+    /// What `/health` reads.
+    final class SharedHealth: Sendable {
+        let notifier: NotifierHealthBoard?
+        init(notifier: NotifierHealthBoard?) { self.notifier = notifier }
+    }
+
+    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, log: EventLog) -> any Service {
+        guard let http = settings.http, let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleService() }
+        var httpLogger = Logger(label: "allegro.http")
+        httpLogger.logLevel = max(log.logger.logLevel, .notice)
+        let router = Router()
+        router.get("health") { _, _ in
+            let notifier = health.notifier?.current
+            let failing = notifier.map { $0.state == "failing" } ?? false
+            struct Body: Encodable {
+                var status: String
+                var notifier: NotifierHealth?
+            }
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.sortedKeys]
+            let data = (try? encoder.encode(Body(status: failing ? "failing" : "ok", notifier: notifier))) ?? Data("{}".utf8)
+            return Response(status: failing ? .serviceUnavailable : .ok,
+                            headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(address.hostText, port: Int(address.port)), serverName: "allegro-bridge"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress.map { "\($0.ipAddress ?? address.hostText):\($0.port ?? 0)" } ?? http
+                log.log(.info, "http_listening", ["address": bound])
+            },
+            logger: httpLogger
+        )
+    }
+}
+
+/// Keeps a service group alive when the bridge has no HTTP port and no duty.
+struct IdleService: Service {
+    func run() async throws {
+        try? await gracefulShutdown()
+    }
+}
+
+/// The bridge cannot start as configured; the message names the setting or variable.
+public struct BridgeStartError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}

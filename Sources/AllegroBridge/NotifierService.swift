@@ -1,0 +1,173 @@
+import AllegroLog
+import AllegroMessages
+import AllegroPosix
+import Foundation
+import ServiceLifecycle
+import Synchronization
+
+/// What the notifier is doing, for `/health`.
+public struct NotifierHealth: Sendable, Codable, Equatable {
+    /// "starting", "idle", "sending", "waiting" (a 429 or the per-chat limit) or "failing".
+    public var state = "starting"
+    /// Why the relay cannot be read, while it cannot.
+    public var relayProblem: String?
+    /// Why Telegram does not take messages, while it does not.
+    public var telegramProblem: String?
+    public var messagesSent = 0
+    /// Parts Telegram refused even as plain text, dropped after logging (never expected).
+    public var messagesDropped = 0
+    public var committed: UInt64 = 0
+    public var relayConnected = false
+}
+
+/// Where the notifier posts its `NotifierHealth` and `/health` reads it; safe from any thread.
+final class NotifierHealthBoard: Sendable {
+    private let state = Mutex(NotifierHealth())
+    func update(_ change: (inout NotifierHealth) -> Void) { state.withLock { change(&$0) } }
+    var current: NotifierHealth { state.withLock { $0 } }
+}
+
+/// The notifier duty: a durable collector of the relay (`bridge.notifier_name`) that tells a
+/// Telegram chat of alerts (grouped by `NotifierPolicy`), of urgent Requests and of reports.
+/// The relay's cursor is its outbox: a record is committed only once Telegram accepted every
+/// message holding its news (and the ledger is saved), so a crash resends at most the message
+/// in flight and loses nothing. At most one message per `telegram_min_interval_ms`; a 429 waits
+/// `retry_after`; failures retry with backoff (1 s doubling to 60 s; 5 min for refusals that
+/// need the configuration fixed).
+struct NotifierService: Service {
+    let settings: BridgeSettings
+    let feed: RecordFeed
+    let telegram: TelegramClient
+    let ledger: NotifierLedger
+    let health: NotifierHealthBoard
+    let log: EventLog
+
+    static let kinds: Set<String> = [AllegroAlert.kind, "allegro.request", "allegro.report"]
+
+    func run() async throws {
+        let loaded = ledger.load()
+        if let problem = loaded.problem { log.log(.warning, "ledger_set_aside", ["reason": problem]) }
+        var policy = NotifierPolicy(timing: .init(groupWaitMillis: Int64(settings.groupWaitMillis),
+                                                  groupIntervalMillis: Int64(settings.groupIntervalMillis),
+                                                  repeatIntervalMillis: Int64(settings.repeatIntervalMillis)),
+                                    told: loaded.told)
+        var lastTaken: UInt64 = 0
+        var commitAsked: UInt64 = 0
+        var pacing = Pacing()
+        defer { feed.stop() }
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let (items, seenThrough) = feed.drain()
+            for item in items where item.sequence > lastTaken {
+                lastTaken = item.sequence
+                take(item, into: &policy)
+            }
+            if let outgoing = policy.due(nowMillis: Self.nowMillis) {
+                guard await deliver(outgoing, pacing: &pacing) else { break }
+                policy.delivered(outgoing, nowMillis: Self.nowMillis)
+                do { try ledger.save(policy.told) } catch {
+                    log.log(.warning, "ledger_not_saved", ["file": ledger.path, "reason": error.localizedDescription])
+                }
+            }
+            let safe = policy.oldestPendingSequence.map { $0 - 1 } ?? max(seenThrough, lastTaken)
+            if safe > commitAsked {
+                feed.commit(through: safe)
+                commitAsked = safe
+            }
+            let relay = (feed.connected, feed.committed, feed.problem)
+            health.update { health in
+                health.relayConnected = relay.0
+                health.committed = relay.1
+                health.relayProblem = relay.2
+                health.state = relay.2 == nil && health.telegramProblem == nil ? "idle" : "failing"
+            }
+            let wait = policy.nextDueMillis().map { max(0, min($0 - Self.nowMillis, 50)) } ?? 50
+            if wait > 0 { try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(wait)) } }
+        }
+    }
+
+    static var nowMillis: Int64 { Int64(Clock.wallNanos / 1_000_000) }
+
+    /// Reads one record's message into the policy; what cannot be read is logged and passed.
+    private func take(_ item: RecordFeed.Item, into policy: inout NotifierPolicy) {
+        do throws(MessageError) {
+            switch item.kind {
+            case AllegroAlert.kind:
+                policy.take(try AllegroAlert(json: item.payload), sequence: item.sequence, nowMillis: Self.nowMillis)
+            case "allegro.request":
+                let request = try AllegroRequest(json: item.payload)
+                if AllegroRequest.Urgency.allCases.firstIndex(of: request.urgency) ?? 0
+                    >= AllegroRequest.Urgency.allCases.firstIndex(of: settings.requestUrgency) ?? 0 {
+                    policy.take(html: request.telegramHTML, sequence: item.sequence)
+                }
+            case "allegro.report":
+                let report = try AllegroReport(json: item.payload)
+                switch settings.reports {
+                case .all: policy.take(html: report.telegramHTML, sequence: item.sequence)
+                case .daily where item.session == "allegro.daily": policy.take(html: report.telegramHTML, sequence: item.sequence)
+                default: break
+                }
+            default:
+                break
+            }
+        } catch {
+            log.log(.warning, "record_not_understood", ["sequence": String(item.sequence), "kind": item.kind, "reason": error.description])
+        }
+    }
+
+    /// When the chat may next be sent to, and how long the last failure made us wait.
+    struct Pacing {
+        var nextAllowedMillis: Int64 = 0
+        var backoffMillis: Int64 = 1000
+    }
+
+    /// Sends every part of `outgoing`; true once all were accepted, false if shutting down.
+    private func deliver(_ outgoing: NotifierPolicy.Outgoing, pacing: inout Pacing) async -> Bool {
+        let parts = TelegramText.split(outgoing.html)
+        var index = 0
+        var asHTML = true
+        health.update { $0.state = "sending" }
+        while index < parts.count {
+            let wait = pacing.nextAllowedMillis - Self.nowMillis
+            if wait > 0 { try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(wait)) } }
+            if Task.isShuttingDownGracefully || Task.isCancelled { return false }
+            let text = asHTML ? parts[index] : TelegramText.plain(parts[index])
+            let outcome = text.isEmpty ? .accepted : await telegram.send(text, html: asHTML)
+            let now = Self.nowMillis
+            pacing.nextAllowedMillis = now + Int64(settings.telegramMinIntervalMillis)
+            switch outcome {
+            case .accepted:
+                index += 1
+                asHTML = true
+                pacing.backoffMillis = 1000
+                health.update { $0.messagesSent += 1; $0.telegramProblem = nil; $0.state = "sending" }
+            case let .retryAfter(seconds):
+                pacing.nextAllowedMillis = now + Int64(seconds) * 1000
+                log.log(.notice, "telegram_rate_limited", ["retry_after_s": String(seconds)])
+                health.update { $0.state = "waiting" }
+            case let .badMarkup(description):
+                log.log(.warning, "telegram_refused_html", ["reason": description, "next": "resent as plain text"])
+                asHTML = false
+            case let .refused(status, description) where status == 400 && !description.contains("chat not found") && !asHTML:
+                log.log(.error, "telegram_message_dropped", ["status": String(status), "reason": description])
+                health.update { $0.messagesDropped += 1 }
+                index += 1
+                asHTML = true
+            case let .refused(status, description) where status == 400 && !description.contains("chat not found"):
+                log.log(.warning, "telegram_refused_message", ["status": String(status), "reason": description, "next": "resent as plain text"])
+                asHTML = false
+            case let .refused(status, description):
+                fail(&pacing, now: now, maxMillis: 300_000, "Telegram refused (\(status)): \(description); check bridge.telegram_chat_id and the bot token")
+            case let .unavailable(reason):
+                fail(&pacing, now: now, maxMillis: 60_000, "Telegram unavailable: \(reason)")
+            }
+        }
+        return true
+    }
+
+    private func fail(_ pacing: inout Pacing, now: Int64, maxMillis: Int64, _ problem: String) {
+        log.log(.warning, "telegram_send_failed", ["reason": problem, "retry_in_ms": String(pacing.backoffMillis)])
+        health.update { $0.state = "failing"; $0.telegramProblem = problem }
+        pacing.nextAllowedMillis = now + pacing.backoffMillis
+        pacing.backoffMillis = min(pacing.backoffMillis * 2, maxMillis)
+    }
+}

@@ -1,0 +1,95 @@
+import AllegroBridge
+import AllegroMessages
+import Foundation
+import Testing
+
+/// The notifier's grouping alone (Alertmanager's timings), its outbox cursor, and Telegram's
+/// text limits.
+@Suite struct NotifierPolicyTests {
+    let timing = NotifierPolicy.Timing(groupWaitMillis: 1000, groupIntervalMillis: 5000, repeatIntervalMillis: 60_000)
+
+    func alert(_ name: String, _ subject: String, _ status: AllegroAlert.Status = .firing) -> AllegroAlert {
+        // Built from literals the tests choose; a refusal is a test bug.
+        try! AllegroAlert(alert: name, subject: subject, status: status, severity: .warning, summary: "\(subject) is <odd> & away", sinceMillis: 1)
+    }
+
+    @Test func aBurstOfOneThousandAlertsBecomesOneMessagePerGroupAfterTheGroupWait() {
+        var policy = NotifierPolicy(timing: timing)
+        var sequence: UInt64 = 100
+        for index in 0 ..< 1000 {
+            sequence += 1
+            policy.take(alert(index % 2 == 0 ? "collector_away" : "disk_filling", "s\(index % 100)"), sequence: sequence, nowMillis: 0)
+        }
+        #expect(policy.due(nowMillis: 999) == nil)
+        #expect(policy.oldestPendingSequence == 101)
+        var messages: [NotifierPolicy.Outgoing] = []
+        while let outgoing = policy.due(nowMillis: 1000) {
+            messages.append(outgoing)
+            policy.delivered(outgoing, nowMillis: 1000)
+        }
+        #expect(messages.count == 2)
+        #expect(policy.oldestPendingSequence == nil)
+        for subject in (0 ..< 100).map({ "s\($0)" }) {
+            #expect(messages.contains { $0.html.contains(subject) })
+        }
+        #expect(messages.allSatisfy { !$0.html.contains("<odd>") }, "text is escaped")
+        #expect(policy.due(nowMillis: 50_000) == nil)
+        #expect(policy.due(nowMillis: 61_000)?.html.contains("Still firing") == true, "an unchanged firing group is reminded")
+    }
+
+    @Test func changesWaitForTheGroupIntervalAndAResolutionIsToldOnce() {
+        var policy = NotifierPolicy(timing: timing)
+        policy.take(alert("collector_away", "timmy"), sequence: 1, nowMillis: 0)
+        let first = policy.due(nowMillis: 1000)!
+        policy.delivered(first, nowMillis: 1000)
+        policy.take(alert("collector_away", "timmy"), sequence: 2, nowMillis: 1100)
+        #expect(policy.oldestPendingSequence == nil, "the same alert firing again is nothing new")
+        policy.take(alert("collector_away", "timmy", .resolved), sequence: 3, nowMillis: 1200)
+        #expect(policy.oldestPendingSequence == 3)
+        #expect(policy.due(nowMillis: 5999) == nil)
+        let resolved = policy.due(nowMillis: 6000)!
+        #expect(resolved.html.contains("Resolved") && resolved.html.hasPrefix("✅"))
+        policy.delivered(resolved, nowMillis: 6000)
+        policy.take(alert("collector_away", "timmy", .resolved), sequence: 4, nowMillis: 6100)
+        #expect(policy.due(nowMillis: 100_000) == nil && policy.oldestPendingSequence == nil)
+    }
+
+    @Test func requestsGoFirstInStreamOrderAndHoldTheCursorUntilDelivered() {
+        var policy = NotifierPolicy(timing: timing)
+        policy.take(alert("collector_away", "timmy"), sequence: 5, nowMillis: 0)
+        policy.take(html: "<b>first</b>", sequence: 7)
+        policy.take(html: "<b>second</b>", sequence: 9)
+        #expect(policy.oldestPendingSequence == 5)
+        let first = policy.due(nowMillis: 0)!
+        #expect(first.html == "<b>first</b>")
+        policy.delivered(first, nowMillis: 0)
+        #expect(policy.due(nowMillis: 0)?.html == "<b>second</b>")
+    }
+
+    @Test func whatWasToldSurvivesARestartThroughTheLedgerState() {
+        var policy = NotifierPolicy(timing: timing)
+        policy.take(alert("collector_away", "timmy"), sequence: 1, nowMillis: 0)
+        policy.take(alert("collector_away", "hermes"), sequence: 2, nowMillis: 0)
+        policy.delivered(policy.due(nowMillis: 1000)!, nowMillis: 1000)
+        var restarted = NotifierPolicy(timing: timing, told: policy.told)
+        restarted.take(alert("collector_away", "timmy"), sequence: 3, nowMillis: 2000)
+        #expect(restarted.oldestPendingSequence == nil, "already told before the restart")
+        restarted.take(alert("collector_away", "timmy", .resolved), sequence: 4, nowMillis: 2000)
+        #expect(restarted.due(nowMillis: 5999) == nil)
+        #expect(restarted.due(nowMillis: 6000)?.html.contains("1 resolved") == true)
+    }
+
+    @Test func longTextIsSplitAtLineEndsAndNeverInsideAnEntity() {
+        let line = String(repeating: "a", count: 100)
+        let parts = TelegramText.split(Array(repeating: line, count: 100).joined(separator: "\n"), limit: 1000)
+        // Nine lines of 100 and their eight line ends fit in 1,000; a tenth would not.
+        #expect(parts.count == 12 && parts.allSatisfy { $0.utf16.count <= 1000 })
+        #expect(parts.joined(separator: "\n") == Array(repeating: line, count: 100).joined(separator: "\n"))
+        let entities = String(repeating: "x&amp;", count: 500)
+        let cut = TelegramText.split(entities, limit: 100)
+        #expect(cut.joined() == entities && cut.allSatisfy { $0.utf16.count <= 100 })
+        #expect(cut.allSatisfy { piece in !piece.hasSuffix("&") && !piece.hasSuffix("&amp") && !piece.hasPrefix("amp;") })
+        #expect(TelegramText.split("🙂" + String(repeating: "b", count: 10), limit: 3).joined() == "🙂" + String(repeating: "b", count: 10))
+        #expect(TelegramText.plain("<b>a &lt;b&gt; &amp;lt;</b>") == "a <b> &lt;")
+    }
+}
