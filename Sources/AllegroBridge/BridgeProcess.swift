@@ -45,7 +45,9 @@ public enum BridgeProcess {
     }
 
     /// Runs until a stop signal (returns normally) or a failure (throws).
-    public static func run(_ settings: BridgeSettings, relay: AllegroPosix.SocketAddress, token: String?, log: EventLog) async throws {
+    /// `relayHTTP`: the relay's control port (HOST:PORT) for its `/health`, if known.
+    public static func run(_ settings: BridgeSettings, relay: AllegroPosix.SocketAddress, relayHTTP: String?, token: String?,
+                           log: EventLog) async throws {
         var services: [any Service] = []
         var httpClient: HTTPClient?
         if let token, !settings.telegramChatID.isEmpty {
@@ -63,7 +65,9 @@ public enum BridgeProcess {
             services.append(NotifierService(
                 settings: settings, feed: RecordFeed(options: options, kinds: NotifierService.kinds),
                 telegram: TelegramClient(http: client, base: settings.telegramAPI, token: token, chatID: settings.telegramChatID),
-                ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"), health: notifierHealth, log: log))
+                ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"),
+                relayHealth: relayHTTP.map { RelayHealthProbe(http: client, url: "http://\($0)/health") },
+                health: notifierHealth, log: log))
             services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth), log: log), at: 0)
         } else {
             log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])

@@ -9,6 +9,11 @@ public struct BridgeSettings: Sendable, Equatable {
     public var http: String? = "127.0.0.1:7402"
     /// The relay to read, HOST:PORT; empty: the relay's own `listen` on this host.
     public var relay = ""
+    /// The relay's control port, for its `/health`; empty: the relay's own `http` setting.
+    public var relayHTTP = ""
+    /// After the relay's `/health` has failed this long, the notifier says so itself
+    /// (`relay_unhealthy`); 0: never.
+    public var relayDownMillis = 60_000
     /// The collector token to present to the relay (the relay's `collector_token`).
     public var collectorToken: String?
     /// The bridge's own small state (what the notifier last told Telegram).
@@ -55,6 +60,10 @@ public struct BridgeSettings: Sendable, Equatable {
         if !relay.isEmpty, (try? AllegroPosix.SocketAddress(parsing: relay)) == nil {
             throw Invalid(key: "bridge.relay", value: relay, allowed: "HOST:PORT with a numeric address, or empty for the relay's listen address")
         }
+        if !relayHTTP.isEmpty, (try? AllegroPosix.SocketAddress(parsing: relayHTTP)) == nil {
+            throw Invalid(key: "bridge.relay_http", value: relayHTTP, allowed: "HOST:PORT with a numeric address, or empty for the relay's http setting")
+        }
+        try check("bridge.relay_down_ms", relayDownMillis, 0 ... 86_400_000)
         guard !notifierName.isEmpty, notifierName.utf8.count <= 255 else {
             throw Invalid(key: "bridge.notifier_name", value: "\"\(notifierName)\"", allowed: "a durable collector name of 1 ... 255 bytes")
         }

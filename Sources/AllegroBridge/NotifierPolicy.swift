@@ -87,7 +87,9 @@ public struct NotifierPolicy: Sendable {
 
     // MARK: Taking records
 
-    public mutating func take(_ alert: AllegroAlert, sequence: UInt64, nowMillis: Int64) {
+    /// `sequence`: the record it came in; nil for an alert the notifier raised itself (it holds
+    /// no cursor back).
+    public mutating func take(_ alert: AllegroAlert, sequence: UInt64?, nowMillis: Int64) {
         if groups[alert.alert] == nil {
             guard groups.count < Self.maxGroups else { untracked += 1; return }
             groups[alert.alert] = Group(createdMillis: nowMillis)
@@ -116,7 +118,7 @@ public struct NotifierPolicy: Sendable {
             groups[alert.alert] = nil
             return
         }
-        group.firstPendingSequence = min(group.firstPendingSequence ?? sequence, sequence)
+        if let sequence { group.firstPendingSequence = min(group.firstPendingSequence ?? sequence, sequence) }
         groups[alert.alert] = group
     }
 

@@ -39,6 +39,8 @@ struct NotifierService: Service {
     let feed: RecordFeed
     let telegram: TelegramClient
     let ledger: NotifierLedger
+    /// The relay's `/health`, when its control port is known.
+    let relayHealth: RelayHealthProbe?
     let health: NotifierHealthBoard
     let log: EventLog
 
@@ -51,6 +53,10 @@ struct NotifierService: Service {
                                                   groupIntervalMillis: Int64(settings.groupIntervalMillis),
                                                   repeatIntervalMillis: Int64(settings.repeatIntervalMillis)),
                                     told: loaded.told)
+        let subject = relayHealth?.url ?? ""
+        var rule = RelayHealthRule(subject: subject, downMillis: Int64(settings.relayDownMillis),
+                                   told: loaded.told["relay_unhealthy"]?.firing.first { $0.subject == subject })
+        var nextProbeMillis: Int64 = 0
         var lastTaken: UInt64 = 0
         var commitAsked: UInt64 = 0
         var pacing = Pacing()
@@ -60,6 +66,15 @@ struct NotifierService: Service {
             for item in items where item.sequence > lastTaken {
                 lastTaken = item.sequence
                 take(item, into: &policy)
+            }
+            if let relayHealth, settings.relayDownMillis > 0, Self.nowMillis >= nextProbeMillis {
+                nextProbeMillis = Self.nowMillis + Int64(min(5_000, max(settings.relayDownMillis / 4, 100)))
+                let (healthy, reason) = await relayHealth.probe()
+                if let alert = rule.observe(healthy: healthy, reason: reason, nowMillis: Self.nowMillis) {
+                    log.log(alert.status == .firing ? .warning : .info, "alert_\(alert.status.rawValue)",
+                            ["alert": alert.alert, "subject": alert.subject, "summary": alert.summary])
+                    policy.take(alert, sequence: nil, nowMillis: Self.nowMillis)
+                }
             }
             if let outgoing = policy.due(nowMillis: Self.nowMillis) {
                 guard await deliver(outgoing, pacing: &pacing) else { break }

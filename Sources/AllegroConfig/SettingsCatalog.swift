@@ -73,6 +73,8 @@ enum SettingsCatalog {
             return nil
         }, show: { $0.bridge.http ?? "off" })),
         Setting(key: "bridge.relay", kind: .text(\.bridge.relay)),
+        Setting(key: "bridge.relay_http", kind: .text(\.bridge.relayHTTP)),
+        Setting(key: "bridge.relay_down_ms", kind: .integer(\.bridge.relayDownMillis)),
         Setting(key: "bridge.data_dir", kind: .text(\.bridge.dataDirectory)),
         Setting(key: "bridge.notifier_name", kind: .text(\.bridge.notifierName)),
         Setting(key: "bridge.telegram_api", kind: .text(\.bridge.telegramAPI)),

@@ -28,12 +28,18 @@ struct Bridge: AsyncParsableCommand {
         ProcessSetup.resetSignals()
         let settings: AllegroSettings
         let relay: SocketAddress
+        var relayHTTP: String?
         var token: String?
         do {
             settings = try await SettingsLoader(file: config, flags: try ConfigCommand.parse(overrides)).load().settings
             let target = settings.bridge.relay.isEmpty ? settings.relay.listen : settings.bridge.relay
             guard let address = try? SocketAddress(parsing: target) else { throw SettingsError("cannot read the relay address \(target)") }
             relay = address.reachableLocally
+            let control = settings.bridge.relayHTTP.isEmpty ? settings.http : settings.bridge.relayHTTP
+            relayHTTP = try control.map { text in
+                guard let address = try? SocketAddress(parsing: text) else { throw SettingsError("cannot read the relay's control port \(text)") }
+                return address.reachableLocally.description
+            }
             if !settings.bridge.telegramChatID.isEmpty {
                 token = try BridgeProcess.botToken(settings.bridge, environment: ProcessInfo.processInfo.environment)
             }
@@ -46,7 +52,7 @@ struct Bridge: AsyncParsableCommand {
         var bridge = settings.bridge
         bridge.collectorToken = settings.relay.collectorToken
         do {
-            try await BridgeProcess.run(bridge, relay: relay, token: token, log: EventLog(minimum: level))
+            try await BridgeProcess.run(bridge, relay: relay, relayHTTP: relayHTTP, token: token, log: EventLog(minimum: level))
         } catch {
             StandardStreams.error("allegro bridge: \(error)")
             throw ExitCode.failure

@@ -1,4 +1,4 @@
-import AllegroBridge
+@testable import AllegroBridge
 import AllegroMessages
 import Foundation
 import Testing
@@ -91,5 +91,31 @@ import Testing
         #expect(cut.allSatisfy { piece in !piece.hasSuffix("&") && !piece.hasSuffix("&amp") && !piece.hasPrefix("amp;") })
         #expect(TelegramText.split("🙂" + String(repeating: "b", count: 10), limit: 3).joined() == "🙂" + String(repeating: "b", count: 10))
         #expect(TelegramText.plain("<b>a &lt;b&gt; &amp;lt;</b>") == "a <b> &lt;")
+    }
+
+    @Test func aRelayFailingItsHealthLongerThanTheLimitIsToldByTheNotifierItselfAndResolvedOnRecovery() {
+        var rule = RelayHealthRule(subject: "127.0.0.1:7401", downMillis: 10_000)
+        #expect(rule.observe(healthy: false, reason: "HTTP 503 spill", nowMillis: 0) == nil)
+        #expect(rule.observe(healthy: false, reason: "HTTP 503 spill", nowMillis: 9_999) == nil)
+        let fired = rule.observe(healthy: false, reason: "HTTP 503 spill", nowMillis: 10_000)
+        #expect(fired?.alert == "relay_unhealthy" && fired?.status == .firing && fired?.severity == .critical && fired?.sinceMillis == 0)
+        #expect(rule.observe(healthy: false, reason: "still", nowMillis: 20_000) == nil)
+        #expect(rule.observe(healthy: true, reason: "", nowMillis: 30_000)?.status == .resolved)
+        #expect(rule.observe(healthy: true, reason: "", nowMillis: 40_000) == nil)
+        // Its alert holds no cursor back: it came in no record.
+        var policy = NotifierPolicy(timing: timing)
+        if let fired { policy.take(fired, sequence: nil, nowMillis: 0) }
+        #expect(policy.oldestPendingSequence == nil && policy.due(nowMillis: 1000) != nil)
+    }
+
+    @Test func telegramsAnswersAreReadAsTheApiDocumentsThem() {
+        func outcome(_ status: Int, _ body: String) -> TelegramOutcome { TelegramClient.outcome(status: status, answer: Data(body.utf8)) }
+        #expect(outcome(200, #"{"ok":true,"result":{"message_id":5}}"#) == .accepted)
+        #expect(outcome(429, #"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#) == .retryAfter(seconds: 7))
+        #expect(outcome(400, #"{"ok":false,"error_code":400,"description":"Bad Request: can't parse entities: Unsupported start tag"}"#)
+            == .badMarkup("Bad Request: can't parse entities: Unsupported start tag"))
+        #expect(outcome(401, #"{"ok":false,"error_code":401,"description":"Unauthorized"}"#) == .refused(status: 401, description: "Unauthorized"))
+        #expect(outcome(502, "<html>bad gateway</html>") == .unavailable("HTTP 502"))
+        #expect(outcome(200, "not json") == .unavailable("HTTP 200"))
     }
 }
