@@ -35,7 +35,22 @@ final class RecordFeed: Sendable {
 
     init(options: CollectorOptions, kinds: Set<String>) {
         self.kinds = kinds
-        let thread = Thread { [self] in run(options) }
+        var options = options
+        // The collector retries inside its calls; these say meanwhile whether the relay is there.
+        options.onConnection = { [weak self] event in
+            self?.state.withLock { state in
+                switch event {
+                case let .failed(_, error, _, _):
+                    state.connected = false
+                    state.problem = error.description
+                case .connected:
+                    state.connected = true
+                    state.problem = nil
+                }
+            }
+        }
+        let configured = options
+        let thread = Thread { [self] in run(configured) }
         thread.name = "allegro-bridge-feed"
         thread.start()
     }

@@ -43,11 +43,12 @@ struct RelayWatchService: Service {
             if let due = nextReport, now >= due {
                 nextReport = DailyReportMaker.nextTime(after: due + 1000, second: settings.dailyReportSecond ?? 0)
                 let windowStart = now - 86_400_000
-                let restarts = ((try? store.events()) ?? []).filter {
-                    $0.kind == "relay_started" && Int64($0.atNanos / 1_000_000) > windowStart
-                }.count
+                // Starts in the last 24 hours, but the data directory's very first start.
+                let starts = ((try? store.events()) ?? []).filter { $0.kind == "relay_started" }
+                let recent = starts.filter { Int64($0.atNanos / 1_000_000) > windowStart }
+                let restarts = recent.count - (recent.first == starts.first && !recent.isEmpty ? 1 : 0)
                 let active = watch.active.keys.sorted().compactMap { watch.active[$0] }
-                if let report = reports.report(status: status, exposition: metrics.exposition(), restarts: max(restarts - 1, 0),
+                if let report = reports.report(status: status, exposition: metrics.exposition(), restarts: restarts,
                                                activeAlerts: active, nowMillis: now) {
                     log.log(.info, "daily_report", ["records": String(report.telemetry.executions)])
                     publisher.publish(kind: "allegro.report", session: DailyReportMaker.session, payload: report.json, log: log)
