@@ -1,39 +1,48 @@
 import AllegroMessages
 import Foundation
 
-/// What the notifier has told Telegram and still fires, by group, in `DATA/notifier.json`:
-/// written after each delivered message and before its records are committed, so a restarted
-/// notifier reminds, resolves and de-duplicates as if it had never stopped. Alerts are kept in
-/// their canonical JSON and read back through `AllegroAlert(json:)`; a damaged file is set
-/// aside (the notifier then tells some alerts again, and loses nothing).
+/// What the notifier has told Telegram, in `DATA/notifier.json`: by group, the alerts told and
+/// still firing and the last record told; the last request or report told. Written after each
+/// delivered message and before its records are committed, so a restarted notifier skips what
+/// it told above the committed cursor, and reminds, resolves and de-duplicates as if it had
+/// never stopped. Alerts are kept in their canonical JSON and read back through
+/// `AllegroAlert(json:)`; a damaged file is set aside (the notifier then tells some alerts
+/// again, and loses nothing).
 struct NotifierLedger: Sendable {
     let path: String
 
-    func load() -> (told: [String: NotifierPolicy.Told], problem: String?) {
-        guard let data = FileManager.default.contents(atPath: path) else { return ([:], nil) }
+    func load() -> (ledger: NotifierPolicy.Ledger, problem: String?) {
+        guard let data = FileManager.default.contents(atPath: path) else { return (NotifierPolicy.Ledger(), nil) }
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-              let groups = object["groups"] as? [String: Any] else {
+              object["version"] as? Int == 1, let groups = object["groups"] as? [String: Any] else {
             let aside = path + ".damaged"
             try? FileManager.default.removeItem(atPath: aside)
             try? FileManager.default.moveItem(atPath: path, toPath: aside)
-            return ([:], "\(path) is not a notifier ledger; set aside as \(aside)")
+            return (NotifierPolicy.Ledger(), "\(path) is not a notifier ledger; set aside as \(aside)")
         }
-        var told: [String: NotifierPolicy.Told] = [:]
+        var ledger = NotifierPolicy.Ledger()
         for (name, value) in groups {
-            guard let group = value as? [String: Any], let last = (group["last_sent_ms"] as? NSNumber)?.int64Value,
-                  let firing = group["firing"] as? [String] else { continue }
-            let alerts = firing.compactMap { try? AllegroAlert(json: $0) }
-            told[name] = NotifierPolicy.Told(firing: alerts, lastSentMillis: last)
+            guard let group = value as? [String: Any] else { continue }
+            if let through = (group["through"] as? NSNumber)?.uint64Value, through > 0 { ledger.groupsThrough[name] = through }
+            guard let last = (group["last_sent_ms"] as? NSNumber)?.int64Value, let firing = group["firing"] as? [String] else { continue }
+            ledger.groups[name] = NotifierPolicy.Told(firing: firing.compactMap { try? AllegroAlert(json: $0) }, lastSentMillis: last)
         }
-        return (told, nil)
+        ledger.directsThrough = (object["directs_through"] as? NSNumber)?.uint64Value ?? 0
+        return (ledger, nil)
     }
 
-    func save(_ told: [String: NotifierPolicy.Told]) throws {
+    func save(_ ledger: NotifierPolicy.Ledger) throws {
         var groups: [String: Any] = [:]
-        for (name, state) in told {
-            groups[name] = ["last_sent_ms": state.lastSentMillis, "firing": state.firing.map(\.json)] as [String: Any]
+        for name in Set(ledger.groups.keys).union(ledger.groupsThrough.keys) {
+            var group: [String: Any] = ["through": ledger.groupsThrough[name] ?? 0]
+            if let told = ledger.groups[name] {
+                group["last_sent_ms"] = told.lastSentMillis
+                group["firing"] = told.firing.map(\.json)
+            }
+            groups[name] = group
         }
-        let data = try JSONSerialization.data(withJSONObject: ["version": 1, "groups": groups], options: [.sortedKeys])
+        let object: [String: Any] = ["version": 1, "groups": groups, "directs_through": ledger.directsThrough]
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 }

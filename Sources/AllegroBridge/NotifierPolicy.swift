@@ -45,19 +45,36 @@ public struct NotifierPolicy: Sendable {
         }
     }
 
+    /// Everything the ledger keeps: what each group told, and through which record each group
+    /// (and the requests and reports) has been told. Records above the committed cursor come
+    /// again after a restart; those at or below these marks are already told and are skipped.
+    public struct Ledger: Sendable, Equatable {
+        public var groups: [String: Told] = [:]
+        public var groupsThrough: [String: UInt64] = [:]
+        public var directsThrough: UInt64 = 0
+
+        public init(groups: [String: Told] = [:], groupsThrough: [String: UInt64] = [:], directsThrough: UInt64 = 0) {
+            self.groups = groups
+            self.groupsThrough = groupsThrough
+            self.directsThrough = directsThrough
+        }
+    }
+
     struct Group: Sendable {
         /// Firing now, by subject; told or not.
         var firing: [String: AllegroAlert] = [:]
-        /// Subjects whose firing was told.
-        var told: Set<String> = []
+        /// The alerts firing as the last delivered message told them (changed only by delivery).
+        var told: [String: AllegroAlert] = [:]
         /// Resolved since the last message, by subject.
         var resolved: [String: AllegroAlert] = [:]
         var firstPendingSequence: UInt64?
         var createdMillis: Int64
         var lastSentMillis: Int64?
+        /// The last record applied to this group.
+        var lastSequence: UInt64?
 
-        var untoldFiring: [String] { firing.keys.filter { !told.contains($0) }.sorted() }
-        var hasNews: Bool { !resolved.isEmpty || firing.keys.contains { !told.contains($0) } }
+        var untoldFiring: [String] { firing.keys.filter { told[$0] == nil }.sorted() }
+        var hasNews: Bool { !resolved.isEmpty || firing.keys.contains { told[$0] == nil } }
     }
 
     /// Most subjects a group tracks; beyond it new ones are counted, not kept (memory is bounded
@@ -70,16 +87,20 @@ public struct NotifierPolicy: Sendable {
     public let timing: Timing
     private(set) var groups: [String: Group] = [:]
     private var directs: [(sequence: UInt64, html: String)] = []
+    private var groupsThrough: [String: UInt64]
+    private var directsThrough: UInt64
     /// Alerts not tracked because a bound was reached (told in the next message of the group, or logged).
     public private(set) var untracked = 0
 
-    public init(timing: Timing, told: [String: Told] = [:]) {
+    public init(timing: Timing, ledger: Ledger = Ledger()) {
         self.timing = timing
-        for (name, state) in told where !state.firing.isEmpty {
+        groupsThrough = ledger.groupsThrough
+        directsThrough = ledger.directsThrough
+        for (name, state) in ledger.groups where !state.firing.isEmpty {
             var group = Group(createdMillis: state.lastSentMillis, lastSentMillis: state.lastSentMillis)
             for alert in state.firing {
                 group.firing[alert.subject] = alert
-                group.told.insert(alert.subject)
+                group.told[alert.subject] = alert
             }
             groups[name] = group
         }
@@ -90,25 +111,30 @@ public struct NotifierPolicy: Sendable {
     /// `sequence`: the record it came in; nil for an alert the notifier raised itself (it holds
     /// no cursor back).
     public mutating func take(_ alert: AllegroAlert, sequence: UInt64?, nowMillis: Int64) {
+        if let sequence, sequence <= groupsThrough[alert.alert] ?? 0 { return }  // told before a restart
         if groups[alert.alert] == nil {
             guard groups.count < Self.maxGroups else { untracked += 1; return }
             groups[alert.alert] = Group(createdMillis: nowMillis)
         }
         guard var group = groups[alert.alert] else { return }
+        if let sequence { group.lastSequence = max(group.lastSequence ?? 0, sequence) }
         switch alert.status {
         case .firing:
-            if group.firing[alert.subject] != nil { return }  // the same alert again: nothing new
+            if group.firing[alert.subject] != nil {  // the same alert again: nothing new
+                groups[alert.alert] = group
+                return
+            }
             guard group.firing.count < Self.maxSubjectsPerGroup else { untracked += 1; return }
             group.firing[alert.subject] = alert
             group.resolved[alert.subject] = nil
         case .resolved:
             let wasFiring = group.firing.removeValue(forKey: alert.subject) != nil
-            let wasTold = group.told.remove(alert.subject) != nil
+            let wasTold = group.told[alert.subject] != nil
             // Told once, and only of an alert this notifier saw fire (told, or waiting to be):
             // a resolution repeated, or of an alert it never saw, is nothing new (Alertmanager
             // likewise tells no resolution of an alert it never told).
             guard wasFiring || wasTold else {
-                if !group.hasNews && group.firing.isEmpty { groups[alert.alert] = nil }
+                groups[alert.alert] = !group.hasNews && group.firing.isEmpty && group.lastSentMillis == nil ? nil : group
                 return
             }
             guard group.resolved.count < Self.maxSubjectsPerGroup else { untracked += 1; return }
@@ -118,12 +144,18 @@ public struct NotifierPolicy: Sendable {
             groups[alert.alert] = nil
             return
         }
-        if let sequence { group.firstPendingSequence = min(group.firstPendingSequence ?? sequence, sequence) }
+        if !group.hasNews {
+            // Back to what was told (a told alert resolved and fired again): nothing owed.
+            group.firstPendingSequence = nil
+        } else if let sequence {
+            group.firstPendingSequence = min(group.firstPendingSequence ?? sequence, sequence)
+        }
         groups[alert.alert] = group
     }
 
     /// A request or report, told as it is.
     public mutating func take(html: String, sequence: UInt64) {
+        guard sequence > directsThrough else { return }  // told before a restart
         directs.append((sequence, html))
     }
 
@@ -172,26 +204,31 @@ public struct NotifierPolicy: Sendable {
         switch outgoing.source {
         case let .direct(sequence):
             if let index = directs.firstIndex(where: { $0.sequence == sequence }) { directs.remove(at: index) }
+            directsThrough = max(directsThrough, sequence)
         case let .group(name):
             guard var group = groups[name] else { return }
-            group.told = Set(group.firing.keys)
+            group.told = group.firing
             group.resolved = [:]
             group.firstPendingSequence = nil
             group.lastSentMillis = nowMillis
+            if let last = group.lastSequence { groupsThrough[name] = max(groupsThrough[name] ?? 0, last) }
             groups[name] = group.firing.isEmpty ? nil : group
             untracked = 0
         }
     }
 
-    /// What every group has told and still fires, for `NotifierLedger`.
-    public var told: [String: Told] {
+    /// What the ledger keeps (`NotifierLedger`): what every group has told and still fires, and
+    /// the marks of records told above `committed` (the relay's confirmed cursor; records at or
+    /// below it never come again, so their marks are dropped and the ledger stays small).
+    public func ledger(committed: UInt64) -> Ledger {
         var told: [String: Told] = [:]
         for (name, group) in groups {
             guard let last = group.lastSentMillis else { continue }
-            let firing = group.told.sorted().compactMap { group.firing[$0] }
+            let firing = group.told.keys.sorted().compactMap { group.told[$0] }
             if !firing.isEmpty { told[name] = Told(firing: firing, lastSentMillis: last) }
         }
-        return told
+        return Ledger(groups: told, groupsThrough: groupsThrough.filter { $0.value > committed },
+                      directsThrough: directsThrough > committed ? directsThrough : 0)
     }
 
     // MARK: Rendering
@@ -199,7 +236,7 @@ public struct NotifierPolicy: Sendable {
     func render(_ name: String, _ group: Group) -> String {
         let fresh = group.untoldFiring.compactMap { group.firing[$0] }
         let resolved = group.resolved.keys.sorted().compactMap { group.resolved[$0] }
-        let still = group.told.sorted().compactMap { group.firing[$0] }
+        let still = group.firing.keys.filter { group.told[$0] != nil }.sorted().compactMap { group.firing[$0] }
         let severity = (fresh + still).map(\.severity)
         let mark = severity.contains(.critical) ? "🔴" : severity.contains(.warning) ? "🟠" : severity.isEmpty ? "✅" : "🔵"
         var counts: [String] = []
@@ -215,7 +252,16 @@ public struct NotifierPolicy: Sendable {
                 lines += alerts.map { "• <b>\(TelegramHTML.escape($0.subject))</b>: \(TelegramHTML.escape(Self.shortened($0.summary)))" }
             } else {
                 lines.append("for example <b>\(TelegramHTML.escape(alerts[0].subject))</b>: \(TelegramHTML.escape(Self.shortened(alerts[0].summary)))")
-                lines.append(TelegramHTML.escape(alerts.map(\.subject).joined(separator: ", ")))
+                // Several lines, so that a long list splits between subjects, never inside one.
+                var line = ""
+                for subject in alerts.map({ TelegramHTML.escape($0.subject) }) {
+                    if !line.isEmpty && line.utf16.count + subject.utf16.count > 1000 {
+                        lines.append(line + ",")
+                        line = ""
+                    }
+                    line += (line.isEmpty ? "" : ", ") + subject
+                }
+                if !line.isEmpty { lines.append(line) }
             }
         }
         section("Firing", fresh)

@@ -52,10 +52,10 @@ struct NotifierService: Service {
         var policy = NotifierPolicy(timing: .init(groupWaitMillis: Int64(settings.groupWaitMillis),
                                                   groupIntervalMillis: Int64(settings.groupIntervalMillis),
                                                   repeatIntervalMillis: Int64(settings.repeatIntervalMillis)),
-                                    told: loaded.told)
+                                    ledger: loaded.ledger)
         let subject = relayHealth?.url ?? ""
         var rule = RelayHealthRule(subject: subject, downMillis: Int64(settings.relayDownMillis),
-                                   told: loaded.told["relay_unhealthy"]?.firing.first { $0.subject == subject })
+                                   told: loaded.ledger.groups["relay_unhealthy"]?.firing.first { $0.subject == subject })
         var nextProbeMillis: Int64 = 0
         var lastTaken: UInt64 = 0
         var commitAsked: UInt64 = 0
@@ -79,7 +79,7 @@ struct NotifierService: Service {
             if let outgoing = policy.due(nowMillis: Self.nowMillis) {
                 guard await deliver(outgoing, pacing: &pacing) else { break }
                 policy.delivered(outgoing, nowMillis: Self.nowMillis)
-                do { try ledger.save(policy.told) } catch {
+                do { try ledger.save(policy.ledger(committed: feed.committed)) } catch {
                     log.log(.warning, "ledger_not_saved", ["file": ledger.path, "reason": error.localizedDescription])
                 }
             }
@@ -95,7 +95,9 @@ struct NotifierService: Service {
                 health.relayProblem = relay.2
                 health.state = relay.2 == nil && health.telegramProblem == nil ? "idle" : "failing"
             }
-            let wait = policy.nextDueMillis().map { max(0, min($0 - Self.nowMillis, 50)) } ?? 50
+            // `nextDueMillis` may be Int64.min (a request waiting): compare before subtracting.
+            let now = Self.nowMillis
+            let wait = policy.nextDueMillis().map { $0 <= now ? 0 : min($0 - now, 50) } ?? 50
             if wait > 0 { try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(wait)) } }
         }
     }

@@ -36,7 +36,7 @@ public struct AllegroAlert: Sendable, Equatable {
         }
         try FieldRules.singleLine(summary, "summary")
         if !details.isEmpty { try FieldRules.text(details, "details", headings: []) }
-        guard sinceMillis >= 0 else { throw MessageError("since_ms", "negative") }
+        guard sinceMillis >= 0 else { throw MessageError("since_ms", "below 0") }
         self.alert = alert
         self.subject = subject
         self.status = status

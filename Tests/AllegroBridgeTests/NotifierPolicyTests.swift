@@ -71,7 +71,7 @@ import Testing
         policy.take(alert("collector_away", "timmy"), sequence: 1, nowMillis: 0)
         policy.take(alert("collector_away", "hermes"), sequence: 2, nowMillis: 0)
         policy.delivered(policy.due(nowMillis: 1000)!, nowMillis: 1000)
-        var restarted = NotifierPolicy(timing: timing, told: policy.told)
+        var restarted = NotifierPolicy(timing: timing, ledger: policy.ledger(committed: 0))
         restarted.take(alert("collector_away", "timmy"), sequence: 3, nowMillis: 2000)
         #expect(restarted.oldestPendingSequence == nil, "already told before the restart")
         restarted.take(alert("collector_away", "timmy", .resolved), sequence: 4, nowMillis: 2000)
@@ -117,5 +117,50 @@ import Testing
         #expect(outcome(401, #"{"ok":false,"error_code":401,"description":"Unauthorized"}"#) == .refused(status: 401, description: "Unauthorized"))
         #expect(outcome(502, "<html>bad gateway</html>") == .unavailable("HTTP 502"))
         #expect(outcome(200, "not json") == .unavailable("HTTP 200"))
+    }
+
+    @Test func afterARestartWhatWasToldAboveTheCommittedCursorIsNotToldAgain() {
+        // An alert group waits (holding the cursor at 10) while a request and another group are told.
+        var policy = NotifierPolicy(timing: timing)
+        policy.take(alert("collector_away", "timmy"), sequence: 11, nowMillis: 0)
+        policy.delivered(policy.due(nowMillis: 1000)!, nowMillis: 1000)
+        policy.take(alert("collector_away", "timmy", .resolved), sequence: 12, nowMillis: 1100)
+        policy.take(html: "<b>urgent</b>", sequence: 13)
+        policy.delivered(policy.due(nowMillis: 1100)!, nowMillis: 1100)
+        policy.take(alert("disk_filling", "relay-1"), sequence: 14, nowMillis: 1200)
+        policy.take(alert("spill_write_failed", "relay-1"), sequence: 15, nowMillis: 1200)
+        policy.delivered(policy.due(nowMillis: 2200)!, nowMillis: 2200)
+        #expect(policy.oldestPendingSequence == 12)
+        let ledger = policy.ledger(committed: 11)
+
+        // The notifier is killed; the relay gives it everything after 11 again.
+        var restarted = NotifierPolicy(timing: timing, ledger: ledger)
+        restarted.take(alert("collector_away", "timmy", .resolved), sequence: 12, nowMillis: 3000)
+        restarted.take(html: "<b>urgent</b>", sequence: 13)
+        restarted.take(alert("disk_filling", "relay-1"), sequence: 14, nowMillis: 3000)
+        restarted.take(alert("spill_write_failed", "relay-1"), sequence: 15, nowMillis: 3000)
+        var told: [String] = []
+        for now in stride(from: Int64(3000), through: 20_000, by: 500) {
+            while let outgoing = restarted.due(nowMillis: now) {
+                told.append(outgoing.html)
+                restarted.delivered(outgoing, nowMillis: now)
+            }
+        }
+        #expect(told.count == 2, "the resolution still owed, and the untold group: \(told)")
+        #expect(told.contains { $0.contains("collector_away") && $0.contains("Resolved") })
+        #expect(!told.contains { $0.contains("urgent") || $0.contains("disk_filling") })
+        #expect(restarted.ledger(committed: 15).groupsThrough.isEmpty, "marks at or below the cursor are dropped")
+    }
+
+    @Test func aLongListOfSubjectsSplitsBetweenSubjectsNeverInsideOne() {
+        var policy = NotifierPolicy(timing: timing)
+        let subjects = (0 ..< 400).map { "split_group/\($0)/" + String(repeating: "x", count: 40) + "&" }
+        for (index, subject) in subjects.enumerated() {
+            policy.take(alert("collector_away", subject), sequence: UInt64(index + 1), nowMillis: 0)
+        }
+        let parts = TelegramText.split(policy.due(nowMillis: 1000)!.html)
+        #expect(parts.count > 1 && parts.allSatisfy { $0.utf16.count <= TelegramText.maxCharacters })
+        let text = parts.map(TelegramText.plain).joined(separator: "\n")
+        for subject in subjects { #expect(text.contains(subject)) }
     }
 }

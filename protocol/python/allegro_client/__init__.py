@@ -1,13 +1,13 @@
 """Clients for the Allegro telemetry relay (protocol/PROTOCOL.md, version 1): the producer (Hermes),
 the collector, Timmy's HermesBridge (allegro_client.timmy) and
 Timmy's signed approvals (allegro_client.approval, protocol/APPROVAL.md) and
-the Allegro Requests and Reports (allegro_client.messages, protocol/MESSAGES.md)."""
+the Allegro Requests, Reports and Alerts (allegro_client.messages, protocol/MESSAGES.md)."""
 
 from .approval import Approval, ApprovalError, SigningError
 from .collector import (AuthFailed, Collector, CollectorBusy, CollectorError, ConnectionLost, CursorUnavailable, Gap,
                         PermanentRelayError, ProtocolViolation, RelayError, ShuttingDown, TelemetryEvent,
                         TransientRelayError, UnknownCollector)
-from .messages import AllegroReport, AllegroRequest, MessageError, Telemetry
+from .messages import AllegroAlert, AllegroReport, AllegroRequest, MessageError, Telemetry
 from .producer import BufferFull, Producer, RecordTooLarge, RelayRefused
 from .wire import ProtocolError
 
@@ -15,4 +15,4 @@ __all__ = ["Producer", "BufferFull", "RecordTooLarge", "RelayRefused", "Protocol
            "CollectorError", "RelayError", "PermanentRelayError", "TransientRelayError", "AuthFailed",
            "UnknownCollector", "CursorUnavailable", "CollectorBusy", "ShuttingDown", "ProtocolViolation",
            "ConnectionLost", "Approval", "ApprovalError", "SigningError", "AllegroRequest", "AllegroReport",
-           "Telemetry", "MessageError"]
+           "AllegroAlert", "Telemetry", "MessageError"]

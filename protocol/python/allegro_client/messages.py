@@ -1,4 +1,4 @@
-"""The seed's Allegro Request and Allegro Report (protocol/MESSAGES.md) as values.
+"""The seed's Allegro Request and Allegro Report, and the notifier's Allegro Alert (protocol/MESSAGES.md) as values.
 
     from allegro_client.messages import AllegroRequest, AllegroReport, Telemetry, parse_markdown
 
@@ -9,7 +9,13 @@
     request.to_json()            # canonical JSON, byte-equal to what the Swift side writes
     request.to_telegram_html()   # Telegram's HTML parse mode
     parse_markdown(text)         # an AllegroRequest or an AllegroReport, by its heading
-    parse_json(text)             # likewise, by its "message" key
+    parse_json(text)             # likewise, by its "message" key (also an AllegroAlert)
+
+    alert = AllegroAlert(alert="disk_filling", subject="relay-1", status="firing", severity="warning",
+                         summary="3.2% of the disk is free", since_ms=1767225600000)
+    alert.to_json()              # the payload of an `allegro.alert` record (JSON only, no Markdown)
+    AllegroAlert.from_json(text)
+    alert.key                    # ("disk_filling", "relay-1"): one alert, whatever its status
 
 A value that exists is valid and renders: every check runs in the constructor, and the values are
 frozen. Whatever cannot be built or read raises `MessageError` (a ValueError) naming the field (its
@@ -24,8 +30,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ["AllegroRequest", "AllegroReport", "Telemetry", "MessageError", "parse_markdown", "parse_json",
-           "REQUEST_HEADING", "REPORT_HEADING", "REQUEST_TYPES", "URGENCIES", "STATUSES"]
+__all__ = ["AllegroRequest", "AllegroReport", "AllegroAlert", "Telemetry", "MessageError", "parse_markdown",
+           "parse_json", "REQUEST_HEADING", "REPORT_HEADING", "REQUEST_TYPES", "URGENCIES", "STATUSES",
+           "ALERT_STATUSES", "SEVERITIES", "ALERT_NAME_MAX", "ALERT_SUBJECT_MAX"]
 
 REQUEST_HEADING = "## \U0001F504 Allegro Request"
 REPORT_HEADING = "## \u2705 Allegro Report"
@@ -34,6 +41,10 @@ _HEADINGS_TEXT = REQUEST_HEADING + " or " + REPORT_HEADING
 REQUEST_TYPES: Tuple[str, ...] = ("decision", "approval", "review", "alert")
 URGENCIES: Tuple[str, ...] = ("low", "medium", "high", "critical")
 STATUSES: Tuple[str, ...] = ("complete", "in-progress", "blocked", "failed")
+ALERT_STATUSES: Tuple[str, ...] = ("firing", "resolved")
+SEVERITIES: Tuple[str, ...] = ("info", "warning", "critical")
+ALERT_NAME_MAX = 64         # characters (code points) of an alert's name
+ALERT_SUBJECT_MAX = 200     # characters (code points) of an alert's subject
 
 # The Markdown labels of each message: a line of a multi-line text may not read as one of them.
 _REQUEST_LABELS: Tuple[str, ...] = ("Type", "Urgency", "Context", "Question/Request", "Options", "Recommendation",
@@ -45,6 +56,10 @@ _REQUEST_KEYS: Tuple[str, ...] = ("context", "message", "options", "question", "
 _REPORT_KEYS: Tuple[str, ...] = ("artifacts", "duration", "message", "next_steps", "results", "status", "task",
                                  "telemetry")
 _TELEMETRY_KEYS: Tuple[str, ...] = ("avg_latency_ms", "executions", "success_rate_percent")
+_ALERT_KEYS: Tuple[str, ...] = ("alert", "details", "message", "severity", "since_ms", "status", "subject", "summary")
+# The error for any other "message" value stays as MESSAGES.md section 5 words it (and the Swift side
+# writes it), though parse_json also reads allegro.alert.
+_MESSAGE_KINDS_TEXT = "allegro.request or allegro.report"
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -117,6 +132,32 @@ def _check_text(given: Any, field: str, labels: Sequence[str]) -> str:
         if _is_heading(line, labels):
             raise MessageError(field, 'the line "%s" reads as a heading of the message' % line)
     return value
+
+
+def _check_alert_name(given: Any, field: str) -> str:
+    """An alert's name: 1 to 64 characters, each one of a-z, 0-9, "_", "." and "-"."""
+    value = _check_string(given, field)
+    if not 1 <= len(value) <= ALERT_NAME_MAX or not all(
+            "a" <= character <= "z" or "0" <= character <= "9" or character in "_.-" for character in value):
+        raise MessageError(field, "1 ... %d characters of a-z, 0-9, _ . -" % ALERT_NAME_MAX)
+    return value
+
+
+def _check_bounded_line(given: Any, field: str, limit: int) -> str:
+    """A single line of at most `limit` characters (code points)."""
+    value = _check_single_line(given, field)
+    if len(value) > limit:
+        raise MessageError(field, "longer than %d characters" % limit)
+    return value
+
+
+def _check_optional_text(given: Any, field: str) -> str:
+    """"" or a text (rules 1 to 3: no control character but LF, first and last line not empty); no
+    heading rule, as an alert has no Markdown form."""
+    value = _check_string(given, field)
+    if not value:
+        return value
+    return _check_text(value, field, ())
 
 
 def _check_items(values: Any, field: str) -> Tuple[str, ...]:
@@ -368,7 +409,63 @@ class AllegroReport:
                    telemetry=telemetry, next_steps=next_steps)
 
 
-Message = Union[AllegroRequest, AllegroReport]
+@dataclass(frozen=True)
+class AllegroAlert:
+    """An alert, the payload of an `allegro.alert` record (JSON only: no Markdown or HTML form).
+
+    alert: the alert's name, 1 to 64 characters of a-z, 0-9, "_", "." and "-" (`collector_away`).
+    subject: what it is about (a relay id, a collector name), a single line of at most 200 characters.
+    status: "firing" or "resolved". severity: "info", "warning" or "critical".
+    summary: a single line. details: "" or a text (no control character but LF, its first and last
+        line not empty). since_ms: when the condition began, in Unix milliseconds (a whole number >= 0).
+
+    Checked in that order when built; `key` is (alert, subject): the same key firing twice is one
+    alert, and a resolved one ends it."""
+
+    alert: str
+    subject: str
+    status: str
+    severity: str
+    summary: str
+    details: str = ""
+    since_ms: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alert", _check_alert_name(self.alert, "alert"))
+        object.__setattr__(self, "subject", _check_bounded_line(self.subject, "subject", ALERT_SUBJECT_MAX))
+        object.__setattr__(self, "status", _check_choice(self.status, "status", ALERT_STATUSES))
+        object.__setattr__(self, "severity", _check_choice(self.severity, "severity", SEVERITIES))
+        object.__setattr__(self, "summary", _check_single_line(self.summary, "summary"))
+        object.__setattr__(self, "details", _check_optional_text(self.details, "details"))
+        object.__setattr__(self, "since_ms", _check_whole(self.since_ms, "since_ms"))
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        """(alert, subject): what makes two alerts the same one."""
+        return (self.alert, self.subject)
+
+    def to_json(self) -> str:
+        return _dumps({"message": "allegro.alert", "alert": self.alert, "subject": self.subject,
+                       "status": self.status, "severity": self.severity, "summary": self.summary,
+                       "details": self.details, "since_ms": self.since_ms})
+
+    @classmethod
+    def from_json(cls, text: Union[str, bytes]) -> "AllegroAlert":
+        """Reads the JSON form: as a Request (MESSAGES.md section 5, steps 1 to 4), then `status` and
+        `severity` (type and value), the types of `alert`, `subject`, `summary`, `details`, then
+        `since_ms` (a whole number), then the value is built (`alert`, `subject`, `summary`,
+        `details`, `since_ms`: below 0)."""
+        read = _JSONObject.message(text, "allegro.alert", _ALERT_KEYS)
+        status = read.choice("status", ALERT_STATUSES)
+        severity = read.choice("severity", SEVERITIES)
+        alert, subject = read.string("alert"), read.string("subject")
+        summary, details = read.string("summary"), read.string("details")
+        since_ms = read.whole("since_ms")
+        return cls(alert=alert, subject=subject, status=status, severity=severity, summary=summary, details=details,
+                   since_ms=since_ms)
+
+
+Message = Union[AllegroRequest, AllegroReport, AllegroAlert]
 
 
 def parse_markdown(text: str) -> Message:
@@ -383,7 +480,7 @@ def parse_markdown(text: str) -> Message:
 
 
 def parse_json(text: Union[str, bytes]) -> Message:
-    """Either message, by its "message" key."""
+    """A Request, a Report or an Alert, by its "message" key."""
     try:
         value = _loads(text)
     except MessageError:
@@ -397,7 +494,9 @@ def parse_json(text: Union[str, bytes]) -> Message:
         return AllegroRequest.from_json(text)
     if kind == "allegro.report":
         return AllegroReport.from_json(text)
-    raise MessageError("message", '"%s" is not allegro.request or allegro.report' % kind)
+    if kind == "allegro.alert":
+        return AllegroAlert.from_json(text)
+    raise MessageError("message", '"%s" is not %s' % (kind, _MESSAGE_KINDS_TEXT))
 
 
 # -- Markdown ------------------------------------------------------------------------------------------

@@ -22,6 +22,17 @@ def allegro_binary():
     return os.path.join(bin_dir, "allegro")
 
 
+def terminate(process):
+    """Stops a process gracefully (SIGTERM), and at once (SIGKILL) if it takes over 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Relay:
     """A running relay; `restart()` and `crash()` keep its port and data directory. `http` is its
     control port (HOST:PORT, port 0 picks one; `http_address` is then the one bound) or "off"."""
@@ -55,13 +66,7 @@ class Relay:
         raise RuntimeError("relay did not start: " + self.log_path.read_text())
 
     def stop(self):
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self.log.close()
 
     def crash(self):
