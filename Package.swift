@@ -86,12 +86,17 @@ let package = Package(
                                                         .product(name: "GRDB", package: "GRDB.swift")]),
         // Allegro Requests and Reports (the seed's messages to Timmy): Markdown, JSON, Telegram HTML.
         .target(name: "AllegroMessages", dependencies: ["AllegroWire"]),
+        // Gitea's REST API as Allegro's bot account (async-http-client; models from swagger.v1.json).
+        .target(name: "AllegroGitea", dependencies: [.product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                                     .product(name: "NIOCore", package: "swift-nio"),
+                                                     .product(name: "NIOHTTP1", package: "swift-nio")]),
         // `allegro bridge`: Allegro toward the outside world; today the Telegram notifier (a durable
         // collector of the relay). Sees the relay only over the wire (AllegroClient).
         .target(
             name: "AllegroBridge",
-            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix",
+            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix", "AllegroGitea",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -124,7 +129,7 @@ let package = Package(
         .testTarget(name: "AllegroApprovalTests", dependencies: ["AllegroApproval"]),
         .testTarget(name: "AllegroMessagesTests", dependencies: ["AllegroMessages"]),
         .testTarget(name: "AllegroControlTests", dependencies: ["AllegroControl", "AllegroRelay", "AllegroMessages"]),
-        .testTarget(name: "AllegroBridgeTests", dependencies: ["AllegroBridge", "AllegroMessages"]),
+        .testTarget(name: "AllegroBridgeTests", dependencies: ["AllegroBridge", "AllegroMessages", "AllegroGitea"]),
         // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
         // process (relay, push, tail), a raw protocol client, the control port over HTTP.
         .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],

@@ -1,4 +1,5 @@
 import AllegroClient
+import AllegroGitea
 import AllegroLog
 import AllegroPosix
 import AsyncHTTPClient
@@ -12,9 +13,9 @@ import Synchronization
 /// `allegro bridge` as a process: its duties (today the notifier) and its HTTP port, as one
 /// swift-service-lifecycle group that SIGTERM and SIGINT stop gracefully.
 ///
-/// - `GET /health`: 200 `{"status":"ok","notifier":{...}}` while every duty works (or
-///   `"notifier":null` when there is none); 503 with the same body and `"status":"failing"`
-///   while the relay cannot be read or Telegram does not take messages.
+/// - `GET /health`: 200 `{"status":"ok","notifier":{...},"gitea":{...}}` while every duty
+///   works (a duty that is off is absent); 503 with the same body and `"status":"failing"` while
+///   the relay cannot be read, Telegram does not take messages, or Gitea cannot be polled.
 public enum BridgeProcess {
     /// Where the notifier's bot token comes from when no file is named.
     public static let tokenVariable = "ALLEGRO_TELEGRAM_BOT_TOKEN"
@@ -46,10 +47,24 @@ public enum BridgeProcess {
 
     /// Runs until a stop signal (returns normally) or a failure (throws).
     /// `relayHTTP`: the relay's control port (HOST:PORT) for its `/health`, if known.
+    /// `gitea`: the Gitea duty's settings (off with no URL); `producerToken`: what the bridge
+    /// presents to publish on the relay.
     public static func run(_ settings: BridgeSettings, relay: AllegroPosix.SocketAddress, relayHTTP: String?, token: String?,
-                           log: EventLog) async throws {
+                           gitea: GiteaSettings = GiteaSettings(), producerToken: String? = nil, log: EventLog) async throws {
         var services: [any Service] = []
         var httpClient: HTTPClient?
+        var giteaHealth: GiteaHealthBoard?
+        if gitea.isOn {
+            try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+            let store = try BridgeStore(path: settings.dataDirectory + "/bridge.sqlite")
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+            httpClient = client
+            let board = GiteaHealthBoard()
+            giteaHealth = board
+            let publisher = OutboxPublisher(store: store, relay: relay, token: producerToken, producerID: "allegro-bridge-gitea", log: log)
+            services.append(GiteaPoller(settings: gitea, client: GiteaClient(http: client, url: gitea.url, token: gitea.token ?? ""),
+                                        store: store, publisher: publisher, health: board, log: log))
+        }
         if let token, !settings.telegramChatID.isEmpty {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
             var options = CollectorOptions(relays: [relay])
@@ -59,7 +74,7 @@ public enum BridgeProcess {
             options.start = .committed
             options.window = 1024
             options.reconnectForMillis = 60_000
-            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+            let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
             let notifierHealth = NotifierHealthBoard()
             services.append(NotifierService(
@@ -68,10 +83,10 @@ public enum BridgeProcess {
                 ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"),
                 relayHealth: relayHTTP.map { RelayHealthProbe(http: client, url: "http://\($0)/health") },
                 health: notifierHealth, log: log))
-            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth), log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), log: log), at: 0)
         } else {
             log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])
-            services.insert(httpService(settings, health: SharedHealth(notifier: nil), log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), log: log), at: 0)
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
@@ -84,7 +99,11 @@ public enum BridgeProcess {
     /// What `/health` reads.
     final class SharedHealth: Sendable {
         let notifier: NotifierHealthBoard?
-        init(notifier: NotifierHealthBoard?) { self.notifier = notifier }
+        let gitea: GiteaHealthBoard?
+        init(notifier: NotifierHealthBoard?, gitea: GiteaHealthBoard?) {
+            self.notifier = notifier
+            self.gitea = gitea
+        }
     }
 
     private static func httpService(_ settings: BridgeSettings, health: SharedHealth, log: EventLog) -> any Service {
@@ -94,15 +113,17 @@ public enum BridgeProcess {
         let router = Router()
         router.get("health") { _, _ in
             let notifier = health.notifier?.current
-            let failing = notifier.map { $0.state == "failing" } ?? false
+            let gitea = health.gitea?.current
+            let failing = notifier?.state == "failing" || gitea?.state == "failing"
             struct Body: Encodable {
                 var status: String
                 var notifier: NotifierHealth?
+                var gitea: GiteaHealth?
             }
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
             encoder.outputFormatting = [.sortedKeys]
-            let data = (try? encoder.encode(Body(status: failing ? "failing" : "ok", notifier: notifier))) ?? Data("{}".utf8)
+            let data = (try? encoder.encode(Body(status: failing ? "failing" : "ok", notifier: notifier, gitea: gitea))) ?? Data("{}".utf8)
             return Response(status: failing ? .serviceUnavailable : .ok,
                             headers: [.contentType: "application/json", .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(bytes: data)))

@@ -17,6 +17,8 @@ public struct AllegroSettings: Sendable, Equatable {
     public var watch = RelayWatchSettings()
     /// `allegro bridge`: the `bridge:` section.
     public var bridge = BridgeSettings()
+    /// `allegro bridge`'s Gitea duty: the `gitea:` section.
+    public var gitea = GiteaSettings()
 
     public init() {}
 }

@@ -94,6 +94,15 @@ enum SettingsCatalog {
             settings.bridge.reports = choice
             return nil
         }, show: { $0.bridge.reports.rawValue })),
+        Setting(key: "gitea.url", kind: .text(\.gitea.url)),
+        Setting(key: "gitea.token", kind: .secret(\.gitea.token)),
+        Setting(key: "gitea.repos", kind: .list(\.gitea.repos)),
+        Setting(key: "gitea.poll_interval_ms", kind: .integer(\.gitea.pollIntervalMillis)),
+        Setting(key: "gitea.poll_overlap_ms", kind: .integer(\.gitea.pollOverlapMillis)),
+        Setting(key: "gitea.backfill_ms", kind: .integer(\.gitea.backfillMillis)),
+        Setting(key: "gitea.page_size", kind: .integer(\.gitea.pageSize)),
+        Setting(key: "gitea.sovereign_login", kind: .text(\.gitea.sovereignLogin)),
+        Setting(key: "gitea.retention_ms", kind: .integer(\.gitea.retentionMillis)),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
@@ -101,5 +110,5 @@ enum SettingsCatalog {
     static var keyList: String { all.map(\.key).joined(separator: ", ") }
 
     /// Sections of the file: a mapping whose keys are read as `SECTION.KEY`.
-    static let sections = ["bridge"]
+    static let sections = ["bridge", "gitea"]
 }

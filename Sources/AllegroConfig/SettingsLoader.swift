@@ -49,7 +49,10 @@ public struct SettingsLoader: Sendable {
         do { try settings.relay.validate() } catch {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
         }
-        do { try settings.bridge.validate() } catch {
+        do {
+            try settings.bridge.validate()
+            try settings.gitea.validate(requireToken: false)
+        } catch {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
         }
         for (key, value, range) in [("alert_interval_ms", settings.watch.intervalMillis, 0 ... 86_400_000),

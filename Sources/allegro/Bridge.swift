@@ -40,6 +40,10 @@ struct Bridge: AsyncParsableCommand {
                 guard let address = try? SocketAddress(parsing: text) else { throw SettingsError("cannot read the relay's control port \(text)") }
                 return address.reachableLocally.description
             }
+            if settings.gitea.isOn, settings.gitea.token == nil {
+                throw SettingsError(key: "gitea.token", value: "(unset)", source: nil,
+                                    allowed: "gitea.url is set, so the bridge needs the bot account's token: ALLEGRO_GITEA_TOKEN or gitea.token")
+            }
             if !settings.bridge.telegramChatID.isEmpty {
                 token = try BridgeProcess.botToken(settings.bridge, environment: ProcessInfo.processInfo.environment)
             }
@@ -52,7 +56,8 @@ struct Bridge: AsyncParsableCommand {
         var bridge = settings.bridge
         bridge.collectorToken = settings.relay.collectorToken
         do {
-            try await BridgeProcess.run(bridge, relay: relay, relayHTTP: relayHTTP, token: token, log: EventLog(minimum: level))
+            try await BridgeProcess.run(bridge, relay: relay, relayHTTP: relayHTTP, token: token, gitea: settings.gitea,
+                                        producerToken: settings.relay.producerToken, log: EventLog(minimum: level))
         } catch {
             StandardStreams.error("allegro bridge: \(error)")
             throw ExitCode.failure

@@ -1,0 +1,115 @@
+import AllegroPosix
+import GRDB
+
+/// The bridge's small state in SQLite (`bridge.data_dir/bridge.sqlite`, WAL), one writer at a
+/// time (GRDB's pool):
+///
+/// - `outbox`: records to publish on the relay stream, each with the producer sequence it keeps
+///   for good. A record is written here (with what it records as seen) in one transaction,
+///   before it is published; it leaves once the relay acknowledged it. After a crash the same
+///   rows go again under the same sequences, and the relay drops those it had: published once.
+///   Sequences start from the wall clock in microseconds when the file is made, so a lost file
+///   never reuses numbers the relay remembers.
+/// - `gitea_seen`: the `updated_at` last published for each issue, pull request and comment,
+///   so each change is published once; rows older than the buffer's retention are removed.
+/// - `poll_state`: when each repository was last polled.
+public final class BridgeStore: Sendable {
+    private let pool: DatabasePool
+
+    /// One record waiting in the outbox.
+    public struct OutboxRow: Sendable, Equatable {
+        public var sequence: UInt64
+        public var kind: String
+        public var session: String
+        public var payload: String
+    }
+
+    /// A change to publish, and the version of the thing it records (`updated_at`).
+    public struct Change: Sendable, Equatable {
+        public var repo: String
+        public var kind: String
+        public var id: Int64
+        public var updatedAt: String
+        public var session: String
+        public var payload: String
+    }
+
+    public init(path: String) throws {
+        pool = try DatabasePool(path: path)
+        try pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY NOT NULL, kind TEXT NOT NULL, session TEXT NOT NULL,
+                                                   payload TEXT NOT NULL, made_ms INTEGER NOT NULL);
+                CREATE TABLE IF NOT EXISTS gitea_seen (repo TEXT NOT NULL, kind TEXT NOT NULL, id INTEGER NOT NULL,
+                                                       updated_at TEXT NOT NULL, seen_ms INTEGER NOT NULL,
+                                                       PRIMARY KEY (repo, kind, id)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS poll_state (repo TEXT PRIMARY KEY NOT NULL, polled_ms INTEGER NOT NULL) WITHOUT ROWID;
+                """)
+            try db.execute(sql: "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?)",
+                           arguments: [Int64(Clock.wallNanos / 1000)])
+        }
+    }
+
+    /// Puts the changes not published before (by `updated_at`) in the outbox; returns how many.
+    @discardableResult
+    public func enqueue(_ changes: [Change], nowMillis: Int64) throws -> Int {
+        try pool.write { db in
+            var next = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'next_seq'") ?? 1
+            var added = 0
+            for change in changes {
+                let seen = try String.fetchOne(db, sql: "SELECT updated_at FROM gitea_seen WHERE repo = ? AND kind = ? AND id = ?",
+                                               arguments: [change.repo, change.kind, change.id])
+                guard seen != change.updatedAt else { continue }
+                try db.execute(sql: "INSERT INTO outbox (seq, kind, session, payload, made_ms) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [next, change.kind, change.session, change.payload, nowMillis])
+                try db.execute(sql: """
+                    INSERT INTO gitea_seen (repo, kind, id, updated_at, seen_ms) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (repo, kind, id) DO UPDATE SET updated_at = excluded.updated_at, seen_ms = excluded.seen_ms
+                    """, arguments: [change.repo, change.kind, change.id, change.updatedAt, nowMillis])
+                next += 1
+                added += 1
+            }
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'next_seq'", arguments: [next])
+            return added
+        }
+    }
+
+    /// The oldest rows waiting, in sequence order.
+    public func pending(limit: Int) throws -> [OutboxRow] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT seq, kind, session, payload FROM outbox ORDER BY seq LIMIT ?", arguments: [limit]).map {
+                OutboxRow(sequence: UInt64(bitPattern: $0["seq"]), kind: $0["kind"], session: $0["session"], payload: $0["payload"])
+            }
+        }
+    }
+
+    /// Rows the relay acknowledged leave the outbox.
+    public func acknowledged(through sequence: UInt64) throws {
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM outbox WHERE seq <= ?", arguments: [Int64(bitPattern: sequence)])
+        }
+    }
+
+    public func polled(_ repo: String) throws -> Int64? {
+        try pool.read { db in try Int64.fetchOne(db, sql: "SELECT polled_ms FROM poll_state WHERE repo = ?", arguments: [repo]) }
+    }
+
+    public func setPolled(_ repo: String, atMillis: Int64) throws {
+        try pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO poll_state (repo, polled_ms) VALUES (?, ?)
+                ON CONFLICT (repo) DO UPDATE SET polled_ms = excluded.polled_ms
+                """, arguments: [repo, atMillis])
+        }
+    }
+
+    /// Forgets what was seen before `millis` (the relay's buffer no longer holds it either).
+    public func forgetSeen(before millis: Int64) throws {
+        try pool.write { db in try db.execute(sql: "DELETE FROM gitea_seen WHERE seen_ms < ?", arguments: [millis]) }
+    }
+
+    public func outboxCount() throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox") ?? 0 }
+    }
+}

@@ -1,0 +1,55 @@
+/// The bridge's Gitea duty (the `gitea:` section; keys in config/README.md). Off while `url`
+/// is empty.
+public struct GiteaSettings: Sendable, Equatable {
+    /// `https://gitea.example`; empty: no Gitea duty.
+    public var url = ""
+    /// Allegro's own bot account's token (`ALLEGRO_GITEA_TOKEN`); never Timmy's.
+    public var token: String?
+    /// Repositories to poll, `owner/name`.
+    public var repos: [String] = []
+    public var pollIntervalMillis = 30_000
+    /// Each poll asks for changes since the previous poll began, minus this (clocks differ, and
+    /// Gitea sends no ETags on lists).
+    public var pollOverlapMillis = 60_000
+    /// The first poll of a repository looks back this far.
+    public var backfillMillis = 86_400_000
+    public var pageSize = 50
+    /// Timmy's own Gitea login: the bridge refuses to run if its token belongs to it.
+    public var sovereignLogin = "timmy"
+    /// What was seen is forgotten after this (the relay's buffer keeps no longer: 7 days).
+    public var retentionMillis = 7 * 86_400_000
+
+    public init() {}
+
+    public var isOn: Bool { !url.isEmpty }
+
+    /// `requireToken`: only the bridge needs it (the relay reads the same file and must never
+    /// hold a Gitea secret).
+    public func validate(requireToken: Bool) throws(BridgeSettings.Invalid) {
+        guard isOn else { return }
+        guard url.hasPrefix("https://") || url.hasPrefix("http://127.") || url.hasPrefix("http://localhost") else {
+            throw BridgeSettings.Invalid(key: "gitea.url", value: url,
+                                         allowed: "an https:// URL (plain http only to a loopback address), since the token travels with every request")
+        }
+        if requireToken, token?.isEmpty ?? true {
+            throw BridgeSettings.Invalid(key: "gitea.token", value: "(unset)", allowed: "the bot account's token, in ALLEGRO_GITEA_TOKEN or the file")
+        }
+        guard !repos.isEmpty else { throw BridgeSettings.Invalid(key: "gitea.repos", value: "[]", allowed: "at least one owner/name") }
+        for repo in repos {
+            let parts = repo.split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || "-_.".contains($0) } }) else {
+                throw BridgeSettings.Invalid(key: "gitea.repos", value: repo, allowed: "owner/name, letters, digits, - _ .")
+            }
+        }
+        for (key, value, range) in [("gitea.poll_interval_ms", pollIntervalMillis, 1_000 ... 86_400_000),
+                                    ("gitea.poll_overlap_ms", pollOverlapMillis, 0 ... 86_400_000),
+                                    ("gitea.backfill_ms", backfillMillis, 0 ... 30 * 86_400_000),
+                                    ("gitea.page_size", pageSize, 1 ... 50),
+                                    ("gitea.retention_ms", retentionMillis, 3_600_000 ... 365 * 86_400_000)] where !range.contains(value) {
+            throw BridgeSettings.Invalid(key: key, value: String(value), allowed: "\(range.lowerBound) ... \(range.upperBound)")
+        }
+        guard !sovereignLogin.isEmpty else {
+            throw BridgeSettings.Invalid(key: "gitea.sovereign_login", value: "\"\"", allowed: "Timmy's Gitea login, which the bridge must never act as")
+        }
+    }
+}

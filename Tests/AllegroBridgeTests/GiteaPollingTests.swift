@@ -1,0 +1,62 @@
+@testable import AllegroBridge
+@testable import AllegroGitea
+import Foundation
+import Testing
+
+/// The Gitea duty's parts that need no Gitea: reading pages' Link headers, the records Timmy
+/// gets, and the outbox that publishes each change once under a sequence it keeps.
+@Suite struct GiteaPollingTests {
+    @Test func theNextPageIsReadFromGiteasLinkHeader() {
+        let header = #"<https://git.example/api/v1/repos/o/r/issues?limit=2&page=2>; rel="next",<https://git.example/api/v1/repos/o/r/issues?limit=2&page=5>; rel="last""#
+        #expect(LinkHeader.url(header, rel: "next") == "https://git.example/api/v1/repos/o/r/issues?limit=2&page=2")
+        #expect(LinkHeader.url(header, rel: "last")?.hasSuffix("page=5") == true)
+        #expect(LinkHeader.url(header, rel: "prev") == nil)
+        #expect(LinkHeader.url("garbage", rel: "next") == nil)
+    }
+
+    @Test func anIssueAndAPullAndACommentBecomeRecordsForTimmy() throws {
+        let issueJSON = #"{"id":7,"number":3,"title":"Fix <it>","body":"details","state":"open","labels":[{"id":1,"name":"status/triage"}],"user":{"id":2,"login":"alice"},"comments":0,"html_url":"https://git.example/o/r/issues/3","created_at":"2026-12-03T10:00:00Z","updated_at":"2026-12-03T10:05:00Z","extra":{"ignored":true}}"#
+        let issue = try JSONDecoder().decode(GiteaIssue.self, from: Data(issueJSON.utf8))
+        let change = GiteaRecords.change(repo: "o/r", issue: issue)
+        #expect(change.kind == "gitea.issue" && change.session == "o/r#3" && change.updatedAt == "2026-12-03T10:05:00Z")
+        let payload = try #require(JSONSerialization.jsonObject(with: Data(change.payload.utf8)) as? [String: Any])
+        #expect(payload["repo"] as? String == "o/r" && payload["number"] as? Int == 3 && payload["title"] as? String == "Fix <it>")
+        #expect(payload["labels"] as? [String] == ["status/triage"] && payload["user"] as? String == "alice" && payload["state"] as? String == "open")
+        #expect(payload["html_url"] as? String == "https://git.example/o/r/issues/3")
+
+        var pull = issue
+        pull.pullRequest = GiteaPullRequestMeta(merged: false, draft: false, htmlURL: nil)
+        #expect(GiteaRecords.change(repo: "o/r", issue: pull).kind == "gitea.pull")
+
+        let commentJSON = #"{"id":99,"body":"LGTM","user":{"id":2,"login":"alice"},"issue_url":"https://git.example/o/r/issues/3","html_url":"https://git.example/o/r/issues/3#issuecomment-99","created_at":"2026-12-03T10:06:00Z","updated_at":"2026-12-03T10:06:00Z"}"#
+        let comment = try JSONDecoder().decode(GiteaComment.self, from: Data(commentJSON.utf8))
+        let commented = try #require(GiteaRecords.change(repo: "o/r", comment: comment))
+        #expect(commented.kind == "gitea.comment" && commented.session == "o/r#3" && commented.payload.contains(#""body":"LGTM""#))
+        #expect(GiteaRecords.cut(String(repeating: "é", count: 40_000)).utf8.count <= GiteaRecords.maxBodyBytes + 3)
+    }
+
+    @Test func theOutboxTakesEachChangeOnceUnderSequencesThatOnlyGrow() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bridge-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try BridgeStore(path: directory.appendingPathComponent("bridge.sqlite").path)
+        func change(_ id: Int64, _ updated: String) -> BridgeStore.Change {
+            BridgeStore.Change(repo: "o/r", kind: "gitea.issue", id: id, updatedAt: updated, session: "o/r#\(id)", payload: "{\"id\":\(id)}")
+        }
+        #expect(try store.enqueue([change(1, "a"), change(2, "a")], nowMillis: 0) == 2)
+        #expect(try store.enqueue([change(1, "a"), change(2, "b")], nowMillis: 1) == 1, "only what changed")
+        let rows = try store.pending(limit: 10)
+        #expect(rows.count == 3 && rows.map(\.payload) == ["{\"id\":1}", "{\"id\":2}", "{\"id\":2}"])
+        #expect(zip(rows, rows.dropFirst()).allSatisfy { $1.sequence == $0.sequence + 1 }, "contiguous")
+        #expect(rows[0].sequence > 1_000_000_000_000_000, "from the wall clock: a lost file never reuses numbers")
+        try store.acknowledged(through: rows[1].sequence)
+        #expect(try store.pending(limit: 10).map(\.sequence) == [rows[2].sequence])
+
+        // The same file again (a restart): numbering goes on, nothing seen is taken twice.
+        let reopened = try BridgeStore(path: directory.appendingPathComponent("bridge.sqlite").path)
+        #expect(try reopened.enqueue([change(2, "b"), change(3, "a")], nowMillis: 2) == 1)
+        #expect(try reopened.pending(limit: 10).map(\.sequence) == [rows[2].sequence, rows[2].sequence + 1])
+        try reopened.forgetSeen(before: 2)
+        #expect(try reopened.enqueue([change(1, "a")], nowMillis: 3) == 1, "forgotten after the retention")
+    }
+}
