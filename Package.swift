@@ -72,7 +72,7 @@ let package = Package(
         // The HTTP control port (health, metrics, status, sessions) and the process lifecycle.
         .target(
             name: "AllegroControl",
-            dependencies: ["AllegroRelay", "AllegroStore", "AllegroLog", "AllegroClient", "AllegroMessages",
+            dependencies: ["AllegroRelay", "AllegroStore", "AllegroLog", "AllegroClient", "AllegroMessages", "AllegroWire",
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "NIOCore", package: "swift-nio"),
                            .product(name: "Prometheus", package: "swift-prometheus"),
@@ -94,7 +94,7 @@ let package = Package(
         // collector of the relay). Sees the relay only over the wire (AllegroClient).
         .target(
             name: "AllegroBridge",
-            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix", "AllegroGitea",
+            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix", "AllegroGitea", "AllegroWire",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Hummingbird", package: "hummingbird"),

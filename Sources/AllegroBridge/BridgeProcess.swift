@@ -28,6 +28,10 @@ public enum BridgeProcess {
                 throw BridgeStartError("cannot read bridge.telegram_token_file \(settings.telegramTokenFile)")
             }
             let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let mode = ((try? FileManager.default.attributesOfItem(atPath: settings.telegramTokenFile))?[.posixPermissions] as? NSNumber)?.intValue ?? 0
+            guard mode & 0o077 == 0 else {
+                throw BridgeStartError("bridge.telegram_token_file \(settings.telegramTokenFile) can be read by others (mode \(String(mode, radix: 8))): chmod 600 it")
+            }
             guard Self.isPlausibleToken(token) else {
                 throw BridgeStartError("bridge.telegram_token_file \(settings.telegramTokenFile) does not hold a bot token (one line, like 123456:ABC...)")
             }
@@ -40,9 +44,13 @@ public enum BridgeProcess {
         return token
     }
 
+    /// The Bot API's token shape, `123456:ABC-def_...`: digits, a colon, then letters, digits,
+    /// `-` and `_` (nothing a URL or a log line would alter or hide).
     static func isPlausibleToken(_ token: String) -> Bool {
-        !token.isEmpty && token.utf8.count <= 256
-            && token.unicodeScalars.allSatisfy { $0.isASCII && $0.value > 0x20 && $0 != "/" && $0 != "?" && $0 != "#" }
+        let parts = token.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        return token.utf8.count <= 256 && parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty
+            && parts[0].utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 }
+            && parts[1].unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0" ... "9").contains($0) || $0 == "-" || $0 == "_") }
     }
 
     /// Runs until a stop signal (returns normally) or a failure (throws).

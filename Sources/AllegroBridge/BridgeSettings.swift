@@ -1,3 +1,4 @@
+import Foundation
 import AllegroMessages
 import AllegroPosix
 
@@ -67,7 +68,7 @@ public struct BridgeSettings: Sendable, Equatable {
         guard !notifierName.isEmpty, notifierName.utf8.count <= 255 else {
             throw Invalid(key: "bridge.notifier_name", value: "\"\(notifierName)\"", allowed: "a durable collector name of 1 ... 255 bytes")
         }
-        guard telegramAPI.hasPrefix("https://") || telegramAPI.hasPrefix("http://127.") || telegramAPI.hasPrefix("http://localhost") else {
+        guard Self.isSafeBaseURL(telegramAPI) else {
             throw Invalid(key: "bridge.telegram_api", value: telegramAPI,
                           allowed: "an https:// URL (plain http only to a loopback address, for a local stand-in), since the bot token travels in it")
         }
@@ -78,6 +79,21 @@ public struct BridgeSettings: Sendable, Equatable {
         try check("bridge.group_wait_ms", groupWaitMillis, 0 ... 86_400_000)
         try check("bridge.group_interval_ms", groupIntervalMillis, 1 ... 86_400_000)
         try check("bridge.repeat_interval_ms", repeatIntervalMillis, 1 ... 30 * 86_400_000)
+    }
+
+    /// An `https` URL, or plain `http` to a loopback host only (`127.x.x.x`, `::1`, exactly
+    /// `localhost`), with no user or password in it: what a secret may travel to.
+    public static func isSafeBaseURL(_ text: String) -> Bool {
+        guard let url = URLComponents(string: text), let host = url.host, !host.isEmpty, url.user == nil, url.password == nil
+        else { return false }
+        switch url.scheme?.lowercased() {
+        case "https": return true
+        case "http":
+            if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+            let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+            return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+        default: return false
+        }
     }
 
     private func check(_ key: String, _ value: Int, _ range: ClosedRange<Int>) throws(Invalid) {

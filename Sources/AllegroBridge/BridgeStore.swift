@@ -13,8 +13,11 @@ import GRDB
 /// - `gitea_seen`: the `updated_at` last published for each issue, pull request and comment,
 ///   so each change is published once; rows older than the buffer's retention are removed.
 /// - `poll_state`: when each repository was last polled.
+/// - `gitea_cache`: the latest record of each issue and pull request, so Timmy's "issues since"
+///   is answered while Gitea is slow; forgotten with `gitea_seen`.
+/// - `commands`: Timmy's commands, journaled before their Gitea call (`CommandJournal`).
 public final class BridgeStore: Sendable {
-    private let pool: DatabasePool
+    let pool: DatabasePool
 
     /// One record waiting in the outbox.
     public struct OutboxRow: Sendable, Equatable {
@@ -32,6 +35,10 @@ public final class BridgeStore: Sendable {
         public var updatedAt: String
         public var session: String
         public var payload: String
+        /// For issues and pull requests: their number and `updated_at` in Unix milliseconds,
+        /// to keep the latest in the cache.
+        public var cacheNumber: Int64? = nil
+        public var updatedMillis: Int64 = 0
     }
 
     public init(path: String) throws {
@@ -45,6 +52,12 @@ public final class BridgeStore: Sendable {
                                                        updated_at TEXT NOT NULL, seen_ms INTEGER NOT NULL,
                                                        PRIMARY KEY (repo, kind, id)) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS poll_state (repo TEXT PRIMARY KEY NOT NULL, polled_ms INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS gitea_cache (repo TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL,
+                                                        updated_ms INTEGER NOT NULL, payload TEXT NOT NULL, seen_ms INTEGER NOT NULL,
+                                                        PRIMARY KEY (repo, number)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS commands (op TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, repo TEXT NOT NULL,
+                                                     number INTEGER NOT NULL, request TEXT NOT NULL, state TEXT NOT NULL,
+                                                     result TEXT NOT NULL, made_ms INTEGER NOT NULL, done_ms INTEGER NOT NULL) WITHOUT ROWID;
                 """)
             try db.execute(sql: "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?)",
                            arguments: [Int64(Clock.wallNanos / 1000)])
@@ -67,6 +80,13 @@ public final class BridgeStore: Sendable {
                     INSERT INTO gitea_seen (repo, kind, id, updated_at, seen_ms) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT (repo, kind, id) DO UPDATE SET updated_at = excluded.updated_at, seen_ms = excluded.seen_ms
                     """, arguments: [change.repo, change.kind, change.id, change.updatedAt, nowMillis])
+                if let number = change.cacheNumber {
+                    try db.execute(sql: """
+                        INSERT INTO gitea_cache (repo, number, kind, updated_ms, payload, seen_ms) VALUES (?, ?, ?, ?, ?, ?)
+                        ON CONFLICT (repo, number) DO UPDATE SET kind = excluded.kind, updated_ms = excluded.updated_ms,
+                            payload = excluded.payload, seen_ms = excluded.seen_ms
+                        """, arguments: [change.repo, number, change.kind, change.updatedMillis, change.payload, nowMillis])
+                }
                 next += 1
                 added += 1
             }
@@ -106,7 +126,40 @@ public final class BridgeStore: Sendable {
 
     /// Forgets what was seen before `millis` (the relay's buffer no longer holds it either).
     public func forgetSeen(before millis: Int64) throws {
-        try pool.write { db in try db.execute(sql: "DELETE FROM gitea_seen WHERE seen_ms < ?", arguments: [millis]) }
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM gitea_seen WHERE seen_ms < ?", arguments: [millis])
+            try db.execute(sql: "DELETE FROM gitea_cache WHERE seen_ms < ?", arguments: [millis])
+            try db.execute(sql: "DELETE FROM commands WHERE state != 'pending' AND done_ms < ?", arguments: [millis])
+        }
+    }
+
+    /// The cached records of a repository's issues and pull requests updated at or after
+    /// `sinceMillis`, oldest first, at most `limit`.
+    public func cachedIssues(repo: String, sinceMillis: Int64, limit: Int) throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT payload FROM gitea_cache WHERE repo = ? AND updated_ms >= ? ORDER BY updated_ms, number LIMIT ?
+                """, arguments: [repo, sinceMillis, limit])
+        }
+    }
+
+    public func cachedIssue(repo: String, number: Int64) throws -> String? {
+        try pool.read { db in
+            try String.fetchOne(db, sql: "SELECT payload FROM gitea_cache WHERE repo = ? AND number = ?", arguments: [repo, number])
+        }
+    }
+
+    /// Puts records in the outbox that describe no Gitea object (Reports of Timmy's commands).
+    public func enqueueRecords(_ records: [(kind: String, session: String, payload: String)], nowMillis: Int64) throws {
+        try pool.write { db in
+            var next = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'next_seq'") ?? 1
+            for record in records {
+                try db.execute(sql: "INSERT INTO outbox (seq, kind, session, payload, made_ms) VALUES (?, ?, ?, ?, ?)",
+                               arguments: [next, record.kind, record.session, record.payload, nowMillis])
+                next += 1
+            }
+            try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'next_seq'", arguments: [next])
+        }
     }
 
     public func outboxCount() throws -> Int {

@@ -19,7 +19,8 @@ enum GiteaRecords {
         if let closed = issue.closedAt { object["closed_at"] = closed }
         if let pull = issue.pullRequest { object["merged"] = pull.merged ?? false }
         return BridgeStore.Change(repo: repo, kind: kind, id: issue.id, updatedAt: issue.updatedAt,
-                                  session: "\(repo)#\(issue.number)", payload: json(object))
+                                  session: "\(repo)#\(issue.number)", payload: json(object), cacheNumber: issue.number,
+                                  updatedMillis: millis(issue.updatedAt) ?? 0)
     }
 
     static func change(repo: String, comment: GiteaComment) -> BridgeStore.Change? {
@@ -42,6 +43,15 @@ enum GiteaRecords {
             kept.append(scalar)
         }
         return String(kept) + "…"
+    }
+
+    /// An RFC 3339 time (Gitea's `updated_at`, any offset) in Unix milliseconds.
+    static func millis(_ text: String) -> Int64? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970 * 1000) }
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.date(from: text).map { Int64($0.timeIntervalSince1970 * 1000) }
     }
 
     static func json(_ object: [String: Any]) -> String {

@@ -19,6 +19,14 @@ public struct GiteaSettings: Sendable, Equatable {
     /// What was seen is forgotten after this (the relay's buffer keeps no longer: 7 days).
     public var retentionMillis = 7 * 86_400_000
 
+    /// Timmy's statuses, each an exclusive label `status/NAME` (which must exist in the repository).
+    public var statuses = ["triage", "in-progress", "blocked", "review", "done"]
+    /// Bearer token of Timmy's command API (`ALLEGRO_GITEA_COMMAND_TOKEN`); unset: no command API.
+    public var commandToken: String?
+
+    static let statusPrefix = "status/"
+    static func statusLabel(_ status: String) -> String { statusPrefix + status }
+
     public init() {}
 
     public var isOn: Bool { !url.isEmpty }
@@ -27,7 +35,7 @@ public struct GiteaSettings: Sendable, Equatable {
     /// hold a Gitea secret).
     public func validate(requireToken: Bool) throws(BridgeSettings.Invalid) {
         guard isOn else { return }
-        guard url.hasPrefix("https://") || url.hasPrefix("http://127.") || url.hasPrefix("http://localhost") else {
+        guard BridgeSettings.isSafeBaseURL(url) else {
             throw BridgeSettings.Invalid(key: "gitea.url", value: url,
                                          allowed: "an https:// URL (plain http only to a loopback address), since the token travels with every request")
         }

@@ -1,4 +1,5 @@
 import AllegroMessages
+import AllegroPosix
 import Foundation
 
 /// What the notifier has told Telegram, in `DATA/notifier.json`: by group, the alerts told and
@@ -6,19 +7,23 @@ import Foundation
 /// delivered message and before its records are committed, so a restarted notifier skips what
 /// it told above the committed cursor, and reminds, resolves and de-duplicates as if it had
 /// never stopped. Alerts are kept in their canonical JSON and read back through
-/// `AllegroAlert(json:)`; a damaged file is set aside (the notifier then tells some alerts
-/// again, and loses nothing).
+/// `AllegroAlert(json:)`. The file is replaced durably (fsync'd, renamed, directory fsync'd)
+/// before the cursor moves. A missing or damaged file (set aside) leaves the notifier not
+/// knowing what it told: it then tells resolutions of alerts it never saw fire, and may tell
+/// some alerts again.
 struct NotifierLedger: Sendable {
     let path: String
 
-    func load() -> (ledger: NotifierPolicy.Ledger, problem: String?) {
-        guard let data = FileManager.default.contents(atPath: path) else { return (NotifierPolicy.Ledger(), nil) }
+    /// The ledger, whether a file was found (none, or one set aside: what was told is unknown),
+    /// and what was wrong with it.
+    func load() -> (ledger: NotifierPolicy.Ledger, found: Bool, problem: String?) {
+        guard let data = FileManager.default.contents(atPath: path) else { return (NotifierPolicy.Ledger(), false, nil) }
         guard let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
               object["version"] as? Int == 1, let groups = object["groups"] as? [String: Any] else {
             let aside = path + ".damaged"
             try? FileManager.default.removeItem(atPath: aside)
             try? FileManager.default.moveItem(atPath: path, toPath: aside)
-            return (NotifierPolicy.Ledger(), "\(path) is not a notifier ledger; set aside as \(aside)")
+            return (NotifierPolicy.Ledger(), false, "\(path) is not a notifier ledger; set aside as \(aside)")
         }
         var ledger = NotifierPolicy.Ledger()
         for (name, value) in groups {
@@ -28,7 +33,7 @@ struct NotifierLedger: Sendable {
             ledger.groups[name] = NotifierPolicy.Told(firing: firing.compactMap { try? AllegroAlert(json: $0) }, lastSentMillis: last)
         }
         ledger.directsThrough = (object["directs_through"] as? NSNumber)?.uint64Value ?? 0
-        return (ledger, nil)
+        return (ledger, true, nil)
     }
 
     func save(_ ledger: NotifierPolicy.Ledger) throws {
@@ -43,6 +48,6 @@ struct NotifierLedger: Sendable {
         }
         let object: [String: Any] = ["version": 1, "groups": groups, "directs_through": ledger.directsThrough]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        try File.replaceDurably(path, with: Array(data))
     }
 }

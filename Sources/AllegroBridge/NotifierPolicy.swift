@@ -8,11 +8,17 @@ import AllegroMessages
 /// told one message each, in stream order, before any group that is due.
 ///
 /// It also knows the oldest record whose news is not yet told: the notifier commits the
-/// relay's cursor just below it, so the cursor is the outbox.
+/// relay's cursor just below it, so the cursor is the outbox. Times are milliseconds of one
+/// clock the caller chooses (the notifier's is monotonic); memory is bounded (`maxGroups`,
+/// `maxSubjectsPerGroup`, `maxDirects`): alerts past a bound are counted, and the count is told.
 public struct NotifierPolicy: Sendable {
+    /// Alertmanager's three timings, in milliseconds.
     public struct Timing: Sendable, Equatable {
+        /// A new group waits this long for more alerts before its first message.
         public var groupWaitMillis: Int64
+        /// A changed group is told again no sooner than this after its last message.
         public var groupIntervalMillis: Int64
+        /// An unchanged group still firing is told again after this.
         public var repeatIntervalMillis: Int64
 
         public init(groupWaitMillis: Int64, groupIntervalMillis: Int64, repeatIntervalMillis: Int64) {
@@ -24,6 +30,7 @@ public struct NotifierPolicy: Sendable {
 
     /// One message to send (perhaps in several parts), and what it settles once delivered.
     public struct Outgoing: Sendable, Equatable {
+        /// A group's news, or one request or report (by its record).
         public enum Source: Sendable, Equatable {
             case group(String)
             case direct(sequence: UInt64)
@@ -67,20 +74,25 @@ public struct NotifierPolicy: Sendable {
         var told: [String: AllegroAlert] = [:]
         /// Resolved since the last message, by subject.
         var resolved: [String: AllegroAlert] = [:]
+        /// Firing subjects not in `told` (kept as a count: `hasNews` runs on every pass).
+        var untold = 0
+        /// Alerts past `maxSubjectsPerGroup` since the last message: counted and told.
+        var untracked = 0
         var firstPendingSequence: UInt64?
         var createdMillis: Int64
         var lastSentMillis: Int64?
         /// The last record applied to this group.
         var lastSequence: UInt64?
 
-        var untoldFiring: [String] { firing.keys.filter { told[$0] == nil }.sorted() }
-        var hasNews: Bool { !resolved.isEmpty || firing.keys.contains { told[$0] == nil } }
+        var hasNews: Bool { !resolved.isEmpty || untold > 0 || untracked > 0 }
     }
 
-    /// Most subjects a group tracks; beyond it new ones are counted, not kept (memory is bounded
-    /// whatever the stream holds).
-    public static let maxSubjectsPerGroup = 10_000
-    public static let maxGroups = 1_000
+    /// Bounds on what is kept: subjects per group, groups, requests and reports waiting.
+    public static let maxSubjectsPerGroup = 2_000
+    public static let maxGroups = 200
+    public static let maxDirects = 1_000
+    /// Where alerts of groups past `maxGroups` are counted.
+    static let overflowGroup = "(other alerts)"
     /// A group changing more alerts than this at once is told as a list of subjects.
     static let detailedLines = 20
 
@@ -89,16 +101,18 @@ public struct NotifierPolicy: Sendable {
     private var directs: [(sequence: UInt64, html: String)] = []
     private var groupsThrough: [String: UInt64]
     private var directsThrough: UInt64
-    /// Alerts not tracked because a bound was reached (told in the next message of the group, or logged).
-    public private(set) var untracked = 0
+    /// Tell resolutions of alerts never seen firing (when the ledger was lost, what was told
+    /// before is unknown: better told twice than never).
+    private let tellsUnknownResolutions: Bool
 
-    public init(timing: Timing, ledger: Ledger = Ledger()) {
+    public init(timing: Timing, ledger: Ledger = Ledger(), tellsUnknownResolutions: Bool = false) {
         self.timing = timing
+        self.tellsUnknownResolutions = tellsUnknownResolutions
         groupsThrough = ledger.groupsThrough
         directsThrough = ledger.directsThrough
-        for (name, state) in ledger.groups where !state.firing.isEmpty {
+        for (name, state) in ledger.groups.prefix(Self.maxGroups) where !state.firing.isEmpty {
             var group = Group(createdMillis: state.lastSentMillis, lastSentMillis: state.lastSentMillis)
-            for alert in state.firing {
+            for alert in state.firing.prefix(Self.maxSubjectsPerGroup) {
                 group.firing[alert.subject] = alert
                 group.told[alert.subject] = alert
             }
@@ -106,42 +120,47 @@ public struct NotifierPolicy: Sendable {
         }
     }
 
+    /// Requests and reports waiting; the notifier stops reading the stream at `maxDirects`.
+    public var directCount: Int { directs.count }
+
     // MARK: Taking records
 
     /// `sequence`: the record it came in; nil for an alert the notifier raised itself (it holds
     /// no cursor back).
     public mutating func take(_ alert: AllegroAlert, sequence: UInt64?, nowMillis: Int64) {
         if let sequence, sequence <= groupsThrough[alert.alert] ?? 0 { return }  // told before a restart
-        if groups[alert.alert] == nil {
-            guard groups.count < Self.maxGroups else { untracked += 1; return }
-            groups[alert.alert] = Group(createdMillis: nowMillis)
-        }
-        guard var group = groups[alert.alert] else { return }
+        var name = alert.alert
+        if groups[name] == nil && groups.count >= Self.maxGroups { name = Self.overflowGroup }
+        var group = groups[name] ?? Group(createdMillis: nowMillis)
         if let sequence { group.lastSequence = max(group.lastSequence ?? 0, sequence) }
-        switch alert.status {
-        case .firing:
-            if group.firing[alert.subject] != nil {  // the same alert again: nothing new
-                groups[alert.alert] = group
-                return
+        if name == Self.overflowGroup {
+            group.untracked += 1
+        } else {
+            switch alert.status {
+            case .firing:
+                if group.firing[alert.subject] == nil {
+                    if group.firing.count >= Self.maxSubjectsPerGroup {
+                        group.untracked += 1
+                    } else {
+                        group.firing[alert.subject] = alert
+                        group.resolved[alert.subject] = nil
+                        if group.told[alert.subject] == nil { group.untold += 1 }
+                    }
+                }
+            case .resolved:
+                let wasFiring = group.firing.removeValue(forKey: alert.subject) != nil
+                if wasFiring && group.told[alert.subject] == nil { group.untold -= 1 }
+                // Told once, and only of an alert this notifier saw fire (told, or waiting to
+                // be): a resolution repeated, or of an alert it never saw, is nothing new
+                // (Alertmanager likewise tells no resolution of an alert it never told).
+                if wasFiring || group.told[alert.subject] != nil || (tellsUnknownResolutions && group.resolved[alert.subject] == nil) {
+                    if group.resolved.count >= Self.maxSubjectsPerGroup { group.untracked += 1 } else { group.resolved[alert.subject] = alert }
+                }
             }
-            guard group.firing.count < Self.maxSubjectsPerGroup else { untracked += 1; return }
-            group.firing[alert.subject] = alert
-            group.resolved[alert.subject] = nil
-        case .resolved:
-            let wasFiring = group.firing.removeValue(forKey: alert.subject) != nil
-            let wasTold = group.told[alert.subject] != nil
-            // Told once, and only of an alert this notifier saw fire (told, or waiting to be):
-            // a resolution repeated, or of an alert it never saw, is nothing new (Alertmanager
-            // likewise tells no resolution of an alert it never told).
-            guard wasFiring || wasTold else {
-                groups[alert.alert] = !group.hasNews && group.firing.isEmpty && group.lastSentMillis == nil ? nil : group
-                return
-            }
-            guard group.resolved.count < Self.maxSubjectsPerGroup else { untracked += 1; return }
-            group.resolved[alert.subject] = alert
         }
-        if !group.hasNews && group.firing.isEmpty {
-            groups[alert.alert] = nil
+        assert(group.untold >= 0 && group.untold <= group.firing.count, "untold counts firing subjects not told")
+        if !group.hasNews && group.firing.isEmpty && group.lastSentMillis == nil {
+            groups[name] = nil
             return
         }
         if !group.hasNews {
@@ -150,7 +169,7 @@ public struct NotifierPolicy: Sendable {
         } else if let sequence {
             group.firstPendingSequence = min(group.firstPendingSequence ?? sequence, sequence)
         }
-        groups[alert.alert] = group
+        groups[name] = group
     }
 
     /// A request or report, told as it is.
@@ -175,10 +194,10 @@ public struct NotifierPolicy: Sendable {
     /// When a group is next due (nil: never, until something changes).
     private func dueMillis(_ group: Group) -> Int64? {
         if group.hasNews {
-            guard let last = group.lastSentMillis else { return group.createdMillis + timing.groupWaitMillis }
-            return last + timing.groupIntervalMillis
+            guard let last = group.lastSentMillis else { return group.createdMillis &+ timing.groupWaitMillis }
+            return last &+ timing.groupIntervalMillis
         }
-        if !group.firing.isEmpty, let last = group.lastSentMillis { return last + timing.repeatIntervalMillis }
+        if !group.firing.isEmpty, let last = group.lastSentMillis { return last &+ timing.repeatIntervalMillis }
         return nil
     }
 
@@ -193,7 +212,8 @@ public struct NotifierPolicy: Sendable {
         return Outgoing(source: .group(name), html: render(name, group))
     }
 
-    /// When something next falls due (for sleeping until then).
+    /// When something next falls due (for sleeping until then); `Int64.min` while a request or
+    /// report waits.
     public func nextDueMillis() -> Int64? {
         if !directs.isEmpty { return Int64.min }
         return groups.values.compactMap(dueMillis).min()
@@ -209,11 +229,12 @@ public struct NotifierPolicy: Sendable {
             guard var group = groups[name] else { return }
             group.told = group.firing
             group.resolved = [:]
+            group.untold = 0
+            group.untracked = 0
             group.firstPendingSequence = nil
             group.lastSentMillis = nowMillis
             if let last = group.lastSequence { groupsThrough[name] = max(groupsThrough[name] ?? 0, last) }
             groups[name] = group.firing.isEmpty ? nil : group
-            untracked = 0
         }
     }
 
@@ -223,9 +244,8 @@ public struct NotifierPolicy: Sendable {
     public func ledger(committed: UInt64) -> Ledger {
         var told: [String: Told] = [:]
         for (name, group) in groups {
-            guard let last = group.lastSentMillis else { continue }
-            let firing = group.told.keys.sorted().compactMap { group.told[$0] }
-            if !firing.isEmpty { told[name] = Told(firing: firing, lastSentMillis: last) }
+            guard let last = group.lastSentMillis, !group.told.isEmpty else { continue }
+            told[name] = Told(firing: group.told.keys.sorted().compactMap { group.told[$0] }, lastSentMillis: last)
         }
         return Ledger(groups: told, groupsThrough: groupsThrough.filter { $0.value > committed },
                       directsThrough: directsThrough > committed ? directsThrough : 0)
@@ -234,7 +254,7 @@ public struct NotifierPolicy: Sendable {
     // MARK: Rendering
 
     func render(_ name: String, _ group: Group) -> String {
-        let fresh = group.untoldFiring.compactMap { group.firing[$0] }
+        let fresh = group.firing.keys.filter { group.told[$0] == nil }.sorted().compactMap { group.firing[$0] }
         let resolved = group.resolved.keys.sorted().compactMap { group.resolved[$0] }
         let still = group.firing.keys.filter { group.told[$0] != nil }.sorted().compactMap { group.firing[$0] }
         let severity = (fresh + still).map(\.severity)
@@ -243,30 +263,34 @@ public struct NotifierPolicy: Sendable {
         if !fresh.isEmpty { counts.append("\(fresh.count) new") }
         if !still.isEmpty { counts.append("\(still.count) still firing") }
         if !resolved.isEmpty { counts.append("\(resolved.count) resolved") }
-        if untracked > 0 { counts.append("\(untracked) more not tracked") }
+        if group.untracked > 0 { counts.append("\(group.untracked) more not tracked (too many to keep)") }
         var lines = ["\(mark) <b>\(TelegramHTML.escape(name))</b>: \(counts.joined(separator: ", "))"]
-        func section(_ title: String, _ alerts: [AllegroAlert]) {
+        func section(_ title: String, _ alerts: [AllegroAlert], listAll: Bool) {
             guard !alerts.isEmpty else { return }
             lines.append("<b>\(title)</b>")
             if alerts.count <= Self.detailedLines {
                 lines += alerts.map { "• <b>\(TelegramHTML.escape($0.subject))</b>: \(TelegramHTML.escape(Self.shortened($0.summary)))" }
-            } else {
-                lines.append("for example <b>\(TelegramHTML.escape(alerts[0].subject))</b>: \(TelegramHTML.escape(Self.shortened(alerts[0].summary)))")
-                // Several lines, so that a long list splits between subjects, never inside one.
-                var line = ""
-                for subject in alerts.map({ TelegramHTML.escape($0.subject) }) {
-                    if !line.isEmpty && line.utf16.count + subject.utf16.count > 1000 {
-                        lines.append(line + ",")
-                        line = ""
-                    }
-                    line += (line.isEmpty ? "" : ", ") + subject
-                }
-                if !line.isEmpty { lines.append(line) }
+                return
             }
+            lines.append("for example <b>\(TelegramHTML.escape(alerts[0].subject))</b>: \(TelegramHTML.escape(Self.shortened(alerts[0].summary)))")
+            let shown = listAll ? alerts : Array(alerts.prefix(Self.detailedLines))
+            // Several lines, so that a long list splits between subjects, never inside one.
+            var line = ""
+            for subject in shown.map({ TelegramHTML.escape($0.subject) }) {
+                if !line.isEmpty && line.utf16.count + subject.utf16.count > 1000 {
+                    lines.append(line + ",")
+                    line = ""
+                }
+                line += (line.isEmpty ? "" : ", ") + subject
+            }
+            if !listAll { line += ", and \(alerts.count - shown.count) more" }
+            lines.append(line)
         }
-        section("Firing", fresh)
-        section(fresh.isEmpty && resolved.isEmpty ? "Still firing" : "Still firing (told before)", still)
-        section("Resolved", resolved)
+        // What is news is listed whole; what was told before is only recalled.
+        section("Firing", fresh, listAll: true)
+        let reminder = fresh.isEmpty && resolved.isEmpty
+        section(reminder ? "Still firing" : "Still firing (told before)", still, listAll: reminder)
+        section("Resolved", resolved, listAll: true)
         return lines.joined(separator: "\n")
     }
 

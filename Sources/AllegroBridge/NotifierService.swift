@@ -13,6 +13,8 @@ public struct NotifierHealth: Sendable, Codable, Equatable {
     public var relayProblem: String?
     /// Why Telegram does not take messages, while it does not.
     public var telegramProblem: String?
+    /// Why the ledger cannot be saved (no commit meanwhile), while it cannot.
+    public var ledgerProblem: String?
     public var messagesSent = 0
     /// Parts Telegram refused even as plain text, dropped after logging (never expected).
     public var messagesDropped = 0
@@ -49,28 +51,42 @@ struct NotifierService: Service {
     func run() async throws {
         let loaded = ledger.load()
         if let problem = loaded.problem { log.log(.warning, "ledger_set_aside", ["reason": problem]) }
+        // The policy's clock is monotonic (a wall clock step must not stall or rush messages);
+        // the ledger keeps wall times, converted at its edge.
         var policy = NotifierPolicy(timing: .init(groupWaitMillis: Int64(settings.groupWaitMillis),
                                                   groupIntervalMillis: Int64(settings.groupIntervalMillis),
                                                   repeatIntervalMillis: Int64(settings.repeatIntervalMillis)),
-                                    ledger: loaded.ledger)
+                                    ledger: Self.shifted(loaded.ledger, by: Self.nowMillis - Self.wallMillis),
+                                    tellsUnknownResolutions: !loaded.found)
         let subject = relayHealth?.url ?? ""
         var rule = RelayHealthRule(subject: subject, downMillis: Int64(settings.relayDownMillis),
                                    told: loaded.ledger.groups["relay_unhealthy"]?.firing.first { $0.subject == subject })
+        // A relay_unhealthy told for another address, or with the watch now off, can never
+        // resolve by itself: it resolves now.
+        for stale in loaded.ledger.groups["relay_unhealthy"]?.firing ?? [] where stale.subject != subject || settings.relayDownMillis == 0 {
+            policy.take(stale.with(status: .resolved, summary: "no longer watched: \(stale.summary)"), sequence: nil, nowMillis: Self.nowMillis)
+        }
         var nextProbeMillis: Int64 = 0
         var lastTaken: UInt64 = 0
         var commitAsked: UInt64 = 0
+        var ledgerSaved = true
         var pacing = Pacing()
         defer { feed.stop() }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let (items, seenThrough) = feed.drain()
-            for item in items where item.sequence > lastTaken {
-                lastTaken = item.sequence
-                take(item, into: &policy)
+            // Past `maxDirects` waiting, the feed is left to fill and the relay holds the rest.
+            var seenThrough: UInt64 = 0
+            if policy.directCount < NotifierPolicy.maxDirects {
+                let drained = feed.drain()
+                seenThrough = drained.seenThrough
+                for item in drained.items where item.sequence > lastTaken {
+                    lastTaken = item.sequence
+                    take(item, into: &policy)
+                }
             }
             if let relayHealth, settings.relayDownMillis > 0, Self.nowMillis >= nextProbeMillis {
                 nextProbeMillis = Self.nowMillis + Int64(min(5_000, max(settings.relayDownMillis / 4, 100)))
                 let (healthy, reason) = await relayHealth.probe()
-                if let alert = rule.observe(healthy: healthy, reason: reason, nowMillis: Self.nowMillis) {
+                if let alert = rule.observe(healthy: healthy, reason: reason, nowMillis: Self.wallMillis) {
                     log.log(alert.status == .firing ? .warning : .info, "alert_\(alert.status.rawValue)",
                             ["alert": alert.alert, "subject": alert.subject, "summary": alert.summary])
                     policy.take(alert, sequence: nil, nowMillis: Self.nowMillis)
@@ -79,12 +95,21 @@ struct NotifierService: Service {
             if let outgoing = policy.due(nowMillis: Self.nowMillis) {
                 guard await deliver(outgoing, pacing: &pacing) else { break }
                 policy.delivered(outgoing, nowMillis: Self.nowMillis)
-                do { try ledger.save(policy.ledger(committed: feed.committed)) } catch {
-                    log.log(.warning, "ledger_not_saved", ["file": ledger.path, "reason": error.localizedDescription])
+                ledgerSaved = false
+            }
+            if !ledgerSaved {
+                // The cursor moves only past what the ledger on disk says was told.
+                do {
+                    try ledger.save(Self.shifted(policy.ledger(committed: feed.committed), by: Self.wallMillis - Self.nowMillis))
+                    ledgerSaved = true
+                    health.update { $0.ledgerProblem = nil }
+                } catch {
+                    log.log(.error, "ledger_not_saved", ["file": ledger.path, "reason": "\(error)", "effect": "no commit until it is saved"])
+                    health.update { $0.ledgerProblem = "cannot save \(ledger.path): \(error)" }
                 }
             }
             let safe = policy.oldestPendingSequence.map { $0 - 1 } ?? max(seenThrough, lastTaken)
-            if safe > commitAsked {
+            if ledgerSaved && safe > commitAsked {
                 feed.commit(through: safe)
                 commitAsked = safe
             }
@@ -93,7 +118,7 @@ struct NotifierService: Service {
                 health.relayConnected = relay.0
                 health.committed = relay.1
                 health.relayProblem = relay.2
-                health.state = relay.2 == nil && health.telegramProblem == nil ? "idle" : "failing"
+                health.state = relay.2 == nil && health.telegramProblem == nil && health.ledgerProblem == nil ? "idle" : "failing"
             }
             // `nextDueMillis` may be Int64.min (a request waiting): compare before subtracting.
             let now = Self.nowMillis
@@ -102,7 +127,22 @@ struct NotifierService: Service {
         }
     }
 
-    static var nowMillis: Int64 { Int64(Clock.wallNanos / 1_000_000) }
+    /// The policy's clock: monotonic milliseconds.
+    static var nowMillis: Int64 { Int64(Clock.monotonicNanos / 1_000_000) }
+    static var wallMillis: Int64 { Int64(Clock.wallNanos / 1_000_000) }
+
+    /// The ledger's times moved from one clock to the other (wall for the file, monotonic for
+    /// the policy): `offset` is the target clock's now minus the source's. Each is clamped to the
+    /// target's now, so a damaged time can neither postpone a message nor overflow.
+    static func shifted(_ ledger: NotifierPolicy.Ledger, by offset: Int64) -> NotifierPolicy.Ledger {
+        var moved = ledger
+        let bound = Int64(1) << 60
+        let ceiling = nowMillis &+ max(offset, 0)  // the target's now: wall is ahead of monotonic
+        for (name, told) in ledger.groups {
+            moved.groups[name]?.lastSentMillis = min(min(max(told.lastSentMillis, -bound), bound) + offset, ceiling)
+        }
+        return moved
+    }
 
     /// Reads one record's message into the policy; what cannot be read is logged and passed.
     private func take(_ item: RecordFeed.Item, into policy: inout NotifierPolicy) {
@@ -161,24 +201,35 @@ struct NotifierService: Service {
                 pacing.nextAllowedMillis = now + Int64(seconds) * 1000
                 log.log(.notice, "telegram_rate_limited", ["retry_after_s": String(seconds)])
                 health.update { $0.state = "waiting" }
-            case let .badMarkup(description):
+            case let .badMarkup(description) where asHTML:
                 log.log(.warning, "telegram_refused_html", ["reason": description, "next": "resent as plain text"])
                 asHTML = false
-            case let .refused(status, description) where status == 400 && !description.contains("chat not found") && !asHTML:
-                log.log(.error, "telegram_message_dropped", ["status": String(status), "reason": description])
-                health.update { $0.messagesDropped += 1 }
-                index += 1
-                asHTML = true
-            case let .refused(status, description) where status == 400 && !description.contains("chat not found"):
-                log.log(.warning, "telegram_refused_message", ["status": String(status), "reason": description, "next": "resent as plain text"])
-                asHTML = false
+            case let .badMarkup(description), let .refused(400, description) where Self.isContentRefusal(description):
+                // The text itself is refused (not the chat or the bot): plain text once, then
+                // this part is dropped, logged and counted, so one bad message cannot block all.
+                if asHTML {
+                    log.log(.warning, "telegram_refused_message", ["reason": description, "next": "resent as plain text"])
+                    asHTML = false
+                } else {
+                    log.log(.error, "telegram_message_dropped", ["reason": description])
+                    health.update { $0.messagesDropped += 1 }
+                    index += 1
+                    asHTML = true
+                }
             case let .refused(status, description):
+                // The chat or the bot is refused: nothing is dropped; it waits for the configuration.
                 fail(&pacing, now: now, maxMillis: 300_000, "Telegram refused (\(status)): \(description); check bridge.telegram_chat_id and the bot token")
             case let .unavailable(reason):
                 fail(&pacing, now: now, maxMillis: 60_000, "Telegram unavailable: \(reason)")
             }
         }
         return true
+    }
+
+    /// Telegram's answers that refuse a message's text, as its Bot API words them.
+    static func isContentRefusal(_ description: String) -> Bool {
+        let text = description.lowercased()
+        return ["message is too long", "message text is empty", "text must be non-empty", "can't parse entities"].contains { text.contains($0) }
     }
 
     private func fail(_ pacing: inout Pacing, now: Int64, maxMillis: Int64, _ problem: String) {

@@ -67,6 +67,10 @@ public struct TelegramClient: Sendable {
             return .retryAfter(seconds: min(max(seconds, 1), 3600))
         }
         if status == 400, description.lowercased().contains("can't parse entities") { return .badMarkup(description) }
+        let parameters = object?["parameters"] as? [String: Any]
+        if let chat = (parameters?["migrate_to_chat_id"] as? NSNumber)?.int64Value {
+            return .refused(status: status, description: description + " (the chat is now \(chat): set bridge.telegram_chat_id to it)")
+        }
         if (400 ..< 500).contains(status) { return .refused(status: status, description: description) }
         return .unavailable(description)
     }

@@ -7,7 +7,8 @@ public enum TelegramText {
     public static let maxCharacters = 4096
 
     /// `html` in parts of at most `limit` UTF-16 code units each, none empty.
-    public static func split(_ html: String, limit: Int = maxCharacters) -> [String] {
+    public static func split(_ html: String, limit requested: Int = maxCharacters) -> [String] {
+        let limit = max(requested, 2)  // a scalar is at most two UTF-16 code units
         var parts: [String] = []
         var current = ""
         var currentLength = 0
@@ -28,7 +29,7 @@ public enum TelegramText {
             }
         }
         flush()
-        return parts.isEmpty ? [] : parts
+        return parts
     }
 
     /// An over-long line in pieces of at most `limit` code units, never inside `&...;` and never

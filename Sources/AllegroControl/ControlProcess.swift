@@ -43,7 +43,8 @@ public enum ControlProcess {
         }
         if watch.intervalMillis > 0, let own = (try? AllegroPosix.SocketAddress(parsing: runner.address))?.reachableLocally {
             // Last in the group, so the first to stop: its last alerts still reach the relay.
-            let publisher = StreamPublisher(address: own, token: configuration.producerToken, producerID: "allegro-relay-watch", log: log)
+            let publisher = StreamPublisher(address: own, token: configuration.producerToken, producerID: "allegro-relay-watch",
+                                            sequenceFile: configuration.dataDirectory + "/watch_producer_sequence", log: log)
             services.append(RelayWatchService(settings: watch, configuration: configuration, monitor: monitor, store: runner.store,
                                               metrics: metrics, publisher: publisher, log: log, startMillis: startMillis))
         }

@@ -1,4 +1,5 @@
 import AllegroRelay
+import AllegroWire
 import AllegroStore
 import Foundation
 import Hummingbird

@@ -58,9 +58,14 @@ public struct WatchFacts: Sendable {
 /// that ended resolves) and remembers which are active. A condition that goes on raises
 /// nothing new: one alert per condition, keyed by name and subject.
 public struct RelayWatch: Sendable {
+    /// An alert's identity: its name and what it is about.
     public struct Key: Hashable, Sendable, Comparable {
         public var alert: String
         public var subject: String
+        public init(alert: String, subject: String) {
+            self.alert = alert
+            self.subject = subject
+        }
         public static func < (a: Key, b: Key) -> Bool { (a.alert, a.subject) < (b.alert, b.subject) }
     }
 
@@ -71,6 +76,8 @@ public struct RelayWatch: Sendable {
     private var droppedSeen: UInt64 = 0
     private var lastLossMillis: Int64?
     private var lossStartMillis: Int64 = 0
+    /// Why alerts could not be built since the last `takeRefused` (for the log).
+    private var refused: [String] = []
 
     /// `restored`: the alerts that were active when the relay last stopped; those whose
     /// condition has ended by the first evaluation resolve then.
@@ -79,7 +86,15 @@ public struct RelayWatch: Sendable {
         for alert in restored where alert.status == .firing {
             active[Key(alert: alert.alert, subject: alert.subject)] = alert
             if alert.alert == "collector_away" { awaySinceMillis[alert.subject] = alert.sinceMillis }
+            if alert.alert == "records_lost" { lossStartMillis = alert.sinceMillis }
         }
+    }
+
+    /// Why alerts could not be built since the last call (never expected: their parts are
+    /// checked here; logged, not trapped).
+    public mutating func takeRefused() -> [String] {
+        defer { refused = [] }
+        return refused
     }
 
     private struct Condition {
@@ -94,12 +109,15 @@ public struct RelayWatch: Sendable {
         let now = facts.nowMillis
         var conditions: [Key: Condition] = [:]
         let relay = facts.status.relayID.isEmpty ? "relay" : facts.status.relayID
+        // A records_lost active at the last stop holds for its time again from the first evaluation.
+        if lastLossMillis == nil, active.keys.contains(where: { $0.alert == "records_lost" }) { lastLossMillis = now }
 
         if let failure = facts.status.spill.failure {
             conditions[Key(alert: "spill_write_failed", subject: relay)] = Condition(
                 severity: .critical, summary: "the spill cannot write: \(failure); acks and ingest are paused", sinceMillis: now)
         }
-        for collector in facts.status.collectors where collector.durable {
+        for var collector in facts.status.collectors where collector.durable {
+            collector.name = Self.printable(collector.name)
             if collector.connected {
                 awaySinceMillis[collector.name] = nil
             } else {
@@ -149,11 +167,18 @@ public struct RelayWatch: Sendable {
                              details: "retention_max_age_ms is \(facts.retentionMaxAgeMillis); the oldest uncommitted record is \(Self.duration(ageMillis)) old",
                              sinceMillis: facts.nowMillis)
         }
+        // By size: retention removes the oldest segments once the spill passes its limit. The
+        // share of the spill this collector has not committed (its records over all records in
+        // the spill) tells whether that would cut into its backlog: warn past 80% of the limit.
         let limit = facts.retentionMaxBytes
-        if limit > 0, facts.status.spill.bytes * 100 >= limit * 80 {
-            return Condition(severity: .warning,
-                             summary: "\(collector.lagRecords) records \(collector.name) has not committed, and the spill is at \(facts.status.spill.bytes * 100 / limit)% of retention_max_bytes",
-                             sinceMillis: facts.nowMillis)
+        let spilled = facts.status.nextSequence &- (facts.status.spill.oldestSequence ?? facts.status.nextSequence)
+        if limit > 0, spilled > 0 {
+            let backlogBytes = Double(facts.status.spill.bytes) * Double(min(collector.lagRecords, spilled)) / Double(spilled)
+            if backlogBytes >= Double(limit) * 0.8 {
+                return Condition(severity: .warning,
+                                 summary: "\(collector.lagRecords) records \(collector.name) has not committed fill \(Int(backlogBytes * 100 / Double(limit)))% of retention_max_bytes; retention removes the oldest first",
+                                 sinceMillis: facts.nowMillis)
+            }
         }
         return nil
     }
@@ -163,12 +188,17 @@ public struct RelayWatch: Sendable {
         for key in Set(active.keys).union(conditions.keys).sorted() {
             switch (active[key], conditions[key]) {
             case let (nil, condition?):
-                // Names, subjects and summaries are built here from checked parts; a refusal
-                // (a collector name with a control character) drops the alert, not the relay.
-                guard let alert = try? AllegroAlert(alert: key.alert, subject: String(key.subject.prefix(200)), status: .firing,
-                                                    severity: condition.severity, summary: condition.summary,
-                                                    details: condition.details, sinceMillis: condition.sinceMillis)
-                else { continue }
+                // Built here from printable parts cut to size; a refusal would be a bug here,
+                // reported through `takeRefused`, never a trap.
+                let alert: AllegroAlert
+                do {
+                    alert = try AllegroAlert(alert: key.alert, subject: Self.cut(key.subject, 200), status: .firing,
+                                             severity: condition.severity, summary: Self.cut(condition.summary, 1000),
+                                             details: condition.details, sinceMillis: max(condition.sinceMillis, 0))
+                } catch {
+                    refused.append("\(key.alert) \(key.subject): \(error)")
+                    continue
+                }
                 active[key] = alert
                 changes.append(alert)
             case let (alert?, nil):
@@ -179,6 +209,16 @@ public struct RelayWatch: Sendable {
             }
         }
         return changes
+    }
+
+    /// Control characters (which a configured name may hold) shown as `?`.
+    static func printable(_ text: String) -> String {
+        String(String.UnicodeScalarView(text.unicodeScalars.map { $0.value < 0x20 || (0x7F ..< 0xA0).contains($0.value) ? "?" : $0 }))
+    }
+
+    /// At most `scalars` Unicode scalars (the alert's limits count scalars, not characters).
+    static func cut(_ text: String, _ scalars: Int) -> String {
+        text.unicodeScalars.count <= scalars ? text : String(String.UnicodeScalarView(text.unicodeScalars.prefix(scalars)))
     }
 
     static func duration(_ millis: Int64) -> String {

@@ -5,10 +5,12 @@ import AllegroRelay
 import AllegroStore
 import Foundation
 import ServiceLifecycle
+import Synchronization
 
 /// Runs `RelayWatch` every `intervalMillis` on the relay's published status and its disk, puts
-/// each alert that changed on the stream (kind `allegro.alert`), keeps the active ones in
-/// `DATA/alerts.jsonl` (so one that ended while the relay was down resolves at its next start),
+/// each alert that changed on the stream (kind `allegro.alert`), keeps in `DATA/alerts.jsonl`
+/// the alerts active as far as the stream has acknowledged (so one that ended while the relay
+/// was down resolves at its next start, and one whose record never got in is raised again),
 /// and publishes the daily report at its time of day.
 struct RelayWatchService: Service {
     let settings: RelayWatchSettings
@@ -23,7 +25,9 @@ struct RelayWatchService: Service {
     var activeFile: String { configuration.dataDirectory + "/alerts.jsonl" }
 
     func run() async throws {
-        var watch = RelayWatch(settings: settings, restored: restoredAlerts())
+        let restored = restoredAlerts()
+        let acknowledged = AcknowledgedAlerts(path: activeFile, alerts: restored, log: log)
+        var watch = RelayWatch(settings: settings, restored: restored)
         var reports = DailyReportMaker(startMillis: startMillis)
         var nextReport = settings.dailyReportSecond.map { DailyReportMaker.nextTime(after: Self.nowMillis, second: $0) }
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
@@ -37,14 +41,15 @@ struct RelayWatchService: Service {
             for alert in changes {
                 log.log(alert.status == .firing ? .warning : .info, "alert_\(alert.status.rawValue)",
                         ["alert": alert.alert, "subject": alert.subject, "summary": alert.summary])
-                publisher.publish(kind: AllegroAlert.kind, payload: alert.json, log: log)
+                publisher.publish(kind: AllegroAlert.kind, payload: alert.json, log: log) { acknowledged.apply(alert) }
             }
-            if !changes.isEmpty { save(Array(watch.active.values)) }
+            for refused in watch.takeRefused() { log.log(.error, "alert_not_built", ["reason": refused]) }
             if let due = nextReport, now >= due {
-                nextReport = DailyReportMaker.nextTime(after: due + 1000, second: settings.dailyReportSecond ?? 0)
+                // After a suspend or a clock jump, one report, and the next at its time.
+                nextReport = DailyReportMaker.nextTime(after: now + 1000, second: settings.dailyReportSecond ?? 0)
                 let windowStart = now - 86_400_000
                 // Starts in the last 24 hours, but the data directory's very first start.
-                let starts = ((try? store.events()) ?? []).filter { $0.kind == "relay_started" }
+                let starts = (try? store.events(kind: "relay_started")) ?? []
                 let recent = starts.filter { Int64($0.atNanos / 1_000_000) > windowStart }
                 let restarts = recent.count - (recent.first == starts.first && !recent.isEmpty ? 1 : 0)
                 let active = watch.active.keys.sorted().compactMap { watch.active[$0] }
@@ -81,11 +86,29 @@ struct RelayWatchService: Service {
         }
         return alerts
     }
+}
 
-    private func save(_ active: [AllegroAlert]) {
-        let text = active.map { $0.json + "\n" }.sorted().joined()
-        do { try Data(text.utf8).write(to: URL(fileURLWithPath: activeFile), options: .atomic) } catch {
-            log.log(.warning, "alerts_file_not_saved", ["file": activeFile, "reason": error.localizedDescription])
+/// The alerts active as far as the relay acknowledged their records, saved durably in
+/// `DATA/alerts.jsonl` (one alert's JSON a line) each time one is acknowledged; on the
+/// publisher's thread.
+final class AcknowledgedAlerts: Sendable {
+    private let path: String
+    private let log: EventLog
+    private let active: Mutex<[RelayWatch.Key: AllegroAlert]>
+
+    init(path: String, alerts: [AllegroAlert], log: EventLog) {
+        self.path = path
+        self.log = log
+        active = Mutex(Dictionary(alerts.map { (RelayWatch.Key(alert: $0.alert, subject: $0.subject), $0) }) { a, _ in a })
+    }
+
+    func apply(_ alert: AllegroAlert) {
+        let text = active.withLock { active -> String in
+            active[RelayWatch.Key(alert: alert.alert, subject: alert.subject)] = alert.status == .firing ? alert : nil
+            return active.values.map { $0.json + "\n" }.sorted().joined()
+        }
+        do { try File.replaceDurably(path, with: Array(text.utf8)) } catch {
+            log.log(.warning, "alerts_file_not_saved", ["file": path, "reason": "\(error)"])
         }
     }
 }

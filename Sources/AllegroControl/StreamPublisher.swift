@@ -6,90 +6,127 @@ import Synchronization
 
 /// Puts the relay's own messages (alerts, the daily report) on its stream as a producer over
 /// loopback, like any other Allegro process that tells Timmy something: the records are then
-/// ordered, spilled, acknowledged and delivered like telemetry. One thread owns the blocking
-/// `Producer`; `publish` only queues (bounded: `capacity` messages, the oldest dropped and
-/// logged beyond it, so a relay that cannot ack never grows this queue without end).
+/// ordered, spilled, acknowledged and delivered like telemetry.
+///
+/// One thread owns the blocking `Producer`. A message leaves the queue only once the producer
+/// holds it, and is told acknowledged (`onAcknowledged`) once the relay acked it; after a
+/// failure the producer resends what it holds, and a producer that had to be replaced hands its
+/// messages back to the queue (perhaps published twice then: alerts are keyed, so a reader
+/// takes the same alert firing twice as one). Producer sequences are reserved in
+/// `sequenceFile` before use (blocks of `reserveBlock`), so no sequence is used twice whatever
+/// the wall clock does. The queue is bounded (`capacity`; the oldest are dropped and logged).
 public final class StreamPublisher: Sendable {
+    /// One record to publish, and what to do once the relay acknowledged it.
     public struct Message: Sendable {
         public var kind: String
         public var session: String
         public var payload: String
+        public var onAcknowledged: (@Sendable () -> Void)?
     }
 
     public static let capacity = 4096
+    static let batchMessages = 256
+    static let reserveBlock: UInt64 = 10_000
     private let queue = Mutex<[Message]>([])
     private let wake = DispatchSemaphore(value: 0)
     private let stopped = Atomic<Bool>(false)
-    private let published = Atomic<Int>(0)
 
     /// Starts the thread. `address` is the relay's own listening address.
-    public init(address: SocketAddress, token: String?, producerID: String, log: EventLog) {
-        let thread = Thread { [self] in run(address: address, token: token, producerID: producerID, log: log) }
+    public init(address: SocketAddress, token: String?, producerID: String, sequenceFile: String, log: EventLog) {
+        let thread = Thread { [self] in run(address: address, token: token, producerID: producerID, sequenceFile: sequenceFile, log: log) }
         thread.name = "allegro-publish"
         thread.start()
     }
 
-    /// Messages acknowledged by the relay so far.
-    public var acknowledged: Int { published.load(ordering: .relaxed) }
-
-    public func publish(kind: String, session: String = "", payload: String, log: EventLog) {
-        let dropped = queue.withLock { queue -> Message? in
-            queue.append(Message(kind: kind, session: session, payload: payload))
-            return queue.count > Self.capacity ? queue.removeFirst() : nil
+    /// Queues a record of kind `kind` with `payload` (JSON) for the stream.
+    public func publish(kind: String, session: String = "", payload: String, log: EventLog,
+                        onAcknowledged: (@Sendable () -> Void)? = nil) {
+        let dropped = queue.withLock { queue -> [Message] in
+            queue.append(Message(kind: kind, session: session, payload: payload, onAcknowledged: onAcknowledged))
+            let excess = max(queue.count - Self.capacity, 0)
+            defer { queue.removeFirst(excess) }
+            return Array(queue.prefix(excess))
         }
-        if let dropped { log.log(.error, "publish_dropped", ["kind": dropped.kind, "reason": "more than \(Self.capacity) waiting"]) }
+        for message in dropped { log.log(.error, "publish_dropped", ["kind": message.kind, "reason": "more than \(Self.capacity) waiting"]) }
         wake.signal()
     }
 
+    /// Ends the thread after one last attempt (about 2 s) to publish what is queued.
     public func stop() {
         stopped.store(true, ordering: .releasing)
         wake.signal()
     }
 
-    private func run(address: SocketAddress, token: String?, producerID: String, log: EventLog) {
+    private func run(address: SocketAddress, token: String?, producerID: String, sequenceFile: String, log: EventLog) {
         var producer: Producer?
-        var unacked = 0
-        while !stopped.load(ordering: .acquiring) {
-            if unacked == 0 { _ = wake.wait(timeout: .now() + .seconds(1)) }
-            let batch = queue.withLock { queue in defer { queue.removeAll() }; return queue }
-            guard !batch.isEmpty || unacked > 0 else { continue }
+        var reservedThrough = Self.readReserved(sequenceFile)
+        var held: [Message] = []  // in the producer, not yet acknowledged
+        var lastRound = false
+        while !lastRound {
+            lastRound = stopped.load(ordering: .acquiring)
+            if held.isEmpty && queue.withLock({ $0.isEmpty }) {
+                if lastRound { break }
+                _ = wake.wait(timeout: .now() + .seconds(1))
+                continue
+            }
             do {
                 if producer == nil {
                     var options = ProducerOptions(relays: [address], producerID: producerID)
                     options.token = token ?? ""
-                    // Above every sequence an earlier run of this relay used.
-                    options.firstSequence = Clock.wallNanos / 1000
-                    options.reconnectForMillis = 5_000
+                    options.firstSequence = max(Clock.wallNanos / 1000, reservedThrough + 1)
+                    options.reconnectForMillis = lastRound ? 1_000 : 5_000
+                    reservedThrough = try Self.reserve(options.firstSequence + Self.reserveBlock, in: sequenceFile)
                     producer = try Producer(options)
                 }
-                guard let producer else { continue }
-                for message in batch {
-                    var payload = message.payload
-                    try payload.withUTF8 { bytes in
-                        try producer.publish(session: message.session, kind: message.kind, contentType: "application/json",
-                                             payload: UnsafeRawBufferPointer(bytes))
+                guard let current = producer else { continue }
+                var batch = queue.withLock { queue in
+                    defer { queue.removeFirst(min(queue.count, Self.batchMessages)) }
+                    return Array(queue.prefix(Self.batchMessages))
+                }
+                defer { if !batch.isEmpty { queue.withLock { $0.insert(contentsOf: batch, at: 0) } } }
+                while let message = batch.first {
+                    if current.nextSequence >= reservedThrough {
+                        reservedThrough = try Self.reserve(current.nextSequence + Self.reserveBlock, in: sequenceFile)
                     }
-                    unacked += 1
+                    var payload = message.payload
+                    do {
+                        try payload.withUTF8 { bytes in
+                            _ = try current.publish(session: message.session, kind: message.kind, contentType: "application/json",
+                                                    payload: UnsafeRawBufferPointer(bytes))
+                        }
+                        held.append(message)
+                    } catch ClientError.recordTooLarge(let error) {
+                        log.log(.error, "publish_dropped", ["kind": message.kind, "reason": error.description])
+                    }
+                    batch.removeFirst()
                 }
-                try producer.flush(timeoutMillis: 5_000)
-                published.add(unacked, ordering: .relaxed)
-                unacked = 0
+                try current.flush(timeoutMillis: lastRound ? 2_000 : 5_000)
+                for message in held { message.onAcknowledged?() }
+                held = []
             } catch {
-                // Kept by the producer, resent after a reconnect; the relay drops duplicates.
-                let permanent = (error as? ClientError)?.isPermanent ?? true
-                log.log(.warning, "publish_waiting", ["reason": "\(error)", "records": String(unacked + (producer == nil ? batch.count : 0))])
-                if producer == nil {
-                    queue.withLock { $0.insert(contentsOf: batch, at: 0) }
-                    Thread.sleep(forTimeInterval: 1)
-                } else if permanent {
-                    // A refusal retrying cannot fix (a token the relay no longer takes): start over.
-                    log.log(.error, "publish_failed", ["reason": "\(error)", "records": String(unacked)])
+                let permanent = (error as? ClientError)?.isPermanent ?? false
+                log.log(permanent ? .error : .warning, "publish_waiting", ["reason": "\(error)", "records": String(held.count)])
+                if permanent || lastRound {
+                    // A new producer starts at new sequences: what this one held goes again.
+                    try? producer?.close(timeoutMillis: 500)
                     producer = nil
-                    unacked = 0
-                    Thread.sleep(forTimeInterval: 1)
+                    queue.withLock { $0.insert(contentsOf: held, at: 0) }
+                    held = []
                 }
+                if !lastRound { _ = wake.wait(timeout: .now() + .seconds(1)) }
             }
         }
-        try? producer?.close(timeoutMillis: 2_000)
+        try? producer?.close(timeoutMillis: 1_000)
+    }
+
+    private static func readReserved(_ path: String) -> UInt64 {
+        guard let data = FileManager.default.contents(atPath: path) else { return 0 }
+        return UInt64(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    }
+
+    /// Records that sequences through `through` may be used, before any is.
+    private static func reserve(_ through: UInt64, in path: String) throws -> UInt64 {
+        try File.replaceDurably(path, with: Array("\(through)\n".utf8))
+        return through
     }
 }

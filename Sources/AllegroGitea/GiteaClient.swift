@@ -83,17 +83,25 @@ public struct GiteaClient: Sendable {
         }
     }
 
-    /// Every page of a list (`page` from 1, `limit` per page): pages are followed while Gitea's
-    /// `Link` names a next one, at most `maxPages`; `X-Total-Count`, when given, must agree.
+    /// Every page of a list (`page` from 1, `limit` per page), at most `maxPages`. Gitea does
+    /// not say "more" the same way everywhere: a count (`X-Total-Count`) is trusted first, then
+    /// a `Link` header's `next` (some lists, such as the repository's comment feed, send a count
+    /// and no `Link`), and with neither a full page means there may be another.
     public func getAll<T: Decodable & Sendable>(_ path: String, query: [(String, String)] = [], limit: Int = 50,
                                                maxPages: Int = 200) async throws(GiteaError) -> [T] {
         var items: [T] = []
         for page in 1 ... max(maxPages, 1) {
             let (batch, headers): ([T], HTTPHeaders) = try await get(path, query: query + [("page", String(page)), ("limit", String(limit))])
             items += batch
-            let next = headers.first(name: "Link").flatMap { LinkHeader.url($0, rel: "next") }
-            let total = headers.first(name: "X-Total-Count").flatMap { Int($0) }
-            if next == nil || batch.isEmpty || (total.map { items.count >= $0 } ?? false) { return items }
+            let more: Bool
+            if let total = headers.first(name: "X-Total-Count").flatMap({ Int($0) }) {
+                more = items.count < total
+            } else if let link = headers.first(name: "Link") {
+                more = LinkHeader.url(link, rel: "next") != nil
+            } else {
+                more = batch.count >= limit
+            }
+            if batch.isEmpty || !more { return items }
         }
         throw GiteaError(status: nil, message: "GET \(path): more than \(maxPages) pages", retryable: false)
     }

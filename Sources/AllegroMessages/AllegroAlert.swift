@@ -11,6 +11,8 @@ public struct AllegroAlert: Sendable, Equatable {
     static let keys: Set<String> = ["alert", "details", "message", "severity", "since_ms", "status", "subject", "summary"]
     static let maxNameBytes = 64
     static let maxSubjectScalars = 200
+    static let maxSummaryScalars = 1000
+    static let maxDetailsScalars = 8192
 
     /// What is wrong, as a name: `collector_away`, `spill_write_failed`, ...
     public let alert: String
@@ -35,7 +37,13 @@ public struct AllegroAlert: Sendable, Equatable {
             throw MessageError("subject", "longer than \(Self.maxSubjectScalars) characters")
         }
         try FieldRules.singleLine(summary, "summary")
+        guard summary.unicodeScalars.count <= Self.maxSummaryScalars else {
+            throw MessageError("summary", "longer than \(Self.maxSummaryScalars) characters")
+        }
         if !details.isEmpty { try FieldRules.text(details, "details", headings: []) }
+        guard details.unicodeScalars.count <= Self.maxDetailsScalars else {
+            throw MessageError("details", "longer than \(Self.maxDetailsScalars) characters")
+        }
         guard sinceMillis >= 0 else { throw MessageError("since_ms", "below 0") }
         self.alert = alert
         self.subject = subject
@@ -78,11 +86,6 @@ public struct AllegroAlert: Sendable, Equatable {
         self = try AllegroAlert(alert: try object.string("alert"), subject: try object.string("subject"), status: status,
                                 severity: severity, summary: try object.string("summary"), details: try object.string("details"),
                                 sinceMillis: try object.integer("since_ms"))
-    }
-
-    /// One line of Telegram HTML: the subject in bold, then the summary.
-    public var telegramLine: String {
-        "• <b>\(HTML.escape(subject))</b>: \(HTML.escape(summary))"
     }
 }
 

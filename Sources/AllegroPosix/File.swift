@@ -88,6 +88,28 @@ public struct File: Sendable {
 
 /// Directory operations: create, list, remove, rename, and fsync of the directory itself (so a
 /// new or renamed file survives a crash).
+extension File {
+    /// Replaces the file at `path` with `bytes` so that a crash or power loss leaves either the
+    /// old content or the new, whole: written to `path.tmp`, fsync'd, renamed over `path`, and
+    /// the directory fsync'd.
+    public static func replaceDurably(_ path: String, with bytes: [UInt8]) throws(SystemError) {
+        let temporary = path + ".tmp"
+        let file = try File.open(temporary, create: true)
+        do throws(SystemError) {
+            try file.truncate(to: 0)
+            try file.write(bytes, at: 0)
+            try file.sync()
+        } catch {
+            file.close()
+            throw error
+        }
+        file.close()
+        try Directory.rename(temporary, to: path)
+        let slash = path.lastIndex(of: "/")
+        try Directory.sync(slash.map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? ".")
+    }
+}
+
 public enum Directory {
     /// What a path names, without following a symbolic link.
     public enum EntryKind: Sendable, Equatable {

@@ -22,14 +22,7 @@ enum RelayIdentity {
         }
         var generator = SystemRandomNumberGenerator()
         let made = "relay-" + String(generator.next() as UInt64, radix: 16).leftPadded(to: 16)
-        let temporary = path + ".tmp"
-        let file = try File.open(temporary, create: true)
-        defer { file.close() }
-        try file.truncate(to: 0)
-        try file.write(Array((made + "\n").utf8), at: 0)
-        try file.sync()
-        try Directory.rename(temporary, to: path)
-        try Directory.sync(dataDirectory)
+        try File.replaceDurably(path, with: Array((made + "\n").utf8))
         log.log(.info, "relay_id_made", ["relay_id": made, "path": path])
         return made
     }

@@ -226,6 +226,16 @@ public final class StateStore: Sendable {
         }
     }
 
+    /// The events of one kind, oldest first.
+    public func events(kind: String) throws -> [StoredEvent] {
+        try database.read { db in
+            try Row.fetchAll(db, sql: "SELECT at_ns, kind, detail, records FROM events WHERE kind = ? ORDER BY rowid", arguments: [kind]).map { row in
+                StoredEvent(atNanos: UInt64(bitPattern: row["at_ns"]), kind: row["kind"], detail: row["detail"],
+                            records: UInt64(bitPattern: row["records"]))
+            }
+        }
+    }
+
     /// Forgets producers not seen since `nanos` (their records have left the spill too).
     public func pruneProducers(notSeenSince nanos: UInt64) throws {
         try database.write { db in

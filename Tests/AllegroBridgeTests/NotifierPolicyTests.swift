@@ -163,4 +163,55 @@ import Testing
         let text = parts.map(TelegramText.plain).joined(separator: "\n")
         for subject in subjects { #expect(text.contains(subject)) }
     }
+
+    @Test func alertsPastTheBoundsAreCountedToldAndHoldTheCursorUntilThen() {
+        var policy = NotifierPolicy(timing: timing)
+        for index in 0 ..< NotifierPolicy.maxGroups + 5 {
+            policy.take(alert("name-\(index)", "s"), sequence: UInt64(index + 1), nowMillis: 0)
+        }
+        #expect(policy.groups.count == NotifierPolicy.maxGroups + 1)
+        var told: [String] = []
+        while let outgoing = policy.due(nowMillis: 1000) {
+            told.append(outgoing.html)
+            policy.delivered(outgoing, nowMillis: 1000)
+        }
+        #expect(told.contains { $0.contains("(other alerts)") && $0.contains("5 more not tracked") })
+        #expect(policy.oldestPendingSequence == nil)
+    }
+
+    @Test func anAlertThatFiresAndResolvesBeforeItIsToldIsToldResolvedOnce() {
+        var policy = NotifierPolicy(timing: timing)
+        policy.take(alert("disk_filling", "relay-1"), sequence: 1, nowMillis: 0)
+        policy.take(alert("disk_filling", "relay-1", .resolved), sequence: 2, nowMillis: 10)
+        let told = policy.due(nowMillis: 1000)
+        #expect(told?.html.contains("1 resolved") == true && told?.html.contains("new") == false)
+        policy.delivered(told!, nowMillis: 1000)
+        #expect(policy.groups.isEmpty && policy.oldestPendingSequence == nil)
+    }
+
+    @Test func withoutALedgerAResolutionOfAnAlertNeverSeenIsStillTold() {
+        var trusting = NotifierPolicy(timing: timing)
+        trusting.take(alert("collector_away", "timmy", .resolved), sequence: 1, nowMillis: 0)
+        #expect(trusting.due(nowMillis: 1000) == nil)
+        var lost = NotifierPolicy(timing: timing, tellsUnknownResolutions: true)
+        lost.take(alert("collector_away", "timmy", .resolved), sequence: 1, nowMillis: 0)
+        #expect(lost.due(nowMillis: 1000)?.html.contains("Resolved") == true)
+    }
+
+    @Test func onlyRefusalsOfTheTextItselfCanDropAPartAndSecretsTravelOnlyToSafeURLs() {
+        #expect(NotifierService.isContentRefusal("Bad Request: message is too long"))
+        #expect(NotifierService.isContentRefusal("Bad Request: can't parse entities: x"))
+        #expect(!NotifierService.isContentRefusal("Bad Request: chat not found"))
+        #expect(!NotifierService.isContentRefusal("Bad Request: group chat was upgraded to a supergroup chat"))
+        #expect(!NotifierService.isContentRefusal("Forbidden: bot was blocked by the user"))
+        for good in ["https://api.telegram.org", "http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:5"] {
+            #expect(BridgeSettings.isSafeBaseURL(good), "\(good)")
+        }
+        for bad in ["http://127.evil.example", "http://localhost.evil.com", "http://localhost@evil.com/", "http://user:pw@127.0.0.1",
+                    "ftp://127.0.0.1", "http://10.0.0.1", "api.telegram.org"] {
+            #expect(!BridgeSettings.isSafeBaseURL(bad), "\(bad)")
+        }
+        #expect(BridgeProcess.isPlausibleToken("123456:ABC-def_9"))
+        for bad in ["123456", ":abc", "12a:abc", "123:ab%2F", "123:a b", "123:abc/def"] { #expect(!BridgeProcess.isPlausibleToken(bad), "\(bad)") }
+    }
 }

@@ -121,4 +121,39 @@ import Testing
         #expect(DailyReportMaker.nextTime(after: 3 * day + 1000, second: 3600) == 3 * day + 3_600_000)
         #expect(DailyReportMaker.nextTime(after: 3 * day + 3_600_001, second: 3600) == 4 * day + 3_600_000)
     }
+
+    @Test func bySizeOnlyABacklogThatFillsMostOfTheLimitWarnsNotACollectorOneRecordBehind() {
+        var watch = RelayWatch(settings: settings)
+        func sized(lag: UInt64) -> WatchFacts {
+            var status = status(lagRecords: lag, lagSeconds: 1)
+            status.nextSequence = 1_001
+            status.spill.oldestSequence = 1
+            status.spill.bytes = 950
+            return WatchFacts(status: status, diskFreePercent: 50, diskFreeBytes: 1 << 30, nowMillis: 0,
+                              retentionMaxAgeMillis: 7 * 86_400_000, retentionMaxBytes: 1000)
+        }
+        #expect(watch.evaluate(sized(lag: 1)).isEmpty, "a spill near its limit is the steady state")
+        let warned = watch.evaluate(sized(lag: 900))
+        #expect(warned.map(\.alert) == ["retention_warning"] && warned.first?.summary.contains("85%") == true)
+    }
+
+    @Test func aRecordsLostActiveAtTheLastStopHoldsItsTimeAgainAfterARestart() throws {
+        let old = try AllegroAlert(alert: "records_lost", subject: "relay-test", status: .firing, severity: .critical,
+                                   summary: "lost", sinceMillis: 5)
+        var watch = RelayWatch(settings: settings, restored: [old])
+        #expect(watch.evaluate(facts(status(), at: 1_000)).isEmpty)
+        #expect(watch.evaluate(facts(status(), at: 600_999)).isEmpty)
+        let resolved = watch.evaluate(facts(status(), at: 601_000))
+        #expect(resolved.map(\.status) == [.resolved] && resolved.first?.sinceMillis == 5)
+    }
+
+    @Test func aCollectorNameWithAControlCharacterIsAlertedOnShownPrintable() {
+        var watch = RelayWatch(settings: settings)
+        var odd = status(connected: false)
+        odd.collectors[0].name = "tim\nmy"
+        _ = watch.evaluate(facts(odd, at: 0))
+        let fired = watch.evaluate(facts(odd, at: 60_000))
+        #expect(fired.first?.subject == "tim?my")
+        #expect(watch.takeRefused().isEmpty)
+    }
 }

@@ -32,7 +32,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["AllegroRequest", "AllegroReport", "AllegroAlert", "Telemetry", "MessageError", "parse_markdown",
            "parse_json", "REQUEST_HEADING", "REPORT_HEADING", "REQUEST_TYPES", "URGENCIES", "STATUSES",
-           "ALERT_STATUSES", "SEVERITIES", "ALERT_NAME_MAX", "ALERT_SUBJECT_MAX"]
+           "ALERT_STATUSES", "SEVERITIES", "ALERT_NAME_MAX", "ALERT_SUBJECT_MAX",
+           "ALERT_SUMMARY_MAX", "ALERT_DETAILS_MAX"]
 
 REQUEST_HEADING = "## \U0001F504 Allegro Request"
 REPORT_HEADING = "## \u2705 Allegro Report"
@@ -45,6 +46,8 @@ ALERT_STATUSES: Tuple[str, ...] = ("firing", "resolved")
 SEVERITIES: Tuple[str, ...] = ("info", "warning", "critical")
 ALERT_NAME_MAX = 64         # characters (code points) of an alert's name
 ALERT_SUBJECT_MAX = 200     # characters (code points) of an alert's subject
+ALERT_SUMMARY_MAX = 1000    # ... of its summary
+ALERT_DETAILS_MAX = 8192    # ... of its details
 
 # The Markdown labels of each message: a line of a multi-line text may not read as one of them.
 _REQUEST_LABELS: Tuple[str, ...] = ("Type", "Urgency", "Context", "Question/Request", "Options", "Recommendation",
@@ -435,8 +438,11 @@ class AllegroAlert:
         object.__setattr__(self, "subject", _check_bounded_line(self.subject, "subject", ALERT_SUBJECT_MAX))
         object.__setattr__(self, "status", _check_choice(self.status, "status", ALERT_STATUSES))
         object.__setattr__(self, "severity", _check_choice(self.severity, "severity", SEVERITIES))
-        object.__setattr__(self, "summary", _check_single_line(self.summary, "summary"))
-        object.__setattr__(self, "details", _check_optional_text(self.details, "details"))
+        object.__setattr__(self, "summary", _check_bounded_line(self.summary, "summary", ALERT_SUMMARY_MAX))
+        details = _check_optional_text(self.details, "details")
+        if len(details) > ALERT_DETAILS_MAX:
+            raise MessageError("details", "longer than %d characters" % ALERT_DETAILS_MAX)
+        object.__setattr__(self, "details", details)
         object.__setattr__(self, "since_ms", _check_whole(self.since_ms, "since_ms"))
 
     @property

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
+from fake_http import TrackedHandler
+
 MAX_TEXT = 4096
 
 # Tags Telegram's HTML parse mode supports (synonyms included); a `span` only with class="tg-spoiler".
@@ -460,24 +462,9 @@ class FakeTelegram:
     def _handler(self) -> type:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"     # keep-alive, as api.telegram.org
-
-            def setup(self) -> None:
-                super().setup()
-                with fake._condition:
-                    fake._connections.add(self.connection)
-
-            def finish(self) -> None:
-                with fake._condition:
-                    fake._connections.discard(self.connection)
-                try:
-                    super().finish()
-                except OSError:
-                    pass
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
+        class Handler(TrackedHandler):
+            connections = fake._connections
+            connections_lock = fake._condition
 
             def _handle(self) -> None:
                 at = time.monotonic()
