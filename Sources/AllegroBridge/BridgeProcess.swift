@@ -2,6 +2,7 @@ import AllegroClient
 import AllegroGitea
 import AllegroLog
 import AllegroPosix
+import AllegroWire
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
@@ -62,6 +63,7 @@ public enum BridgeProcess {
         var services: [any Service] = []
         var httpClient: HTTPClient?
         var giteaHealth: GiteaHealthBoard?
+        var commandRoutes: CommandRoutes?
         if gitea.isOn {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
             let store = try BridgeStore(path: settings.dataDirectory + "/bridge.sqlite")
@@ -70,8 +72,13 @@ public enum BridgeProcess {
             let board = GiteaHealthBoard()
             giteaHealth = board
             let publisher = OutboxPublisher(store: store, relay: relay, token: producerToken, producerID: "allegro-bridge-gitea", log: log)
-            services.append(GiteaPoller(settings: gitea, client: GiteaClient(http: client, url: gitea.url, token: gitea.token ?? ""),
-                                        store: store, publisher: publisher, health: board, log: log))
+            let giteaClient = GiteaClient(http: client, url: gitea.url, token: gitea.token ?? "")
+            let giteaCommands = GiteaCommands(settings: gitea, client: giteaClient, store: store, publisher: publisher, log: log)
+            if let commandToken = gitea.commandToken {
+                commandRoutes = CommandRoutes(commands: giteaCommands, token: Token(commandToken), log: log)
+            }
+            services.append(GiteaPoller(settings: gitea, client: giteaClient, store: store, publisher: publisher,
+                                        commands: giteaCommands, health: board, log: log))
         }
         if let token, !settings.telegramChatID.isEmpty {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
@@ -91,10 +98,10 @@ public enum BridgeProcess {
                 ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"),
                 relayHealth: relayHTTP.map { RelayHealthProbe(http: client, url: "http://\($0)/health") },
                 health: notifierHealth, log: log))
-            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, log: log), at: 0)
         } else {
             log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])
-            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, log: log), at: 0)
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
@@ -114,11 +121,12 @@ public enum BridgeProcess {
         }
     }
 
-    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, log: EventLog) -> any Service {
+    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, commands: CommandRoutes?, log: EventLog) -> any Service {
         guard let http = settings.http, let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleService() }
         var httpLogger = Logger(label: "allegro.http")
         httpLogger.logLevel = max(log.logger.logLevel, .notice)
         let router = Router()
+        commands?.add(to: router)
         router.get("health") { _, _ in
             let notifier = health.notifier?.current
             let gitea = health.gitea?.current

@@ -36,9 +36,10 @@ public final class BridgeStore: Sendable {
         public var session: String
         public var payload: String
         /// For issues and pull requests: their number and `updated_at` in Unix milliseconds,
-        /// to keep the latest in the cache.
+        /// to keep the latest in the cache; `createdMillis` tells a new issue from one first seen.
         public var cacheNumber: Int64? = nil
         public var updatedMillis: Int64 = 0
+        public var createdMillis: Int64 = 0
     }
 
     public init(path: String) throws {
@@ -51,7 +52,8 @@ public final class BridgeStore: Sendable {
                 CREATE TABLE IF NOT EXISTS gitea_seen (repo TEXT NOT NULL, kind TEXT NOT NULL, id INTEGER NOT NULL,
                                                        updated_at TEXT NOT NULL, seen_ms INTEGER NOT NULL,
                                                        PRIMARY KEY (repo, kind, id)) WITHOUT ROWID;
-                CREATE TABLE IF NOT EXISTS poll_state (repo TEXT PRIMARY KEY NOT NULL, polled_ms INTEGER NOT NULL) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS poll_state (repo TEXT PRIMARY KEY NOT NULL, polled_ms INTEGER NOT NULL,
+                                                       first_ms INTEGER NOT NULL) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS gitea_cache (repo TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL,
                                                         updated_ms INTEGER NOT NULL, payload TEXT NOT NULL, seen_ms INTEGER NOT NULL,
                                                         PRIMARY KEY (repo, number)) WITHOUT ROWID;
@@ -64,16 +66,19 @@ public final class BridgeStore: Sendable {
         }
     }
 
-    /// Puts the changes not published before (by `updated_at`) in the outbox; returns how many.
+    /// Puts the changes not published before (by `updated_at`) in the outbox; returns how many,
+    /// and those seen now for the first time.
     @discardableResult
-    public func enqueue(_ changes: [Change], nowMillis: Int64) throws -> Int {
+    public func enqueue(_ changes: [Change], nowMillis: Int64) throws -> (added: Int, firstSeen: [Change]) {
         try pool.write { db in
             var next = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'next_seq'") ?? 1
             var added = 0
+            var firstSeen: [Change] = []
             for change in changes {
                 let seen = try String.fetchOne(db, sql: "SELECT updated_at FROM gitea_seen WHERE repo = ? AND kind = ? AND id = ?",
                                                arguments: [change.repo, change.kind, change.id])
                 guard seen != change.updatedAt else { continue }
+                if seen == nil { firstSeen.append(change) }
                 try db.execute(sql: "INSERT INTO outbox (seq, kind, session, payload, made_ms) VALUES (?, ?, ?, ?, ?)",
                                arguments: [next, change.kind, change.session, change.payload, nowMillis])
                 try db.execute(sql: """
@@ -91,7 +96,7 @@ public final class BridgeStore: Sendable {
                 added += 1
             }
             try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'next_seq'", arguments: [next])
-            return added
+            return (added, firstSeen)
         }
     }
 
@@ -115,12 +120,17 @@ public final class BridgeStore: Sendable {
         try pool.read { db in try Int64.fetchOne(db, sql: "SELECT polled_ms FROM poll_state WHERE repo = ?", arguments: [repo]) }
     }
 
+    /// When the repository was first polled (what was opened before is not new to triage).
+    public func firstPolled(_ repo: String) throws -> Int64? {
+        try pool.read { db in try Int64.fetchOne(db, sql: "SELECT first_ms FROM poll_state WHERE repo = ?", arguments: [repo]) }
+    }
+
     public func setPolled(_ repo: String, atMillis: Int64) throws {
         try pool.write { db in
             try db.execute(sql: """
-                INSERT INTO poll_state (repo, polled_ms) VALUES (?, ?)
+                INSERT INTO poll_state (repo, polled_ms, first_ms) VALUES (?, ?, ?)
                 ON CONFLICT (repo) DO UPDATE SET polled_ms = excluded.polled_ms
-                """, arguments: [repo, atMillis])
+                """, arguments: [repo, atMillis, atMillis])
         }
     }
 

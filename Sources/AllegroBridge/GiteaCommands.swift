@@ -150,6 +150,28 @@ struct GiteaCommands: Sendable {
         throw CommandError(status: 503, reason: "Gitea did not answer; the command stays journaled and is finished at the next try")
     }
 
+    /// Finishes the commands a crash left pending, each by looking at Gitea before writing.
+    func resumePending() async {
+        for command in (try? store.pendingCommands()) ?? [] {
+            let request = (try? JSONSerialization.jsonObject(with: Data(command.request.utf8))) as? [String: Any] ?? [:]
+            log.log(.info, "gitea_command_resumed", ["operation": command.operation, "command": command.kind, "repo": command.repo])
+            do {
+                switch command.kind {
+                case "comment":
+                    _ = try await comment(repo: command.repo, number: command.number, operation: command.operation,
+                                          body: request["body"] as? String ?? "")
+                case "status":
+                    _ = try await status(repo: command.repo, number: command.number, operation: command.operation,
+                                         status: request["status"] as? String ?? "")
+                default:
+                    log.log(.error, "gitea_command_unknown", ["operation": command.operation, "command": command.kind])
+                }
+            } catch {
+                log.log(.warning, "gitea_command_not_resumed", ["operation": command.operation, "reason": error.reason])
+            }
+        }
+    }
+
     // MARK: The journal around a command
 
     /// Journals the command, runs it unless an earlier call finished it, records the outcome,
@@ -213,6 +235,15 @@ struct GiteaCommands: Sendable {
     }
 
     static var nowMillis: Int64 { Int64(Clock.wallNanos / 1_000_000) }
+
+    /// The receipt triage posts on a new issue: an Allegro Report in the seed's Markdown.
+    static func receipt(repo: String, number: Int64, status: String) -> String? {
+        guard let telemetry = try? AllegroReport.Telemetry(executions: 1, successRatePercent: 100, avgLatencyMillis: 0) else { return nil }
+        let labelled = status.isEmpty ? "" : " and labelled \(GiteaSettings.statusLabel(status))"
+        return try? AllegroReport(task: "Triage of \(repo)#\(number)", status: .complete, duration: "0s",
+                                  results: "Received by Allegro\(labelled); Timmy has it and decides what happens next.",
+                                  artifacts: [], telemetry: telemetry, nextSteps: "Timmy decides.").markdown
+    }
 
     static func gitea(_ error: GiteaError) -> CommandError {
         switch error.status {

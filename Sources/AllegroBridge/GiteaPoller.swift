@@ -34,6 +34,8 @@ struct GiteaPoller: Service {
     let client: GiteaClient
     let store: BridgeStore
     let publisher: OutboxPublisher
+    /// Timmy's commands, whose pending ones are finished once Gitea answers.
+    let commands: GiteaCommands
     let health: GiteaHealthBoard
     let log: EventLog
 
@@ -41,6 +43,7 @@ struct GiteaPoller: Service {
         defer { publisher.stop() }
         guard let login = try await whoAmI() else { return }
         health.update { $0.login = login }
+        await commands.resumePending()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             health.update { $0.state = "polling" }
             var problem: String?
@@ -91,7 +94,8 @@ struct GiteaPoller: Service {
     /// One repository: its changed issues, pull requests and comments into the outbox.
     func poll(_ repo: String) async throws {
         let started = Self.nowMillis
-        let previous = try store.polled(repo) ?? (started - Int64(settings.backfillMillis))
+        let polledBefore = try store.polled(repo)
+        let previous = polledBefore ?? (started - Int64(settings.backfillMillis))
         let since = Self.rfc3339(previous - Int64(settings.pollOverlapMillis))
         let issues: [GiteaIssue] = try await client.getAll("/repos/\(repo)/issues", query: [("state", "all"), ("since", since)],
                                                            limit: settings.pageSize)
@@ -99,12 +103,44 @@ struct GiteaPoller: Service {
                                                                limit: settings.pageSize)
         var changes = issues.map { GiteaRecords.change(repo: repo, issue: $0) }
         changes += comments.compactMap { GiteaRecords.change(repo: repo, comment: $0) }
-        let added = try store.enqueue(changes, nowMillis: started)
+        let (added, firstSeen) = try store.enqueue(changes, nowMillis: started)
         try store.setPolled(repo, atMillis: started)
         if added > 0 {
             log.log(.info, "gitea_changes", ["repo": repo, "records": String(added)])
             publisher.poke()
         }
+        // Triage: only issues opened since the repository was first polled (not the backfill of
+        // the first poll), and only the steps the configuration names.
+        guard polledBefore != nil, let watchedSince = try store.firstPolled(repo) else { return }
+        for change in firstSeen where change.kind == "gitea.issue" && change.createdMillis >= watchedSince - Int64(settings.pollOverlapMillis) {
+            guard let number = change.cacheNumber else { continue }
+            await triage(repo: repo, number: number)
+        }
+    }
+
+    /// The configured mechanical steps for a new issue: its status label, a receipt comment in
+    /// the Report format. Each is one of Timmy's commands under an id of its own, so a crash or a
+    /// second poll never does a step twice.
+    func triage(repo: String, number: Int64) async {
+        if !settings.triageStatus.isEmpty {
+            do {
+                _ = try await commands.status(repo: repo, number: number, operation: Self.operation("triage-status", repo, number), status: settings.triageStatus)
+            } catch {
+                log.log(.warning, "gitea_triage_failed", ["repo": repo, "number": String(number), "step": "status", "reason": error.reason])
+            }
+        }
+        if settings.triageReceipt, let receipt = GiteaCommands.receipt(repo: repo, number: number, status: settings.triageStatus) {
+            do {
+                _ = try await commands.comment(repo: repo, number: number, operation: Self.operation("triage-receipt", repo, number), body: receipt)
+            } catch {
+                log.log(.warning, "gitea_triage_failed", ["repo": repo, "number": String(number), "step": "receipt", "reason": error.reason])
+            }
+        }
+    }
+
+    /// A triage step's operation id: one per step and issue (`triage-status:owner:name:7`).
+    static func operation(_ step: String, _ repo: String, _ number: Int64) -> String {
+        "\(step):\(repo.replacingOccurrences(of: "/", with: ":")):\(number)"
     }
 
     static func rfc3339(_ millis: Int64) -> String {

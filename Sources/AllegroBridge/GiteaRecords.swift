@@ -20,7 +20,7 @@ enum GiteaRecords {
         if let pull = issue.pullRequest { object["merged"] = pull.merged ?? false }
         return BridgeStore.Change(repo: repo, kind: kind, id: issue.id, updatedAt: issue.updatedAt,
                                   session: "\(repo)#\(issue.number)", payload: json(object), cacheNumber: issue.number,
-                                  updatedMillis: millis(issue.updatedAt) ?? 0)
+                                  updatedMillis: millis(issue.updatedAt) ?? 0, createdMillis: issue.createdAt.flatMap(millis) ?? 0)
     }
 
     static func change(repo: String, comment: GiteaComment) -> BridgeStore.Change? {

@@ -21,6 +21,10 @@ public struct GiteaSettings: Sendable, Equatable {
 
     /// Timmy's statuses, each an exclusive label `status/NAME` (which must exist in the repository).
     public var statuses = ["triage", "in-progress", "blocked", "review", "done"]
+    /// Triage of a new issue, by Timmy's rules: the status to set ("" none) and whether to post
+    /// a receipt comment (an Allegro Report). Nothing else: no assignment, priority or choice.
+    public var triageStatus = "triage"
+    public var triageReceipt = true
     /// Bearer token of Timmy's command API (`ALLEGRO_GITEA_COMMAND_TOKEN`); unset: no command API.
     public var commandToken: String?
 
@@ -55,6 +59,15 @@ public struct GiteaSettings: Sendable, Equatable {
                                     ("gitea.page_size", pageSize, 1 ... 50),
                                     ("gitea.retention_ms", retentionMillis, 3_600_000 ... 365 * 86_400_000)] where !range.contains(value) {
             throw BridgeSettings.Invalid(key: key, value: String(value), allowed: "\(range.lowerBound) ... \(range.upperBound)")
+        }
+        for status in statuses where status.isEmpty || status.utf8.count > 50 || status.contains(where: { $0 == "/" || $0 == " " || $0.isNewline }) {
+            throw BridgeSettings.Invalid(key: "gitea.statuses", value: "\"\(status)\"", allowed: "names of 1 ... 50 characters without / or spaces (each is the label status/NAME)")
+        }
+        if !triageStatus.isEmpty && !statuses.contains(triageStatus) {
+            throw BridgeSettings.Invalid(key: "gitea.triage_status", value: "\"\(triageStatus)\"", allowed: "one of gitea.statuses, or \"\" for none")
+        }
+        if let commandToken, commandToken.utf8.count < 16 || commandToken.utf8.count > 255 {
+            throw BridgeSettings.Invalid(key: "gitea.command_token", value: "(\(commandToken.utf8.count) bytes)", allowed: "16 ... 255 bytes")
         }
         guard !sovereignLogin.isEmpty else {
             throw BridgeSettings.Invalid(key: "gitea.sovereign_login", value: "\"\"", allowed: "Timmy's Gitea login, which the bridge must never act as")

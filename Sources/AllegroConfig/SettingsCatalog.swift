@@ -103,6 +103,14 @@ enum SettingsCatalog {
         Setting(key: "gitea.page_size", kind: .integer(\.gitea.pageSize)),
         Setting(key: "gitea.sovereign_login", kind: .text(\.gitea.sovereignLogin)),
         Setting(key: "gitea.retention_ms", kind: .integer(\.gitea.retentionMillis)),
+        Setting(key: "gitea.statuses", kind: .list(\.gitea.statuses)),
+        Setting(key: "gitea.triage_status", kind: .text(\.gitea.triageStatus)),
+        Setting(key: "gitea.triage_receipt", kind: .parsed(parse: { settings, text in
+            guard let value = ["true": true, "false": false][text] else { return "true or false" }
+            settings.gitea.triageReceipt = value
+            return nil
+        }, show: { $0.gitea.triageReceipt ? "true" : "false" })),
+        Setting(key: "gitea.command_token", kind: .secret(\.gitea.commandToken)),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
