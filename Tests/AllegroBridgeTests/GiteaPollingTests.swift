@@ -43,8 +43,10 @@ import Testing
         func change(_ id: Int64, _ updated: String) -> BridgeStore.Change {
             BridgeStore.Change(repo: "o/r", kind: "gitea.issue", id: id, updatedAt: updated, session: "o/r#\(id)", payload: "{\"id\":\(id)}")
         }
-        #expect(try store.enqueue([change(1, "a"), change(2, "a")], nowMillis: 0) == 2)
-        #expect(try store.enqueue([change(1, "a"), change(2, "b")], nowMillis: 1) == 1, "only what changed")
+        let first = try store.enqueue([change(1, "a"), change(2, "a")], nowMillis: 0)
+        #expect(first.added == 2 && first.firstSeen.map(\.id) == [1, 2])
+        let second = try store.enqueue([change(1, "a"), change(2, "b")], nowMillis: 1)
+        #expect(second.added == 1 && second.firstSeen.isEmpty, "only what changed; nothing seen for the first time")
         let rows = try store.pending(limit: 10)
         #expect(rows.count == 3 && rows.map(\.payload) == ["{\"id\":1}", "{\"id\":2}", "{\"id\":2}"])
         #expect(zip(rows, rows.dropFirst()).allSatisfy { $1.sequence == $0.sequence + 1 }, "contiguous")
@@ -54,9 +56,9 @@ import Testing
 
         // The same file again (a restart): numbering goes on, nothing seen is taken twice.
         let reopened = try BridgeStore(path: directory.appendingPathComponent("bridge.sqlite").path)
-        #expect(try reopened.enqueue([change(2, "b"), change(3, "a")], nowMillis: 2) == 1)
+        #expect(try reopened.enqueue([change(2, "b"), change(3, "a")], nowMillis: 2).added == 1)
         #expect(try reopened.pending(limit: 10).map(\.sequence) == [rows[2].sequence, rows[2].sequence + 1])
         try reopened.forgetSeen(before: 2)
-        #expect(try reopened.enqueue([change(1, "a")], nowMillis: 3) == 1, "forgotten after the retention")
+        #expect(try reopened.enqueue([change(1, "a")], nowMillis: 3).added == 1, "forgotten after the retention")
     }
 }
