@@ -94,7 +94,7 @@ let package = Package(
         // collector of the relay). Sees the relay only over the wire (AllegroClient).
         .target(
             name: "AllegroBridge",
-            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix", "AllegroGitea", "AllegroWire",
+            dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix", "AllegroGitea", "AllegroWire", "AllegroApproval",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
                            .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Hummingbird", package: "hummingbird"),

@@ -34,6 +34,14 @@ public struct ApprovalEvent: Sendable, Equatable {
         return event
     }
 
+    /// A refusal right before the side effect (the approval was accepted on receipt): the
+    /// action and target as they are now, the approval's nonce.
+    public static func refused<Action: GatedAction>(_ refusal: ApprovalRefusal, atExecutionOf approved: Approved<Action>,
+                                                    actionNow: Action) -> ApprovalEvent {
+        ApprovalEvent(verdict: "refused", reason: refusal.reason, check: refusal.check.rawValue, action: Action.approvalName,
+                      target: actionNow.approvalTarget, nonce: approved.nonce, signer: approved.signer, keyFingerprint: approved.keyFingerprint)
+    }
+
     /// One JSON object, keys sorted.
     public var json: String {
         var object: [String: Any] = ["verdict": verdict]

@@ -75,6 +75,23 @@ public struct ApprovalVerifier: Sendable {
         return Approved(action: action, verified: verified, signature: signature)
     }
 
+    /// For a command journaled with this approval and cut short by a crash after the approval
+    /// was accepted: `verify` and the action check as `approve` does, with the nonce already
+    /// recorded (by that command) rather than consumed now. A nonce not yet recorded is consumed
+    /// as `approve` would; a fresh approval can never skip its nonce this way.
+    public func resume<Action: GatedAction>(_ action: Action, statement text: [UInt8], signature: [UInt8],
+                                            atSeconds now: Int64) throws(ApprovalRefusal) -> Approved<Action> {
+        let verified = try verify(statement: text, signature: signature, atSeconds: now)
+        try Self.check(verified.statement, approves: action)
+        guard let nonces else { throw ApprovalRefusal(.nonce, "no nonce store: an approval cannot be used without one") }
+        let used: Bool
+        do { used = try nonces.isUsed(verified.statement.nonce) } catch {
+            throw ApprovalRefusal(.nonce, "the nonce store failed: \(error)")
+        }
+        guard used else { return try approve(action, statement: text, signature: signature, atSeconds: now) }
+        return Approved(action: action, verified: verified, signature: signature)
+    }
+
     /// The check right before the side effect: the approval again against this clock and trust
     /// file (a key removed since, an expiry passed while it waited), and against the action as it
     /// is now, read from the forge (a head that moved). Its nonce is already its own.

@@ -6,6 +6,8 @@ import Synchronization
 public protocol NonceStore: Sendable {
     /// Records `nonce`; false when it was recorded before (a replay).
     func consume(_ nonce: String, notAfterSeconds: Int64, action: String, atSeconds now: Int64) throws -> Bool
+    /// Whether `nonce` was recorded.
+    func isUsed(_ nonce: String) throws -> Bool
 }
 
 /// Nonces in SQLite (`DATA/approvals.sqlite`, WAL): the primary key makes "seen before" one
@@ -34,6 +36,10 @@ public final class SQLiteNonceStore: NonceStore {
             return db.changesCount == 1
         }
     }
+
+    public func isUsed(_ nonce: String) throws -> Bool {
+        try pool.read { db in try Bool.fetchOne(db, sql: "SELECT 1 FROM used_nonces WHERE nonce = ?", arguments: [nonce]) ?? false }
+    }
 }
 
 /// Nonces in memory, for one process (tests, a one-off check).
@@ -45,4 +51,6 @@ public final class MemoryNonceStore: NonceStore {
     public func consume(_ nonce: String, notAfterSeconds: Int64, action: String, atSeconds now: Int64) throws -> Bool {
         used.withLock { $0.insert(nonce).inserted }
     }
+
+    public func isUsed(_ nonce: String) throws -> Bool { used.withLock { $0.contains(nonce) } }
 }

@@ -1,3 +1,4 @@
+import AllegroApproval
 import AllegroClient
 import AllegroGitea
 import AllegroLog
@@ -73,7 +74,13 @@ public enum BridgeProcess {
             giteaHealth = board
             let publisher = OutboxPublisher(store: store, relay: relay, token: producerToken, producerID: "allegro-bridge-gitea", log: log)
             let giteaClient = GiteaClient(http: client, url: gitea.url, token: gitea.token ?? "")
-            let giteaCommands = GiteaCommands(settings: gitea, client: giteaClient, store: store, publisher: publisher, log: log)
+            var gate: ApprovalGate?
+            if !gitea.allowedSigners.isEmpty {
+                gate = ApprovalGate(allowedSignersPath: gitea.allowedSigners,
+                                    nonces: try SQLiteNonceStore(path: settings.dataDirectory + "/approvals.sqlite"),
+                                    store: store, publisher: publisher, log: log)
+            }
+            let giteaCommands = GiteaCommands(settings: gitea, client: giteaClient, store: store, publisher: publisher, gate: gate, log: log)
             if let commandToken = gitea.commandToken {
                 commandRoutes = CommandRoutes(commands: giteaCommands, token: Token(commandToken), log: log)
             }

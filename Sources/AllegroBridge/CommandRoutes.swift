@@ -13,6 +13,12 @@ import Hummingbird
 /// - `GET /v1/gitea/{owner}/{repo}/issues/{n}`: one issue with its comments, from Gitea.
 /// - `POST /v1/gitea/{owner}/{repo}/issues/{n}/comments` `{"operation_id","body"}`
 /// - `PUT /v1/gitea/{owner}/{repo}/issues/{n}/status` `{"operation_id","status"}`
+/// - `POST /v1/gitea/{owner}/{repo}/issues/{n}/close` `{"operation_id","statement","signature"}`
+/// - `POST /v1/gitea/{owner}/{repo}/pulls` `{"operation_id","head","base","title","body","statement","signature"}`
+/// - `POST /v1/gitea/{owner}/{repo}/pulls/{n}/merge` `{"operation_id","statement","signature"}`
+///
+/// The last three are gated: `statement` and `signature` are Timmy's signed approval of exactly
+/// that action (protocol/APPROVAL.md).
 struct CommandRoutes: Sendable {
     let commands: GiteaCommands
     let token: Token
@@ -20,6 +26,7 @@ struct CommandRoutes: Sendable {
     static let maxBodyBytes = 128 << 10
 
     func add(to router: Router<BasicRequestContext>) {
+        addGated(to: router)
         let group = router.group("v1/gitea")
         group.get(":owner/:repo/issues") { request, context in
             await answer("issues", request) { () async throws(CommandError) in
@@ -55,6 +62,39 @@ struct CommandRoutes: Sendable {
                 return GiteaRecords.json(result)
             }
         }
+    }
+
+    func addGated(to router: Router<BasicRequestContext>) {
+        let group = router.group("v1/gitea")
+        group.post(":owner/:repo/issues/:number/close") { request, context in
+            await answer("close_issue", request) { () async throws(CommandError) in
+                let body = try await Self.body(request, keys: ["operation_id", "statement", "signature"])
+                let result = try await commands.closeIssue(repo: try Self.repo(context), number: try Self.number(context),
+                                                           operation: body["operation_id"] ?? "", approval: Self.approval(body))
+                return GiteaRecords.json(result)
+            }
+        }
+        group.post(":owner/:repo/pulls") { request, context in
+            await answer("create_pr", request) { () async throws(CommandError) in
+                let body = try await Self.body(request, keys: ["operation_id", "head", "base", "title", "body", "statement", "signature"])
+                let result = try await commands.createPull(repo: try Self.repo(context), operation: body["operation_id"] ?? "",
+                                                           head: body["head"] ?? "", base: body["base"] ?? "", title: body["title"] ?? "",
+                                                           body: body["body"] ?? "", approval: Self.approval(body))
+                return GiteaRecords.json(result)
+            }
+        }
+        group.post(":owner/:repo/pulls/:number/merge") { request, context in
+            await answer("merge_pr", request) { () async throws(CommandError) in
+                let body = try await Self.body(request, keys: ["operation_id", "statement", "signature"])
+                let result = try await commands.mergePull(repo: try Self.repo(context), number: try Self.number(context),
+                                                          operation: body["operation_id"] ?? "", approval: Self.approval(body))
+                return GiteaRecords.json(result)
+            }
+        }
+    }
+
+    static func approval(_ body: [String: String]) -> GiteaCommands.Approval {
+        GiteaCommands.Approval(statement: body["statement"] ?? "", signature: body["signature"] ?? "")
     }
 
     /// Checks the token, runs `work`, logs the outcome and answers it.

@@ -22,6 +22,8 @@ struct GiteaCommands: Sendable {
     let client: GiteaClient
     let store: BridgeStore
     let publisher: OutboxPublisher
+    /// Timmy's approvals for the gated commands; nil: they are refused (no `gitea.allowed_signers`).
+    let gate: ApprovalGate?
     let log: EventLog
 
     /// Tries of a write whose answer was lost (each after looking again).
@@ -77,7 +79,7 @@ struct GiteaCommands: Sendable {
         try Self.checkOperation(operation)
         guard !body.isEmpty, body.utf8.count <= 64 << 10 else { throw CommandError(status: 400, reason: "body: 1 byte ... 64 KiB") }
         let request = GiteaRecords.json(["body": body])
-        return try await journaled(operation: operation, kind: "comment", repo: repo, number: number, request: request) { () async throws(CommandError) in
+        return try await journaled(operation: operation, kind: "comment", repo: repo, number: number, request: request) { (_: Bool) async throws(CommandError) in
             try await doComment(repo: repo, number: number, operation: operation, body: body)
         }
     }
@@ -114,7 +116,7 @@ struct GiteaCommands: Sendable {
             throw CommandError(status: 400, reason: "status: one of \(settings.statuses.joined(separator: ", ")) (gitea.statuses)")
         }
         let request = GiteaRecords.json(["status": status])
-        return try await journaled(operation: operation, kind: "status", repo: repo, number: number, request: request) { () async throws(CommandError) in
+        return try await journaled(operation: operation, kind: "status", repo: repo, number: number, request: request) { (_: Bool) async throws(CommandError) in
             try await doStatus(repo: repo, number: number, status: status)
         }
     }
@@ -163,6 +165,8 @@ struct GiteaCommands: Sendable {
                 case "status":
                     _ = try await status(repo: command.repo, number: command.number, operation: command.operation,
                                          status: request["status"] as? String ?? "")
+                case "close_issue", "create_pr", "merge_pr":
+                    _ = try await resumeGated(command, request)
                 default:
                     log.log(.error, "gitea_command_unknown", ["operation": command.operation, "command": command.kind])
                 }
@@ -175,9 +179,9 @@ struct GiteaCommands: Sendable {
     // MARK: The journal around a command
 
     /// Journals the command, runs it unless an earlier call finished it, records the outcome,
-    /// and reports it on the stream.
+    /// and reports it on the stream. `body` learns whether it resumes a journaled command.
     func journaled(operation: String, kind: String, repo: String, number: Int64, request: String,
-                   _ body: () async throws(CommandError) -> [String: Any]) async throws(CommandError) -> [String: Any] {
+                   _ body: (_ resuming: Bool) async throws(CommandError) -> [String: Any]) async throws(CommandError) -> [String: Any] {
         let started = Clock.monotonicNanos
         let entry: BridgeStore.JournalEntry
         do { entry = try store.journal(operation: operation, kind: kind, repo: repo, number: number, request: request, nowMillis: Self.nowMillis) } catch {
@@ -193,9 +197,10 @@ struct GiteaCommands: Sendable {
         case .new, .pending:
             break
         }
+        let resuming = entry == .pending
         log.log(.info, "gitea_command", ["operation": operation, "command": kind, "repo": repo, "number": String(number)])
         do {
-            let result = try await body()
+            let result = try await body(resuming)
             finish(operation: operation, kind: kind, repo: repo, number: number, state: "done", result: result, started: started)
             return result
         } catch where error.status == 503 {

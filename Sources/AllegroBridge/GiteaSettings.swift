@@ -25,6 +25,9 @@ public struct GiteaSettings: Sendable, Equatable {
     /// a receipt comment (an Allegro Report). Nothing else: no assignment, priority or choice.
     public var triageStatus = "triage"
     public var triageReceipt = true
+    /// Timmy's public keys (an OpenSSH `allowed_signers` file, protocol/APPROVAL.md section 5)
+    /// for the gated commands; empty: they are refused.
+    public var allowedSigners = ""
     /// Bearer token of Timmy's command API (`ALLEGRO_GITEA_COMMAND_TOKEN`); unset: no command API.
     public var commandToken: String?
 

@@ -111,6 +111,7 @@ enum SettingsCatalog {
             return nil
         }, show: { $0.gitea.triageReceipt ? "true" : "false" })),
         Setting(key: "gitea.command_token", kind: .secret(\.gitea.commandToken)),
+        Setting(key: "gitea.allowed_signers", kind: .text(\.gitea.allowedSigners)),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })

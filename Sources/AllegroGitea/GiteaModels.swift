@@ -91,3 +91,51 @@ public struct GiteaComment: Codable, Sendable, Equatable {
         case updatedAt = "updated_at"
     }
 }
+
+/// A repository (`Repository`), for its default branch.
+public struct GiteaRepository: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var fullName: String?
+    public var defaultBranch: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case fullName = "full_name"
+        case defaultBranch = "default_branch"
+    }
+}
+
+/// A branch (`Branch`): its head commit and whether it is protected.
+public struct GiteaBranch: Codable, Sendable, Equatable {
+    public struct Commit: Codable, Sendable, Equatable {
+        public var id: String
+    }
+
+    public var name: String
+    public var commit: Commit?
+    public var protected: Bool?
+}
+
+/// One side of a pull request (`PRBranchInfo`).
+public struct GiteaPullBranch: Codable, Sendable, Equatable {
+    public var ref: String
+    public var sha: String?
+}
+
+/// A pull request (`PullRequest`).
+public struct GiteaPull: Codable, Sendable, Equatable {
+    public var id: Int64
+    public var number: Int64
+    public var state: String
+    public var title: String?
+    public var merged: Bool?
+    public var mergeable: Bool?
+    public var htmlURL: String?
+    public var head: GiteaPullBranch?
+    public var base: GiteaPullBranch?
+
+    enum CodingKeys: String, CodingKey {
+        case id, number, state, title, merged, mergeable, head, base
+        case htmlURL = "html_url"
+    }
+}

@@ -55,7 +55,7 @@ import Testing
         #expect(result.status == 0, "\(result.stderr)")
         // Section headers (`bridge:`) carry no value of their own.
         let settings = result.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.hasSuffix(":") }
-        #expect(settings.count == 55, "every key but the five tokens, which are unset: \(result.stdout)")
+        #expect(settings.count == 56, "every key but the five tokens, which are unset: \(result.stdout)")
         #expect(result.stdout.contains("# producer_token: (unset)"))
         for line in settings { #expect(line.hasSuffix("# " + example.path), "every key is in the example: \(line)") }
     }
