@@ -41,6 +41,29 @@ import Testing
         #expect(refusal { () throws(ApprovalRefusal) in _ = try later.approve(action, statement: text, signature: signature, atSeconds: now + 2) }?.check == .nonce)
     }
 
+    @Test func aJournaledCommandResumesWithItsOwnNonceAndAFreshApprovalCannotSkipItsNonce() throws {
+        let timmy = try keygen.key("timmy")
+        let nonces = MemoryNonceStore()
+        let verifier = ApprovalVerifier(allowedSigners: try signers([line(timmy)]), nonces: nonces)
+        let action = CloseIssue(repo: "timmy/home", issue: 42)
+        let text = statement(now: now)
+        let signature = try keygen.sign(text, key: "timmy")
+        // Resuming an approval whose nonce is not recorded consumes it, as approve would.
+        let first = try verifier.resume(action, statement: text, signature: signature, atSeconds: now)
+        #expect(try nonces.isUsed(first.nonce))
+        // After a crash, the same command resumes: its nonce is already its own.
+        let again = try verifier.resume(action, statement: text, signature: signature, atSeconds: now + 5)
+        #expect(again.nonce == first.nonce)
+        // approve still refuses it as a replay, and resume still checks the action and the clock.
+        #expect(refusal { () throws(ApprovalRefusal) in _ = try verifier.approve(action, statement: text, signature: signature, atSeconds: now + 6) }?.check == .nonce)
+        #expect(refusal { () throws(ApprovalRefusal) in
+            _ = try verifier.resume(CloseIssue(repo: "timmy/home", issue: 43), statement: text, signature: signature, atSeconds: now + 7)
+        }?.check == .action)
+        #expect(refusal { () throws(ApprovalRefusal) in
+            _ = try verifier.resume(action, statement: text, signature: signature, atSeconds: now + 3600)
+        }?.check == .expiry)
+    }
+
     @Test func expiryHoldsAtReceiptAndAgainAtExecution() throws {
         let timmy = try keygen.key("timmy")
         let verifier = ApprovalVerifier(allowedSigners: try signers([line(timmy)]), nonces: MemoryNonceStore())

@@ -1,4 +1,5 @@
-"""Timmy's side of Allegro: the seed's HermesBridge API over every configured relay.
+"""Timmy's side of Allegro: the seed's HermesBridge API over every configured relay, and GiteaBridge,
+his commands to Gitea through `allegro bridge` (protocol/GITEA.md; at the end of this module).
 
     from allegro_client.timmy import HermesBridge
     bridge = HermesBridge(relays=["vps1:7400", "vps2:7400"], collector="timmy", token="...",
@@ -22,8 +23,11 @@ import asyncio
 import bisect
 import json
 import os
+import re
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple, Union
 
 from .collector import (Collector, Gap, TelemetryEvent, _Batch, _Handout, _Inbox, _RelayState, AuthFailed, CollectorBusy,
@@ -33,7 +37,8 @@ from .collector import (Collector, Gap, TelemetryEvent, _Batch, _Handout, _Inbox
 __all__ = ["HermesBridge", "TelemetryEvent", "SessionSummary", "KindCount", "ProducerCount", "SeenWindow",
            "SessionNotFound", "ControlError", "Gap", "AuthFailed", "UnknownCollector", "CollectorBusy",
            "CollectorError", "ConnectionLost", "CursorUnavailable", "PermanentRelayError", "ProtocolViolation",
-           "RelayError", "ShuttingDown", "TransientRelayError"]
+           "RelayError", "ShuttingDown", "TransientRelayError", "GiteaBridge", "GiteaBridgeError", "Issue",
+           "IssueComment"]
 
 
 # -- cross-relay duplicates ------------------------------------------------------------------------
@@ -230,49 +235,87 @@ class ControlError(Exception):
 _MAX_RESPONSE_BYTES = 16 << 20
 
 
-async def _http_get(base: str, path: str, token: Optional[str], timeout: float) -> Tuple[int, bytes]:
-    """A minimal HTTP/1.1 GET over asyncio (the control port speaks plain HTTP)."""
+class _BadAnswer(Exception):
+    """An HTTP answer that cannot be read (the message names the server and what was wrong)."""
+
+
+class _NoAnswer(_BadAnswer):
+    """The server closed the connection without sending a byte of an answer."""
+
+
+def _http_address(base: str) -> Optional[Tuple[str, int, str]]:
+    """(host, port, path prefix) of "HOST:PORT" or "http://HOST:PORT[/prefix]"; None if it is neither."""
     url = urllib.parse.urlsplit(base if "//" in base else "http://" + base)
+    try:
+        port = url.port or 80
+    except ValueError:
+        return None
     if url.scheme != "http" or not url.hostname:
-        raise ControlError("control address %r: expected http://HOST:PORT" % base)
-    host, port = url.hostname, url.port or 80
+        return None
+    return url.hostname, port, url.path.rstrip("/")
+
+
+async def _http_exchange(base: str, method: str, path: str, token: Optional[str], timeout: float,
+                         body: Optional[bytes] = None, label: str = "control port",
+                         max_bytes: int = _MAX_RESPONSE_BYTES) -> Tuple[int, bytes]:
+    """A minimal HTTP/1.1 exchange over asyncio (one request on its own connection, plain HTTP):
+    the status and the body. `timeout` bounds the connect and each read. Raises _BadAnswer (the
+    message names `label` and `base`) for an answer it cannot read, _NoAnswer when the connection
+    closes before any, ValueError for an address that is not http://HOST:PORT, and lets OSError
+    and asyncio.TimeoutError through."""
+    address = _http_address(base)
+    if address is None:
+        raise ValueError("%s address %r: expected http://HOST:PORT" % (label.split()[0], base))
+    host, port, prefix = address
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
-        target = url.path.rstrip("/") + path
-        head = "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: application/json\r\nConnection: close\r\n" % (target, host, port)
+        head = "%s %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: application/json\r\nConnection: close\r\n" % (
+            method, prefix + path, host, port)
         if token:
             head += "Authorization: Bearer %s\r\n" % token
-        writer.write((head + "\r\n").encode("latin-1"))
+        if body is not None:
+            head += "Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        writer.write((head + "\r\n").encode("latin-1") + (body or b""))
         chunks, size = [], 0
         while True:
             chunk = await asyncio.wait_for(reader.read(64 * 1024), timeout)
             if not chunk:
                 break
             size += len(chunk)
-            if size > _MAX_RESPONSE_BYTES:
-                raise ControlError("the control port at %s sent more than %d bytes" % (base, _MAX_RESPONSE_BYTES))
+            if size > max_bytes:
+                raise _BadAnswer("the %s at %s sent more than %d bytes" % (label, base, max_bytes))
             chunks.append(chunk)
         raw = b"".join(chunks)
     finally:
         writer.close()
-    header, _, body = raw.partition(b"\r\n\r\n")
+    if not raw:
+        raise _NoAnswer("the %s at %s closed the connection without answering" % (label, base))
+    header, _, data = raw.partition(b"\r\n\r\n")
     lines = header.decode("latin-1").split("\r\n")
     try:
         status = int(lines[0].split()[1])
     except (IndexError, ValueError):
-        raise ControlError("the control port at %s sent no HTTP status line" % base) from None
+        raise _BadAnswer("the %s at %s sent no HTTP status line" % (label, base)) from None
     headers = {}
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     try:
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            body = _unchunk(body)
+            data = _unchunk(data)
         elif "content-length" in headers:
-            body = body[:int(headers["content-length"])]
+            data = data[:int(headers["content-length"])]
     except ValueError:
-        raise ControlError("the control port at %s sent a malformed body (chunking or Content-Length)" % base) from None
-    return status, body
+        raise _BadAnswer("the %s at %s sent a malformed body (chunking or Content-Length)" % (label, base)) from None
+    return status, data
+
+
+async def _http_get(base: str, path: str, token: Optional[str], timeout: float) -> Tuple[int, bytes]:
+    """A minimal HTTP/1.1 GET over asyncio (the control port speaks plain HTTP)."""
+    try:
+        return await _http_exchange(base, "GET", path, token, timeout)
+    except (_BadAnswer, ValueError) as error:
+        raise ControlError(str(error)) from None
 
 
 def _unchunk(data: bytes) -> bytes:
@@ -471,3 +514,314 @@ class HermesBridge:
             message = data.get("error", "") if isinstance(data, dict) else ""
             raise ControlError("the control port at %s answered %d: %s" % (base, status, message))
         return SessionSummary.from_json(data, base)
+
+
+# -- Gitea, through the bridge -------------------------------------------------------------------
+
+class GiteaBridgeError(Exception):
+    """The bridge's command API refused or failed a request, or could not be asked.
+
+    `status` is the HTTP status of the answer (400 a wrong request, 401 a missing or wrong token,
+    404 an unknown repository or issue, 409 Gitea refused or the operation id was used for another
+    command, 503 Gitea is unavailable), or 0 when no answer came (the bridge could not be reached,
+    or did not answer in time); `reason` is the bridge's `error` text. For a command,
+    `operation_id` is its id: asking again with the same id is safe (the bridge does a command at
+    most once per id, and answers a finished one with its first outcome)."""
+
+    def __init__(self, status: int, reason: str, operation_id: Optional[str] = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.operation_id = operation_id
+
+    def __str__(self) -> str:
+        return "HTTP %d: %s" % (self.status, self.reason) if self.status else self.reason
+
+
+def _parse_time(text: Any) -> Optional[datetime]:
+    """An RFC 3339 time (Gitea's, any offset, "Z" for UTC) as an aware datetime; None if it is not one."""
+    if not isinstance(text, str):
+        return None
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        return None
+    day, clock, fraction, zone = match.groups()
+    micros = (fraction[1:] + "000000")[:6] if fraction else "000000"      # 3.9's fromisoformat wants 6 digits
+    try:
+        return datetime.fromisoformat("%sT%s.%s%s" % (day, clock, micros, "+00:00" if zone in "Zz" else zone))
+    except ValueError:
+        return None
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339(moment: datetime) -> str:
+    """An aware datetime in UTC as RFC 3339 ("Z"), with milliseconds when it has any."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("since: a naive datetime is ambiguous; give one with a timezone (datetime.now(timezone.utc))")
+    utc = moment.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = utc.microsecond // 1000
+    return text + (".%03dZ" % millis if millis else "Z")
+
+
+def _time_field(data: Dict[str, Any], key: str, required: bool = False) -> Optional[datetime]:
+    value = data.get(key)
+    moment = _parse_time(value)
+    if moment is None and (required or value not in (None, "")):
+        raise ValueError("%s: not an RFC 3339 time: %r" % (key, value))
+    return moment
+
+
+@dataclass
+class IssueComment:
+    """One comment of an issue or pull request, as `get_issue_details` reads it from Gitea. A
+    comment the bridge wrote ends with its hidden marker `<!-- allegro-op: ID -->`."""
+
+    id: int
+    user: str
+    body: str
+    updated_at: datetime
+    html_url: str = ""
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "IssueComment":
+        return cls(id=int(data["id"]), user=str(data.get("user") or ""), body=str(data.get("body") or ""),
+                   updated_at=_time_field(data, "updated_at", required=True) or datetime.min,
+                   html_url=str(data.get("html_url") or ""))
+
+
+@dataclass
+class Issue:
+    """An issue or pull request (`kind` "issue" or "pull") as the bridge tells it: the payload of
+    its `gitea.issue`/`gitea.pull` records. `labels` are names; `status` is the one `status/NAME`
+    label's NAME. `comments` is filled by `get_issue_details` only (`comment_count` always)."""
+
+    repo: str
+    number: int
+    title: str
+    state: str
+    labels: List[str]
+    user: str
+    updated_at: datetime
+    html_url: str
+    body: str
+    kind: str = "issue"
+    created_at: Optional[datetime] = None
+    closed_at: Optional[datetime] = None
+    comment_count: int = 0
+    merged: Optional[bool] = None
+    comments: List[IssueComment] = field(default_factory=list)
+
+    @property
+    def status(self) -> Optional[str]:
+        return next((label[len(STATUS_PREFIX):] for label in self.labels if label.startswith(STATUS_PREFIX)), None)
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "Issue":
+        """From a record payload (or the details answer, with "kind" and "comment_list");
+        ValueError or KeyError when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("an issue is a JSON object, not %s" % type(data).__name__)
+        kind = data.get("kind") or ("pull" if "merged" in data else "issue")
+        if kind not in ("issue", "pull"):
+            raise ValueError("kind: issue or pull, not %r" % kind)
+        labels = data.get("labels") or []
+        comments = data.get("comment_list") or []
+        if not isinstance(labels, list) or not isinstance(comments, list):
+            raise ValueError("labels and comment_list are lists")
+        return cls(repo=str(data["repo"]), number=int(data["number"]), title=str(data.get("title") or ""),
+                   state=str(data.get("state") or ""), labels=[str(label) for label in labels],
+                   user=str(data.get("user") or ""),
+                   updated_at=_time_field(data, "updated_at", required=True) or datetime.min,
+                   html_url=str(data.get("html_url") or ""), body=str(data.get("body") or ""), kind=kind,
+                   created_at=_time_field(data, "created_at"), closed_at=_time_field(data, "closed_at"),
+                   comment_count=int(data.get("comments") or 0),
+                   merged=bool(data["merged"]) if "merged" in data else None,
+                   comments=[IssueComment.from_json(comment) for comment in comments])
+
+
+STATUS_PREFIX = "status/"
+
+# Statuses of an answer that mean "the bridge (or Gitea behind it) is unavailable; ask again".
+_UNAVAILABLE = frozenset({502, 503, 504})
+# The most one answer of the command API may be (a page of issues whose bodies the bridge cut at 64 KiB).
+_MAX_COMMAND_ANSWER = 64 << 20
+_REPO_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class GiteaBridge:
+    """Timmy's hands in Gitea: the command API of `allegro bridge` (protocol/GITEA.md). Timmy never
+    talks to Gitea himself; the bridge does, as Allegro's own bot account.
+
+        from allegro_client.timmy import GiteaBridge
+        gitea = GiteaBridge("vps1:7402", token=os.environ["ALLEGRO_GITEA_COMMAND_TOKEN"])
+        for issue in await gitea.poll_issues("timmy/allegro", since=datetime.now(timezone.utc) - timedelta(hours=1)):
+            ...
+        await gitea.comment_on_issue("timmy/allegro", 7, "Looking into it.", operation_id="plan-7-ack")
+        await gitea.update_status("timmy/allegro", 7, "in-progress")
+
+    bridge: the bridge's HTTP port, "HOST:PORT" (or "http://HOST:PORT").
+    token: the command API's bearer token (the bridge's gitea.command_token).
+    timeout: seconds for connecting and for each read of an answer (a command whose answer does
+        not come in time is not asked again: see below).
+    attempts, retry_delay: a request that finds the bridge unreachable (refused, reset, closed
+        unanswered) or answered 502/503/504 is asked again, at most `attempts` times in all, after
+        retry_delay, 2 x retry_delay, ... seconds. A command goes again with the same operation id,
+        which the bridge does at most once, so this never comments twice. Reads are also asked
+        again after a timeout; commands are not (the bridge may still be doing them): the
+        GiteaBridgeError carries the operation id, to ask again later.
+
+    Every failure is a GiteaBridgeError (status 0 when no answer came); a wrong argument
+    (a repository not "owner/name", a naive datetime) is a ValueError.
+    """
+
+    def __init__(self, bridge: str, token: str, timeout: float = 30.0, *, attempts: int = 4,
+                 retry_delay: float = 0.5) -> None:
+        if _http_address(bridge) is None:
+            raise ValueError("bridge address %r: expected HOST:PORT or http://HOST:PORT" % bridge)
+        if not token:
+            raise ValueError("the command API's token is needed (the bridge's gitea.command_token)")
+        if timeout <= 0 or attempts < 1 or retry_delay < 0:
+            raise ValueError("timeout above 0, attempts at least 1, retry_delay not negative")
+        self.bridge = bridge
+        self.token = token
+        self.timeout = timeout
+        self.attempts = attempts
+        self.retry_delay = retry_delay
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def poll_issues(self, repo: str, since: Optional[datetime], limit: Optional[int] = None) -> List[Issue]:
+        """Issues and pull requests of `repo` updated at or after `since` (an aware datetime;
+        None: all the bridge holds), oldest first, each once in its latest state: at most `limit`,
+        else every one. Answered from the bridge's cache of what it polled, so it answers while
+        Gitea is slow or down (and knows what the bridge's last poll saw)."""
+        base = "/v1/gitea/%s/issues" % self._repo_path(repo)
+        if limit is not None and limit < 1:
+            raise ValueError("limit: at least 1")
+        cursor = _rfc3339(since) if since is not None else None
+        found: Dict[int, Issue] = {}
+        page = _ISSUE_PAGE
+        while True:
+            want = page if limit is None else min(page, limit)
+            query = [("limit", str(want))] + ([("since", cursor)] if cursor else [])
+            answer = await self._call("GET", base + "?" + urllib.parse.urlencode(query))
+            issues = self._issues(answer)
+            fresh = [issue for issue in issues
+                     if issue.number not in found or found[issue.number].updated_at < issue.updated_at]
+            for issue in fresh:
+                found[issue.number] = issue
+            if len(issues) < want or (limit is not None and len(found) >= limit):
+                break
+            if not fresh:
+                # A whole page at one instant: ask for a bigger one, or give what there is.
+                if want >= _ISSUE_PAGE_MAX:
+                    break
+                page = min(want * 10, _ISSUE_PAGE_MAX)
+                continue
+            cursor = _rfc3339(issues[-1].updated_at)
+        ordered = sorted(found.values(), key=lambda issue: (issue.updated_at, issue.number))
+        return ordered if limit is None else ordered[:limit]
+
+    async def get_issue_details(self, repo: str, issue: int) -> Issue:
+        """One issue or pull request with its comments (`Issue.comments`), read from Gitea now."""
+        answer = await self._call("GET", "/v1/gitea/%s/issues/%d" % (self._repo_path(repo), self._number(issue)))
+        try:
+            return Issue.from_json(answer)
+        except (KeyError, TypeError, ValueError) as error:
+            raise GiteaBridgeError(200, "the bridge's answer is not an issue: %s" % error) from None
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def comment_on_issue(self, repo: str, issue: int, body: str,
+                               operation_id: Optional[str] = None) -> Dict[str, Any]:
+        """Posts `body` (Markdown) on the issue or pull request, once per operation id (a new
+        uuid4-based one when None). Closing keywords ("fixes #3") are written as "Refs #3".
+        Returns the bridge's answer: comment_id, html_url, written ("now", "found", "found after
+        a lost answer") and, for an id already done, repeated: True."""
+        operation = operation_id or _new_operation("comment")
+        return await self._call("POST", "/v1/gitea/%s/issues/%d/comments" % (self._repo_path(repo), self._number(issue)),
+                                {"operation_id": operation, "body": body}, operation=operation)
+
+    async def update_status(self, repo: str, issue: int, status: str,
+                            operation_id: Optional[str] = None) -> Dict[str, Any]:
+        """Makes `status` (one of the bridge's gitea.statuses: triage, in-progress, blocked,
+        review, done) the issue's one `status/` label, once per operation id (a new one when
+        None). Returns the bridge's answer: status, label, removed (the other status labels)."""
+        operation = operation_id or _new_operation("status")
+        return await self._call("PUT", "/v1/gitea/%s/issues/%d/status" % (self._repo_path(repo), self._number(issue)),
+                                {"operation_id": operation, "status": status}, operation=operation)
+
+    # -- the exchange ---------------------------------------------------------------------
+
+    @staticmethod
+    def _repo_path(repo: str) -> str:
+        parts = repo.split("/") if isinstance(repo, str) else []
+        if len(parts) != 2 or not all(_REPO_PART.match(part) for part in parts) or any(p in (".", "..") for p in parts):
+            raise ValueError("repo: owner/name (letters, digits, - _ .), not %r" % (repo,))
+        return "/".join(urllib.parse.quote(part, safe="") for part in parts)
+
+    @staticmethod
+    def _number(issue: int) -> int:
+        if isinstance(issue, bool) or not isinstance(issue, int) or issue < 1:
+            raise ValueError("issue: a number above 0, not %r" % (issue,))
+        return issue
+
+    @staticmethod
+    def _issues(answer: Dict[str, Any]) -> List[Issue]:
+        items = answer.get("issues")
+        if not isinstance(items, list):
+            raise GiteaBridgeError(200, "the bridge's answer has no list of issues")
+        try:
+            return [Issue.from_json(item) for item in items]
+        except (KeyError, TypeError, ValueError) as error:
+            raise GiteaBridgeError(200, "the bridge's answer holds something that is not an issue: %s" % error) from None
+
+    async def _call(self, method: str, path: str, body: Optional[Dict[str, str]] = None,
+                    operation: Optional[str] = None) -> Dict[str, Any]:
+        """One request of the command API, asked again while the bridge is unreachable or
+        unavailable (bounded); the answer's JSON object, or GiteaBridgeError."""
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
+        error = GiteaBridgeError(0, "not asked", operation)
+        for attempt in range(1, self.attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 2))
+            try:
+                status, answer = await _http_exchange(self.bridge, method, path, self.token, self.timeout, data,
+                                                      label="bridge", max_bytes=_MAX_COMMAND_ANSWER)
+            except asyncio.TimeoutError:
+                error = GiteaBridgeError(0, "the bridge at %s did not answer %s %s within %g s"
+                                         % (self.bridge, method, path.split("?")[0], self.timeout), operation)
+                if operation is not None:
+                    raise error from None     # it may still be at it: never a second run alongside
+                continue
+            except (OSError, _NoAnswer) as failure:
+                error = GiteaBridgeError(0, "cannot reach the bridge at %s: %s" % (self.bridge, failure or
+                                                                                  type(failure).__name__), operation)
+                continue
+            except _BadAnswer as failure:
+                raise GiteaBridgeError(0, str(failure), operation) from None
+            try:
+                parsed = json.loads(answer.decode("utf-8")) if answer else None
+            except (UnicodeDecodeError, ValueError):
+                parsed = None
+            if status == 200 and isinstance(parsed, dict):
+                return parsed
+            if status == 200:
+                raise GiteaBridgeError(200, "the bridge answered %s %s with no JSON object" % (method, path.split("?")[0]),
+                                       operation)
+            reason = parsed.get("error") if isinstance(parsed, dict) else None
+            error = GiteaBridgeError(status, str(reason) if reason else "the bridge answered HTTP %d" % status, operation)
+            if status not in _UNAVAILABLE:
+                raise error
+        raise error
+
+
+_ISSUE_PAGE = 100           # issues per request of poll_issues (bodies are up to 64 KiB each)
+_ISSUE_PAGE_MAX = 5000      # the bridge's largest limit
+
+
+def _new_operation(kind: str) -> str:
+    return "timmy-%s-%s" % (kind, uuid.uuid4())
