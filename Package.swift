@@ -96,6 +96,7 @@ let package = Package(
             name: "AllegroBridge",
             dependencies: ["AllegroClient", "AllegroMessages", "AllegroLog", "AllegroPosix", "AllegroGitea", "AllegroWire", "AllegroApproval",
                            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "Hummingbird", package: "hummingbird"),
                            .product(name: "NIOCore", package: "swift-nio"),

@@ -65,6 +65,7 @@ public enum BridgeProcess {
         var httpClient: HTTPClient?
         var giteaHealth: GiteaHealthBoard?
         var commandRoutes: CommandRoutes?
+        var webhook: GiteaWebhook?
         if gitea.isOn {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
             let store = try BridgeStore(path: settings.dataDirectory + "/bridge.sqlite")
@@ -84,8 +85,12 @@ public enum BridgeProcess {
             if let commandToken = gitea.commandToken {
                 commandRoutes = CommandRoutes(commands: giteaCommands, token: Token(commandToken), log: log)
             }
+            let trigger = PollTrigger()
+            if let secret = gitea.webhookSecret {
+                webhook = GiteaWebhook(secret: Array(secret.utf8), repos: Set(gitea.repos), store: store, trigger: trigger, log: log)
+            }
             services.append(GiteaPoller(settings: gitea, client: giteaClient, store: store, publisher: publisher,
-                                        commands: giteaCommands, health: board, log: log))
+                                        commands: giteaCommands, trigger: trigger, health: board, log: log))
         }
         if let token, !settings.telegramChatID.isEmpty {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
@@ -105,10 +110,10 @@ public enum BridgeProcess {
                 ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"),
                 relayHealth: relayHTTP.map { RelayHealthProbe(http: client, url: "http://\($0)/health") },
                 health: notifierHealth, log: log))
-            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, webhook: webhook, log: log), at: 0)
         } else {
             log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])
-            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, webhook: webhook, log: log), at: 0)
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
@@ -128,12 +133,14 @@ public enum BridgeProcess {
         }
     }
 
-    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, commands: CommandRoutes?, log: EventLog) -> any Service {
+    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, commands: CommandRoutes?, webhook: GiteaWebhook?,
+                                    log: EventLog) -> any Service {
         guard let http = settings.http, let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleService() }
         var httpLogger = Logger(label: "allegro.http")
         httpLogger.logLevel = max(log.logger.logLevel, .notice)
         let router = Router()
         commands?.add(to: router)
+        webhook?.add(to: router)
         router.get("health") { _, _ in
             let notifier = health.notifier?.current
             let gitea = health.gitea?.current

@@ -57,6 +57,7 @@ public final class BridgeStore: Sendable {
                 CREATE TABLE IF NOT EXISTS gitea_cache (repo TEXT NOT NULL, number INTEGER NOT NULL, kind TEXT NOT NULL,
                                                         updated_ms INTEGER NOT NULL, payload TEXT NOT NULL, seen_ms INTEGER NOT NULL,
                                                         PRIMARY KEY (repo, number)) WITHOUT ROWID;
+                CREATE TABLE IF NOT EXISTS webhook_deliveries (id TEXT PRIMARY KEY NOT NULL, at_ms INTEGER NOT NULL) WITHOUT ROWID;
                 CREATE TABLE IF NOT EXISTS commands (op TEXT PRIMARY KEY NOT NULL, kind TEXT NOT NULL, repo TEXT NOT NULL,
                                                      number INTEGER NOT NULL, request TEXT NOT NULL, state TEXT NOT NULL,
                                                      result TEXT NOT NULL, made_ms INTEGER NOT NULL, done_ms INTEGER NOT NULL) WITHOUT ROWID;
@@ -140,6 +141,15 @@ public final class BridgeStore: Sendable {
             try db.execute(sql: "DELETE FROM gitea_seen WHERE seen_ms < ?", arguments: [millis])
             try db.execute(sql: "DELETE FROM gitea_cache WHERE seen_ms < ?", arguments: [millis])
             try db.execute(sql: "DELETE FROM commands WHERE state != 'pending' AND done_ms < ?", arguments: [millis])
+            try db.execute(sql: "DELETE FROM webhook_deliveries WHERE at_ms < ?", arguments: [millis])
+        }
+    }
+
+    /// Records a webhook delivery id; false when it was seen before.
+    public func firstDelivery(_ id: String, nowMillis: Int64) throws -> Bool {
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO webhook_deliveries (id, at_ms) VALUES (?, ?)", arguments: [String(id.prefix(200)), nowMillis])
+            return db.changesCount == 1
         }
     }
 

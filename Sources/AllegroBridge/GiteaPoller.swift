@@ -36,6 +36,8 @@ struct GiteaPoller: Service {
     let publisher: OutboxPublisher
     /// Timmy's commands, whose pending ones are finished once Gitea answers.
     let commands: GiteaCommands
+    /// Repositories a webhook asked to read now.
+    let trigger: PollTrigger
     let health: GiteaHealthBoard
     let log: EventLog
 
@@ -61,7 +63,16 @@ struct GiteaPoller: Service {
                 health.lastPollMillis = Self.nowMillis
                 health.recordsQueued = queued
             }
-            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(settings.pollIntervalMillis)) }
+            // Until the next poll, a webhook's repository is read at once (checked every 20 ms).
+            let next = ContinuousClock.now + .milliseconds(settings.pollIntervalMillis)
+            while ContinuousClock.now < next && !Task.isShuttingDownGracefully && !Task.isCancelled {
+                for repo in trigger.take().sorted() {
+                    do { try await poll(repo) } catch {
+                        log.log(.warning, "gitea_poll_failed", ["repo": repo, "reason": "\(error)"])
+                    }
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(20)) }
+            }
         }
     }
 

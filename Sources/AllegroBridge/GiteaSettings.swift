@@ -28,6 +28,9 @@ public struct GiteaSettings: Sendable, Equatable {
     /// Timmy's public keys (an OpenSSH `allowed_signers` file, protocol/APPROVAL.md section 5)
     /// for the gated commands; empty: they are refused.
     public var allowedSigners = ""
+    /// The secret Gitea signs its webhooks with (`ALLEGRO_GITEA_WEBHOOK_SECRET`); unset: no
+    /// webhook route (polling alone).
+    public var webhookSecret: String?
     /// Bearer token of Timmy's command API (`ALLEGRO_GITEA_COMMAND_TOKEN`); unset: no command API.
     public var commandToken: String?
 

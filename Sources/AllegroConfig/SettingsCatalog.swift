@@ -112,6 +112,7 @@ enum SettingsCatalog {
         }, show: { $0.gitea.triageReceipt ? "true" : "false" })),
         Setting(key: "gitea.command_token", kind: .secret(\.gitea.commandToken)),
         Setting(key: "gitea.allowed_signers", kind: .text(\.gitea.allowedSigners)),
+        Setting(key: "gitea.webhook_secret", kind: .secret(\.gitea.webhookSecret)),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })

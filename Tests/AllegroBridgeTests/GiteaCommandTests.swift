@@ -43,3 +43,29 @@ import Testing
         #expect(receipt.contains("labelled status/triage"))
     }
 }
+
+/// Gitea's webhook signature, as Gitea computes it: the hex HMAC-SHA256 of the body.
+@Suite struct GiteaWebhookTests {
+    @Test func aDeliveryCountsOnlyWithTheBodysHMACUnderTheSecret() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let body = Array("what do ya want for nothing?".utf8)
+        let mac = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        #expect(GiteaWebhook.valid(signature: mac, body: body, secret: Array("Jefe".utf8)))
+        #expect(GiteaWebhook.valid(signature: mac.uppercased(), body: body, secret: Array("Jefe".utf8)))
+        #expect(!GiteaWebhook.valid(signature: mac, body: body + [0x20], secret: Array("Jefe".utf8)))
+        #expect(!GiteaWebhook.valid(signature: mac, body: body, secret: Array("jefe".utf8)))
+        #expect(!GiteaWebhook.valid(signature: String(mac.dropLast()), body: body, secret: Array("Jefe".utf8)))
+        #expect(!GiteaWebhook.valid(signature: "", body: body, secret: Array("Jefe".utf8)))
+    }
+
+    @Test func aDeliveryIdIsTakenOnce() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try BridgeStore(path: directory.appendingPathComponent("bridge.sqlite").path)
+        #expect(try store.firstDelivery("d-1", nowMillis: 1))
+        #expect(try !store.firstDelivery("d-1", nowMillis: 2))
+        try store.forgetSeen(before: 10)
+        #expect(try store.firstDelivery("d-1", nowMillis: 11), "forgotten after the retention")
+    }
+}

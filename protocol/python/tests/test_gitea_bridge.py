@@ -69,6 +69,7 @@ class CommandAPI:
             if isinstance(answer, bytes):
                 writer.write(answer)
             else:
+                assert isinstance(answer, tuple), answer
                 status, value = answer
                 data = value if isinstance(value, bytes) else json.dumps(value).encode()
                 writer.write(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"

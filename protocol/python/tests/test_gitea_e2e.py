@@ -1,0 +1,720 @@
+"""The Gitea bridge end to end: tests/fake_gitea.py as Gitea (checked against Gitea's swagger), the real
+relay and the real `allegro bridge` ($ALLEGRO_BIN) as processes, a plain collector of the relay reading
+what the bridge publishes, and Timmy's side, allegro_client.timmy.GiteaBridge, on the command API.
+
+What is checked is what the bridge promises (protocol/GITEA.md, config/README.md "Gitea"): each change
+one record, published once across a kill -9 and nothing lost; triage of new issues only (status label
+and a receipt Report), never of the first poll's look back; commands done once per operation id, also
+when Gitea loses the answer to a write; one status label; details with comments; issues since from the
+cache while Gitea is slow; reads retried after a 500 or a 429; no start with the sovereign's token; the
+command API's token and strict bodies. No request of any test may touch a forbidden endpoint or stray
+from the spec (the `gitea` fixture checks the fake at the end of each test). The bridge polls every
+second (its least poll interval); timings are only ever checked as lower bounds."""
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from allegro_client import Collector, TelemetryEvent
+from allegro_client.messages import AllegroReport, parse_markdown
+from allegro_client.timmy import GiteaBridge, GiteaBridgeError, Issue
+from conftest import Relay, terminate
+from fake_gitea import FakeGitea
+
+pytestmark = pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
+                                reason="ALLEGRO_BIN is not set (the allegro binary with `allegro bridge`)")
+
+REPO = "timmy/allegro"
+BOT, BOT_TOKEN = "allegro-bot", "bot-token-5e1f0a9c"
+TIMMY_TOKEN = "timmy-token-77aa01"
+ALEXANDER, ALEXANDER_TOKEN = "alexander", "alexander-token-3c3c"
+COMMAND_TOKEN = "timmy-command-token-0123456789"
+STATUSES = ("triage", "in-progress", "blocked", "review", "done")
+POLL_MS = 1000                     # the bridge's least gitea.poll_interval_ms
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# -- Gitea, the relay, the stream ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gitea() -> Iterator[FakeGitea]:
+    """The fake Gitea: the bridge's bot, Timmy, a person, one repository with Timmy's status labels."""
+    fake = FakeGitea(users={BOT: BOT_TOKEN, "timmy": TIMMY_TOKEN, ALEXANDER: ALEXANDER_TOKEN}, repos=[REPO])
+    for status in STATUSES:
+        fake.add_label(REPO, "status/" + status, color="0075ca", exclusive=True)
+    fake.add_label(REPO, "bug", color="d73a4a")
+    try:
+        yield fake
+        fake.assert_clean()
+    finally:
+        fake.close()
+
+
+@pytest.fixture
+def relay(binary: str, tmp_path: Path) -> Iterator[Relay]:
+    """The relay, with no daily report or alerts of its own on the stream."""
+    running = Relay(binary, tmp_path / "relay", extra=["--set", "daily_report_at=off"])
+    yield running
+    running.stop()
+
+
+class StreamWatcher:
+    """A plain (not durable) collector of the relay in a thread, from the earliest record: keeps every
+    record of kind gitea.* or allegro.report."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.events: List[TelemetryEvent] = []
+        self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._task: Optional["asyncio.Task[None]"] = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="gitea-stream-watcher", daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10)
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._task = loop.create_task(self._collect())
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            loop.close()
+
+    async def _collect(self) -> None:
+        collector = Collector(self.address, name=None, start="earliest", max_backoff=0.5)
+        try:
+            async for item in collector:
+                if isinstance(item, TelemetryEvent) and (item.kind.startswith("gitea.") or item.kind == "allegro.report"):
+                    with self._lock:
+                        self.events.append(item)
+        finally:
+            await collector.close(5)
+
+    def records(self, kind: str = "gitea.") -> List[Tuple[str, str, Dict[str, Any]]]:
+        """(kind, session, payload) of the records whose kind starts with `kind`, in stream order."""
+        with self._lock:
+            events = list(self.events)
+        return [(e.kind, e.session, json.loads(e.payload)) for e in events if e.kind.startswith(kind)]
+
+    def reports(self) -> List[Tuple[str, AllegroReport]]:
+        with self._lock:
+            events = list(self.events)
+        return [(e.session, AllegroReport.from_json(e.payload)) for e in events if e.kind == "allegro.report"]
+
+    def stop(self) -> None:
+        if self._loop is not None and self._task is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:
+                pass
+        self._thread.join(10)
+
+
+@pytest.fixture
+def stream(relay: Relay) -> Iterator[StreamWatcher]:
+    watcher = StreamWatcher(relay.address)
+    yield watcher
+    watcher.stop()
+
+
+def change_key(kind: str, session: str, payload: Dict[str, Any]) -> Tuple[str, str, int, str]:
+    """What makes a record one change: (kind, session, comment id or issue number, updated_at). Two
+    comments of one issue may share a second, hence the id."""
+    return kind, session, int(payload.get("id", payload["number"])), payload["updated_at"]
+
+
+def duplicates(records: List[Tuple[str, str, Dict[str, Any]]]) -> List[Tuple[str, str, int, str]]:
+    seen: Dict[Tuple[str, str, int, str], int] = {}
+    for record in records:
+        key = change_key(*record)
+        seen[key] = seen.get(key, 0) + 1
+    return [key for key, count in seen.items() if count > 1]
+
+
+# -- the bridge as a process ------------------------------------------------------------------------
+
+
+def bridge_env(gitea_token: str, command_token: Optional[str] = COMMAND_TOKEN) -> Dict[str, str]:
+    """The environment without any ALLEGRO_ setting or proxy of the test's own, with the tokens."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("ALLEGRO_") and key.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+    env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", ALLEGRO_GITEA_TOKEN=gitea_token)
+    if command_token is not None:
+        env["ALLEGRO_GITEA_COMMAND_TOKEN"] = command_token
+    return env
+
+
+class BridgeProcess:
+    """A running `allegro bridge` with its Gitea duty: settings as `--set KEY=VALUE` (keys with their
+    section: gitea.poll_interval_ms); `kill()` (SIGKILL) and `start()` again keep its data directory.
+    Each run's output goes to a file of its own; `address` is the HTTP port this run bound."""
+
+    def __init__(self, binary: str, root: Path, relay: Relay, fake: FakeGitea, *, token: str = BOT_TOKEN,
+                 **settings: Any) -> None:
+        self.binary, self.root = binary, root
+        root.mkdir(parents=True, exist_ok=True)
+        values: Dict[str, Any] = {"gitea.url": fake.base_url, "gitea.repos": REPO, "gitea.poll_interval_ms": POLL_MS,
+                                  "bridge.relay": relay.address, "bridge.http": "127.0.0.1:0",
+                                  "bridge.data_dir": str(root / "data"), "bridge.relay_down_ms": 0}
+        values.update({key.replace("__", "."): value for key, value in settings.items()})
+        self.settings = {key: str(value) for key, value in values.items()}
+        self.env = bridge_env(token)
+        self.runs: List[Path] = []
+        self.process: Optional["subprocess.Popen[bytes]"] = None
+        self.address = ""
+        self.stopping = False
+
+    def command(self) -> List[str]:
+        command = [self.binary, "bridge"]
+        for key, value in self.settings.items():
+            command += ["--set", "%s=%s" % (key, value)]
+        return command
+
+    def launch(self) -> "subprocess.Popen[bytes]":
+        self.stopping = False
+        path = self.root / ("bridge-%d.log" % (len(self.runs) + 1))
+        self.runs.append(path)
+        with open(path, "wb") as log:
+            self.process = subprocess.Popen(self.command(), env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        return self.process
+
+    def start(self) -> "BridgeProcess":
+        process = self.launch()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            match = re.search(r"http_listening\b.*?\baddress=(\S+)", self.run_output())
+            if match:
+                self.address = match.group(1).strip('"')
+                break
+            if process.poll() is not None:
+                raise RuntimeError("the bridge exited with %s:\n%s" % (process.returncode, self.run_output()))
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("the bridge did not log http_listening:\n" + self.run_output())
+        while time.monotonic() < deadline:
+            if self.health()[0] == 200:
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("the bridge's /health never answered 200: %r\n%s" % (self.health(), self.run_output()))
+
+    def run_output(self) -> str:
+        return self.runs[-1].read_text(errors="replace")
+
+    def output(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in self.runs)
+
+    def health(self) -> Tuple[int, Dict[str, Any]]:
+        status, data = http(self.address, "GET", "/health", token=None)
+        return status, data if isinstance(data, dict) else {}
+
+    def client(self, **options: Any) -> GiteaBridge:
+        return GiteaBridge(self.address, COMMAND_TOKEN, **options)
+
+    def died(self) -> bool:
+        return not self.stopping and self.process is not None and self.process.poll() is not None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.stopping = True
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.process is not None:
+            terminate(self.process)
+
+
+RUNNING: List[BridgeProcess] = []
+
+
+@pytest.fixture
+def bridges(binary: str, tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
+    """bridges(relay, gitea, **settings) starts a bridge (gitea__triage_status="" sets
+    gitea.triage_status); all are stopped at the end."""
+    started: List[BridgeProcess] = []
+
+    def start(relay: Relay, fake: FakeGitea, name: str = "bridge", **settings: Any) -> BridgeProcess:
+        bridge = BridgeProcess(binary, tmp_path / name, relay, fake, **settings)
+        started.append(bridge)
+        RUNNING.append(bridge)
+        return bridge.start()
+
+    yield start
+    for bridge in started:
+        bridge.stop()
+        RUNNING.remove(bridge)
+
+
+def check_bridges() -> None:
+    for bridge in RUNNING:
+        if bridge.died():
+            assert bridge.process is not None
+            raise AssertionError("the bridge exited with %s; its output:\n%s"
+                                 % (bridge.process.returncode, bridge.output()[-4000:]))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30) -> bool:
+    """Waits for `condition` (polled); False after `timeout` seconds; fails at once if a bridge died."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        check_bridges()
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def list_calls(fake: FakeGitea) -> int:
+    """How many times the bridge has listed the repository's issues (once a poll)."""
+    return len(fake.calls("issueListIssues"))
+
+
+def wait_polls(fake: FakeGitea, polls: int = 1, timeout: float = 30) -> None:
+    """Waits until the bridge has begun `polls` more polls and finished the one before the last."""
+    target = list_calls(fake) + polls + 1
+    assert wait_until(lambda: list_calls(fake) >= target, timeout), "the bridge stopped polling"
+
+
+def http(address: str, method: str, path: str, body: Any = None, token: Optional[str] = COMMAND_TOKEN,
+         raw: Optional[bytes] = None) -> Tuple[int, Any]:
+    """One request to the bridge's HTTP port: (status, JSON answer)."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request("http://%s%s" % (address, path), data=data, method=method)
+    if token is not None:
+        request.add_header("Authorization", "Bearer " + token)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with OPENER.open(request, timeout=30) as response:
+            status, text = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    except OSError as error:
+        return 0, str(error)
+    try:
+        return status, json.loads(text) if text else None
+    except ValueError:
+        return status, text
+
+
+def ask(coroutine: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coroutine, 120))
+
+
+def issue_records(stream: StreamWatcher, number: int) -> List[Dict[str, Any]]:
+    return [payload for kind, session, payload in stream.records("gitea.issue") if session == "%s#%d" % (REPO, number)]
+
+
+def labels(fake: FakeGitea, number: int) -> List[str]:
+    return sorted(label["name"] for label in fake.issue(REPO, number)["labels"])
+
+
+MARKER = re.compile(r"<!-- allegro-op: ([A-Za-z0-9_.:-]+) -->")
+
+
+# -- records on the stream ---------------------------------------------------------------------------
+
+
+def test_each_change_to_an_issue_reaches_a_plain_collector_exactly_once(gitea, relay, stream, bridges):
+    bridge = bridges(relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
+    wait_polls(gitea)
+
+    created = gitea.create_issue(REPO, "The relay drops frames", body="Seen on vps1.", user=ALEXANDER)
+    number = created["number"]
+    assert wait_until(lambda: len(issue_records(stream, number)) >= 1), bridge.output()
+    gitea.advance(1)            # Gitea keeps whole seconds: each change gets an updated_at of its own
+    comment = gitea.comment(REPO, number, "Also on vps2.", user=ALEXANDER)
+    assert wait_until(lambda: len(stream.records("gitea.comment")) >= 1 and len(issue_records(stream, number)) >= 2)
+    gitea.advance(1)
+    edited = gitea.edit_issue(REPO, number, title="The relay drops frames under load")
+    assert wait_until(lambda: len(issue_records(stream, number)) >= 3)
+    wait_polls(gitea, 3)        # further polls see the same updated_at again: nothing more
+
+    records = stream.records()
+    assert duplicates(records) == []
+    issues = issue_records(stream, number)
+    assert [(p["title"], p["comments"]) for p in issues] == [
+        ("The relay drops frames", 0), ("The relay drops frames", 1), ("The relay drops frames under load", 1)]
+    assert issues[0]["updated_at"] == created["updated_at"] and issues[-1]["updated_at"] == edited["updated_at"]
+    first = issues[0]
+    assert (first["repo"], first["number"], first["state"], first["user"], first["body"], first["labels"]) == (
+        REPO, number, "open", ALEXANDER, "Seen on vps1.", [])
+    assert first["html_url"] == created["html_url"] and first["created_at"] == created["created_at"]
+    [(kind, session, said)] = stream.records("gitea.comment")
+    assert session == "%s#%d" % (REPO, number)
+    assert (said["id"], said["number"], said["body"], said["user"], said["updated_at"]) == (
+        comment["id"], number, "Also on vps2.", ALEXANDER, comment["updated_at"])
+    assert len(records) == 4, records
+    assert gitea.writes() == []                         # triage is off: the bridge only read
+
+
+def test_the_backfill_issue_is_published_but_not_triaged_and_a_new_issue_is_triaged(gitea, relay, stream, bridges):
+    old = gitea.create_issue(REPO, "Opened before the bridge", user=ALEXANDER)["number"]
+    bridges(relay, gitea)
+    assert wait_until(lambda: issue_records(stream, old))
+    wait_polls(gitea)
+
+    new = gitea.create_issue(REPO, "Opened while the bridge watches", user=ALEXANDER)["number"]
+    assert wait_until(lambda: labels(gitea, new) == ["status/triage"] and len(gitea.comments(REPO, new)) == 1)
+    assert wait_until(lambda: any(p["labels"] == ["status/triage"] and p["comments"] == 1
+                                  for p in issue_records(stream, new)))
+    wait_polls(gitea, 3)
+
+    assert labels(gitea, old) == [] and gitea.comments(REPO, old) == []
+    assert issue_records(stream, old) and all(p["labels"] == [] for p in issue_records(stream, old))
+    assert labels(gitea, new) == ["status/triage"]
+    [receipt] = gitea.comments(REPO, new)
+    assert receipt["user"]["login"] == BOT
+    assert MARKER.findall(receipt["body"]) == ["triage-receipt:timmy:allegro:%d" % new]
+    report = parse_markdown(MARKER.sub("", receipt["body"]).rstrip() + "\n")
+    assert isinstance(report, AllegroReport) and report.task == "Triage of %s#%d" % (REPO, new)
+    assert "status/triage" in report.results
+    # Each triage step is a command, reported on the stream once.
+    tasks = sorted(report.task for session, report in stream.reports() if session == "%s#%d" % (REPO, new))
+    assert tasks == ["Gitea comment on %s#%d" % (REPO, new), "Gitea status on %s#%d" % (REPO, new)]
+    assert all(session != "%s#%d" % (REPO, old) for session, _ in stream.reports())
+    assert duplicates(stream.records()) == []
+
+
+# -- Timmy's commands --------------------------------------------------------------------------------
+
+
+def test_a_comment_asked_twice_with_one_operation_id_is_posted_once(gitea, relay, stream, bridges):
+    number = gitea.create_issue(REPO, "Plan the release", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea)
+    client = bridge.client()
+    text = "Fixes #2 and closes timmy/allegro#3 once the relay is green."
+
+    first = ask(client.comment_on_issue(REPO, number, text, operation_id="plan-release-ack"))
+    again = ask(client.comment_on_issue(REPO, number, text, operation_id="plan-release-ack"))
+
+    [posted] = gitea.comments(REPO, number)
+    assert first["written"] == "now" and first["comment_id"] == posted["id"] and first["html_url"] == posted["html_url"]
+    assert again["repeated"] is True and again["comment_id"] == posted["id"]
+    assert posted["user"]["login"] == BOT
+    assert posted["body"].startswith("Refs #2 and Refs timmy/allegro#3 once the relay is green.")
+    assert MARKER.findall(posted["body"]) == ["plan-release-ack"]
+    assert len(gitea.calls("issueCreateComment")) == 1
+    # The same id for another command, or another body, is refused.
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(client.comment_on_issue(REPO, number, "Something else", operation_id="plan-release-ack"))
+    assert caught.value.status == 409
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(client.update_status(REPO, number, "done", operation_id="plan-release-ack"))
+    assert caught.value.status == 409
+    assert len(gitea.comments(REPO, number)) == 1 and labels(gitea, number) == []
+    # The outcome is a Report on the stream, once.
+    assert wait_until(lambda: stream.reports())
+    wait_polls(gitea)
+    [(session, report)] = stream.reports()
+    assert session == "%s#%d" % (REPO, number) and report.task == "Gitea comment on %s#%d" % (REPO, number)
+    assert report.status == "complete" and report.artifacts == (posted["html_url"],)
+
+
+def test_a_comment_whose_answer_gitea_lost_is_looked_for_before_it_is_tried_again(gitea, relay, bridges):
+    number = gitea.create_issue(REPO, "Flaky network", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea)
+    gitea.drop_after_write_next(1, method="POST", path=r"/issues/\d+/comments$")
+
+    result = ask(bridge.client().comment_on_issue(REPO, number, "Noted.", operation_id="flaky-ack"))
+
+    [posted] = gitea.comments(REPO, number)
+    assert result["written"] == "found after a lost answer" and result["comment_id"] == posted["id"]
+    assert MARKER.findall(posted["body"]) == ["flaky-ack"]
+    assert len(gitea.calls("issueCreateComment")) == 1
+    lists = gitea.calls("issueGetComments")
+    assert len(lists) == 2, "the bridge looks before writing, and again after the lost answer"
+
+
+def test_a_command_asked_again_while_its_first_call_is_still_running_is_done_once(gitea, relay, bridges):
+    # Timmy's client gave up waiting (or lost the connection) and asks again with the same id while the
+    # bridge is still at the first call: Gitea is slow to list the comments the first call looks at.
+    number = gitea.create_issue(REPO, "Slow Gitea", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea)
+    gitea.slow_next(1, 3.0, method="GET", path=r"/issues/%d/comments$" % number)
+
+    async def both() -> List[Any]:
+        client = bridge.client(attempts=1)
+        first = asyncio.ensure_future(client.comment_on_issue(REPO, number, "Once.", operation_id="slow-once"))
+        await asyncio.sleep(0.8)
+        second = await asyncio.gather(client.comment_on_issue(REPO, number, "Once.", operation_id="slow-once"),
+                                      return_exceptions=True)
+        return [await asyncio.gather(first, return_exceptions=True), second]
+
+    outcomes = ask(both())
+    time.sleep(0.5)
+    bodies = [c["body"] for c in gitea.comments(REPO, number)]
+    assert len(bodies) == 1, "one operation id, %d comments: %s; answers %s" % (len(bodies), bodies, outcomes)
+
+
+def test_update_status_leaves_exactly_one_status_label(gitea, relay, stream, bridges):
+    number = gitea.create_issue(REPO, "Triage me", user=ALEXANDER, labels=["bug", "status/triage"])["number"]
+    bridge = bridges(relay, gitea)
+    client = bridge.client()
+
+    moved = ask(client.update_status(REPO, number, "in-progress", operation_id="start-%d" % number))
+    assert labels(gitea, number) == ["bug", "status/in-progress"]
+    assert (moved["status"], moved["label"], moved["removed"]) == ("in-progress", "status/in-progress", ["status/triage"])
+    review = ask(client.update_status(REPO, number, "review"))
+    assert labels(gitea, number) == ["bug", "status/review"] and review["removed"] == ["status/in-progress"]
+    writes = len(gitea.writes())
+    repeated = ask(client.update_status(REPO, number, "in-progress", operation_id="start-%d" % number))
+    assert repeated["repeated"] is True and labels(gitea, number) == ["bug", "status/review"]
+    again = ask(client.update_status(REPO, number, "review"))         # a new id, the status it has: no write
+    assert again["removed"] == [] and len(gitea.writes()) == writes
+    assert all(not re.search(r"/labels/%d$" % label["id"], w.path) for w in gitea.writes()
+               for label in gitea.labels(REPO) if label["name"] == "bug")
+    # Statuses are Timmy's list, and the labels must exist.
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(client.update_status(REPO, number, "wontfix"))
+    assert caught.value.status == 400 and "status" in caught.value.reason
+    assert wait_until(lambda: any(p["labels"] == ["bug", "status/review"] for p in issue_records(stream, number))), (
+        gitea.issue(REPO, number)["updated_at"], issue_records(stream, number))
+    assert duplicates(stream.records()) == []
+
+
+def test_a_status_whose_label_the_repository_lacks_is_refused_and_nothing_is_written(gitea, relay, bridges):
+    number = gitea.create_issue(REPO, "Blocked?", user=ALEXANDER, labels=["status/triage"])["number"]
+    bridge = bridges(relay, gitea, gitea__statuses="triage,blocked,parked")
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(bridge.client().update_status(REPO, number, "parked"))
+    assert caught.value.status == 409 and "status/parked" in caught.value.reason
+    assert labels(gitea, number) == ["status/triage"] and gitea.writes() == []
+
+
+def test_get_issue_details_returns_the_comments(gitea, relay, bridges):
+    number = gitea.create_issue(REPO, "Details", body="What happened.", user=ALEXANDER, labels=["bug"])["number"]
+    first = gitea.comment(REPO, number, "First look.", user=ALEXANDER)
+    gitea.advance(1)
+    second = gitea.comment(REPO, number, "Second look.", user="timmy")
+    gitea.add_branch(REPO, "fix-relay")
+    pull = gitea.create_pull(REPO, "fix-relay", title="Fix the relay", body="Refs #%d" % number, user=ALEXANDER)
+    bridge = bridges(relay, gitea)
+    client = bridge.client()
+
+    issue = ask(client.get_issue_details(REPO, number))
+    assert isinstance(issue, Issue)
+    assert (issue.number, issue.kind, issue.title, issue.body, issue.labels, issue.user, issue.state) == (
+        number, "issue", "Details", "What happened.", ["bug"], ALEXANDER, "open")
+    assert issue.comment_count == 2
+    assert [(c.id, c.user, c.body, c.html_url) for c in issue.comments] == [
+        (first["id"], ALEXANDER, "First look.", first["html_url"]), (second["id"], "timmy", "Second look.", second["html_url"])]
+    assert issue.comments[1].updated_at == datetime.fromisoformat(second["updated_at"].replace("Z", "+00:00"))
+    assert issue.updated_at == datetime.fromisoformat(gitea.issue(REPO, number)["updated_at"].replace("Z", "+00:00"))
+    shown = ask(client.get_issue_details(REPO, pull["number"]))
+    assert (shown.kind, shown.merged, shown.title, shown.comments) == ("pull", False, "Fix the relay", [])
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(client.get_issue_details(REPO, 99))
+    assert caught.value.status == 404
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(client.get_issue_details("timmy/elsewhere", 1))
+    assert caught.value.status == 404 and "gitea.repos" in caught.value.reason
+
+
+# -- reads -------------------------------------------------------------------------------------------
+
+
+def test_poll_issues_since_answers_from_the_cache_also_while_gitea_is_slow(gitea, relay, bridges):
+    older = gitea.create_issue(REPO, "Older", user=ALEXANDER)
+    gitea.advance(10)
+    newer = gitea.create_issue(REPO, "Newer", user=ALEXANDER)
+    bridge = bridges(relay, gitea)
+    client = bridge.client()
+    assert wait_until(lambda: len(ask(client.poll_issues(REPO, None))) == 2)
+
+    def moment(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    everything = ask(client.poll_issues(REPO, moment(older["updated_at"]) - timedelta(seconds=1)))
+    assert [(i.number, i.title, i.kind) for i in everything] == [(older["number"], "Older", "issue"),
+                                                                  (newer["number"], "Newer", "issue")]
+    since_newer = ask(client.poll_issues(REPO, moment(newer["updated_at"])))
+    assert [i.number for i in since_newer] == [newer["number"]]
+    assert ask(client.poll_issues(REPO, moment(newer["updated_at"]) + timedelta(seconds=1))) == []
+
+    # Gitea now takes 8 s to answer the bridge's next list of issues: the bridge's poll waits on it,
+    # Timmy's read does not.
+    gitea.slow_next(1, 8.0, method="GET", path=r"/issues$")
+    stalled = list_calls(gitea) + 1
+    assert wait_until(lambda: list_calls(gitea) >= stalled)
+    reads_before = len(gitea.calls(method="GET"))
+    during = ask(client.poll_issues(REPO, moment(older["updated_at"])))
+    assert list_calls(gitea) == stalled, "the poll went on: Gitea was not slow when Timmy asked"
+    assert [i.number for i in during] == [older["number"], newer["number"]]
+    assert len(gitea.calls(method="GET")) == reads_before, "answering Timmy asked Gitea"
+    assert wait_until(lambda: list_calls(gitea) > stalled, timeout=30), "the bridge never polled again"
+
+
+def test_a_500_or_a_429_from_gitea_on_a_read_is_retried(gitea, relay, stream, bridges):
+    number = gitea.create_issue(REPO, "Before", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
+    assert wait_until(lambda: issue_records(stream, number))
+    gitea.fail_next(2, status=500, method="GET", path=r"/issues$")
+    gitea.rate_limit_next(1, retry_after=1, method="GET", path=r"/issues/comments$")
+    later = gitea.create_issue(REPO, "After a bad patch of Gitea", user=ALEXANDER)["number"]
+    gitea.comment(REPO, later, "Still there?", user=ALEXANDER)
+
+    assert wait_until(lambda: issue_records(stream, later) and stream.records("gitea.comment"))
+    lists = gitea.calls("issueListIssues")
+    failed = [i for i, call in enumerate(lists) if call.status == 500]
+    assert len(failed) == 2 and failed[1] == failed[0] + 1 and lists[failed[1] + 1].status == 200
+    feed = gitea.calls("issueGetRepoComments")
+    limited = next(i for i, call in enumerate(feed) if call.status == 429)
+    assert feed[limited + 1].status == 200 and feed[limited + 1].at - feed[limited].at >= 1 - 0.05, \
+        "asked again before Retry-After"
+    # Details are read from Gitea too, retried the same way.
+    gitea.fail_next(1, status=500, method="GET", path=r"/issues/%d$" % later)
+    gitea.rate_limit_next(1, retry_after=1, method="GET", path=r"/issues/%d/comments$" % later)
+    details = ask(bridge.client().get_issue_details(REPO, later))
+    assert [c.body for c in details.comments] == ["Still there?"]
+    wait_polls(gitea, 2)
+    assert duplicates(stream.records()) == []
+
+
+# -- who the bridge is ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sovereign, token", [(None, TIMMY_TOKEN), (ALEXANDER, ALEXANDER_TOKEN)])
+def test_the_bridge_refuses_to_start_with_the_sovereigns_token(gitea, relay, binary, tmp_path, sovereign, token):
+    settings = {} if sovereign is None else {"gitea.sovereign_login": sovereign.upper()}
+    bridge = BridgeProcess(binary, tmp_path / "bridge", relay, gitea, token=token, **settings)
+    process = bridge.launch()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError("the bridge ran with the sovereign's token:\n" + bridge.output())
+    output = bridge.output()
+    assert process.returncode != 0, output
+    assert "gitea.sovereign_login" in output, output
+    assert token not in output
+    assert gitea.writes() == [] and [call.operation for call in gitea.calls()] == ["userGetCurrent"]
+
+
+# -- crashes -------------------------------------------------------------------------------------------
+
+
+def test_a_bridge_killed_with_sigkill_and_restarted_publishes_nothing_twice_and_loses_nothing(
+        gitea, relay, stream, bridges):
+    before = gitea.create_issue(REPO, "Backfill", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea)
+    assert wait_until(lambda: issue_records(stream, before))
+    wait_polls(gitea)
+
+    def burst(label: str, count: int) -> List[int]:
+        numbers = []
+        for index in range(count):
+            number = gitea.create_issue(REPO, "%s %d" % (label, index), user=ALEXANDER)["number"]
+            gitea.comment(REPO, number, "Details of %s %d" % (label, index), user=ALEXANDER)
+            numbers.append(number)
+        gitea.comment(REPO, before, "More on the backfill (%s)" % label, user=ALEXANDER)
+        return numbers
+
+    created = burst("first", 4)
+    # Killed while it triages and publishes the first burst.
+    assert wait_until(lambda: gitea.writes())
+    bridge.kill()
+    gitea.advance(1)
+    created += burst("while down", 3)
+    bridge.start()
+    assert wait_until(lambda: len(gitea.writes()) > 0 and len(stream.records()) > len(created))
+    gitea.advance(1)
+    created += burst("after the restart", 2)
+    time.sleep(0.7)
+    bridge.kill()
+    bridge.start()
+
+    def everything_published() -> bool:
+        shown = {change_key(*record) for record in stream.records()}
+        for number in created + [before]:
+            issue = gitea.issue(REPO, number)
+            if ("gitea.issue", "%s#%d" % (REPO, number), number, issue["updated_at"]) not in shown:
+                return False
+            for comment in gitea.comments(REPO, number):
+                if ("gitea.comment", "%s#%d" % (REPO, number), comment["id"], comment["updated_at"]) not in shown:
+                    return False
+        return True
+
+    def everything_triaged() -> bool:
+        return all(labels(gitea, number) == ["status/triage"] and len(gitea.comments(REPO, number)) == 2
+                   for number in created)
+
+    assert wait_until(lambda: everything_triaged() and everything_published(), timeout=60), (
+        [(n, labels(gitea, n), len(gitea.comments(REPO, n))) for n in created], bridge.output()[-3000:])
+    wait_polls(gitea, 2)
+    records = stream.records()
+    assert duplicates(records) == [], duplicates(records)
+    for number in created:
+        receipts = [c for c in gitea.comments(REPO, number) if c["user"]["login"] == BOT]
+        assert [MARKER.findall(c["body"]) for c in receipts] == [["triage-receipt:timmy:allegro:%d" % number]]
+    assert labels(gitea, before) == [] and all(c["user"]["login"] == ALEXANDER for c in gitea.comments(REPO, before))
+    # Each triage command is reported once, whatever the kills.
+    tasks = [(session, report.task) for session, report in stream.reports()]
+    assert len(tasks) == len(set(tasks)), tasks
+
+
+# -- the command API's door --------------------------------------------------------------------------
+
+
+def test_the_command_api_refuses_a_missing_or_wrong_token_and_unknown_keys(gitea, relay, bridges):
+    number = gitea.create_issue(REPO, "Door", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea)
+    base = "/v1/gitea/%s/issues" % REPO
+    comment = "%s/%d/comments" % (base, number)
+    status = "%s/%d/status" % (base, number)
+    good = {"operation_id": "door-1", "body": "Hello."}
+
+    for token in (None, "", "wrong-token-0123456789", COMMAND_TOKEN + "x", COMMAND_TOKEN[:-1]):
+        for method, path, body in (("GET", base, None), ("GET", "%s/%d" % (base, number), None),
+                                   ("POST", comment, good), ("PUT", status, {"operation_id": "door-2", "status": "done"})):
+            answered, data = http(bridge.address, method, path, body, token=token)
+            assert answered == 401 and "Bearer" in data["error"], (token, method, path, answered, data)
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(GiteaBridge(bridge.address, "wrong-token-0123456789").poll_issues(REPO, None))
+    assert caught.value.status == 401
+
+    refused = [
+        ("POST", comment, {"operation_id": "door-3", "body": "Hi.", "close": "true"}, "close: unknown key"),
+        ("POST", comment, {"operation_id": "door-3", "body": "Hi.", "labels": []}, "labels: unknown key"),
+        ("POST", comment, {"operation_id": "door-3"}, "body: missing"),
+        ("POST", comment, {"operation_id": 3, "body": "Hi."}, "operation_id: missing, or not a string"),
+        ("POST", comment, {"operation_id": "door 3", "body": "Hi."}, "operation_id"),
+        ("POST", comment, {"operation_id": "door-3", "body": ""}, "body"),
+        ("POST", comment, [good], "one JSON object"),
+        ("PUT", status, {"operation_id": "door-4", "status": "done", "label": "status/done"}, "label: unknown key"),
+        ("PUT", status, {"operation_id": "door-4", "status": "finished"}, "status"),
+        ("GET", base + "?limit=0", None, "limit"),
+        ("GET", base + "?since=yesterday", None, "since"),
+        ("GET", base + "/0", None, "issue number"),
+    ]
+    for method, path, body, reason in refused:
+        answered, data = http(bridge.address, method, path, body)
+        assert answered == 400 and reason in data["error"], (method, path, body, answered, data)
+    answered, data = http(bridge.address, "POST", comment, raw=b"{not json")
+    assert answered == 400, data
+    answered, data = http(bridge.address, "POST", "/v1/gitea/timmy/elsewhere/issues/1/comments", good)
+    assert answered == 404 and "gitea.repos" in data["error"]
+    assert gitea.writes() == [] and gitea.comments(REPO, number) == []
+    output = bridge.output()
+    assert COMMAND_TOKEN not in output and BOT_TOKEN not in output
