@@ -1,4 +1,5 @@
 import AllegroPosix
+import Crypto
 import GRDB
 
 /// The bridge's small state in SQLite (`bridge.data_dir/bridge.sqlite`, WAL), one writer at a
@@ -10,8 +11,10 @@ import GRDB
 ///   rows go again under the same sequences, and the relay drops those it had: published once.
 ///   Sequences start from the wall clock in microseconds when the file is made, so a lost file
 ///   never reuses numbers the relay remembers.
-/// - `gitea_seen`: the `updated_at` last published for each issue, pull request and comment,
-///   so each change is published once; rows older than the buffer's retention are removed.
+/// - `gitea_seen`: the version last published of each issue, pull request and comment (its
+///   `updated_at` and a SHA-256 of its record: Gitea's times are whole seconds, so two changes in
+///   one second share an `updated_at`), so each change is published once; rows older than the
+///   buffer's retention are removed.
 /// - `poll_state`: when each repository was last polled.
 /// - `gitea_cache`: the latest record of each issue and pull request, so Timmy's "issues since"
 ///   is answered while Gitea is slow; forgotten with `gitea_seen`.
@@ -40,6 +43,11 @@ public final class BridgeStore: Sendable {
         public var cacheNumber: Int64? = nil
         public var updatedMillis: Int64 = 0
         public var createdMillis: Int64 = 0
+
+        /// What tells two versions apart: `updated_at` and a SHA-256 of the record.
+        var version: String {
+            updatedAt + " " + SHA256.hash(data: Array(payload.utf8)).map { String($0, radix: 16).leftPadded(2) }.joined()
+        }
     }
 
     public init(path: String) throws {
@@ -67,10 +75,12 @@ public final class BridgeStore: Sendable {
         }
     }
 
-    /// Puts the changes not published before (by `updated_at`) in the outbox; returns how many,
-    /// and those seen now for the first time.
+    /// Puts the changes not published before in the outbox; returns how many, and those seen
+    /// now for the first time. `commands` names what to do about a change seen for the first
+    /// time (triage): journaled as pending in the same transaction, so a crash cannot lose it.
     @discardableResult
-    public func enqueue(_ changes: [Change], nowMillis: Int64) throws -> (added: Int, firstSeen: [Change]) {
+    public func enqueue(_ changes: [Change], nowMillis: Int64, commands: (Change) -> [PendingCommand] = { _ in [] }) throws
+        -> (added: Int, firstSeen: [Change]) {
         try pool.write { db in
             var next = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'next_seq'") ?? 1
             var added = 0
@@ -78,14 +88,23 @@ public final class BridgeStore: Sendable {
             for change in changes {
                 let seen = try String.fetchOne(db, sql: "SELECT updated_at FROM gitea_seen WHERE repo = ? AND kind = ? AND id = ?",
                                                arguments: [change.repo, change.kind, change.id])
-                guard seen != change.updatedAt else { continue }
-                if seen == nil { firstSeen.append(change) }
+                let version = change.version
+                guard seen != version else { continue }
+                if seen == nil {
+                    firstSeen.append(change)
+                    for command in commands(change) {
+                        try db.execute(sql: """
+                            INSERT OR IGNORE INTO commands (op, kind, repo, number, request, state, result, made_ms, done_ms)
+                            VALUES (?, ?, ?, ?, ?, 'pending', '', ?, 0)
+                            """, arguments: [command.operation, command.kind, command.repo, command.number, command.request, nowMillis])
+                    }
+                }
                 try db.execute(sql: "INSERT INTO outbox (seq, kind, session, payload, made_ms) VALUES (?, ?, ?, ?, ?)",
                                arguments: [next, change.kind, change.session, change.payload, nowMillis])
                 try db.execute(sql: """
                     INSERT INTO gitea_seen (repo, kind, id, updated_at, seen_ms) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT (repo, kind, id) DO UPDATE SET updated_at = excluded.updated_at, seen_ms = excluded.seen_ms
-                    """, arguments: [change.repo, change.kind, change.id, change.updatedAt, nowMillis])
+                    """, arguments: [change.repo, change.kind, change.id, version, nowMillis])
                 if let number = change.cacheNumber {
                     try db.execute(sql: """
                         INSERT INTO gitea_cache (repo, number, kind, updated_ms, payload, seen_ms) VALUES (?, ?, ?, ?, ?, ?)
@@ -185,4 +204,8 @@ public final class BridgeStore: Sendable {
     public func outboxCount() throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox") ?? 0 }
     }
+}
+
+private extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }

@@ -3,6 +3,7 @@ import AllegroLog
 import AllegroMessages
 import AllegroPosix
 import Foundation
+import Synchronization
 
 /// Why a command of Timmy's was not done: an HTTP status for his API and a reason.
 public struct CommandError: Error, Sendable, CustomStringConvertible {
@@ -24,6 +25,9 @@ struct GiteaCommands: Sendable {
     let publisher: OutboxPublisher
     /// Timmy's approvals for the gated commands; nil: they are refused (no `gitea.allowed_signers`).
     let gate: ApprovalGate?
+    /// One run at a time per operation id (a retried request, or a resumption, waits for the
+    /// one in flight and then finds its outcome in the journal).
+    let running = OperationLocks()
     let log: EventLog
 
     /// Tries of a write whose answer was lost (each after looking again).
@@ -182,6 +186,10 @@ struct GiteaCommands: Sendable {
     /// and reports it on the stream. `body` learns whether it resumes a journaled command.
     func journaled(operation: String, kind: String, repo: String, number: Int64, request: String,
                    _ body: (_ resuming: Bool) async throws(CommandError) -> [String: Any]) async throws(CommandError) -> [String: Any] {
+        guard await running.acquire(operation) else {
+            throw CommandError(status: 503, reason: "operation_id \(operation) is still running; ask again later")
+        }
+        defer { running.release(operation) }
         let started = Clock.monotonicNanos
         let entry: BridgeStore.JournalEntry
         do { entry = try store.journal(operation: operation, kind: kind, repo: repo, number: number, request: request, nowMillis: Self.nowMillis) } catch {
@@ -256,5 +264,25 @@ struct GiteaCommands: Sendable {
         case let status? where (400 ..< 500).contains(status) && status != 429: CommandError(status: 409, reason: "Gitea refused: \(error)")
         default: CommandError(status: 503, reason: "Gitea is unavailable: \(error)")
         }
+    }
+}
+
+/// Operation ids being run now, in this process. Bounded by the requests in flight.
+final class OperationLocks: Sendable {
+    private let busy = Mutex(Set<String>())
+    /// How long a second caller waits for the first before it is told to ask again.
+    static let waitMillis = 120_000
+
+    /// Takes `operation`, waiting while another call holds it; false after `waitMillis`.
+    func acquire(_ operation: String) async -> Bool {
+        for _ in 0 ..< Self.waitMillis / 20 {
+            if busy.withLock({ $0.insert(operation).inserted }) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    func release(_ operation: String) {
+        busy.withLock { _ = $0.remove(operation) }
     }
 }

@@ -114,39 +114,39 @@ struct GiteaPoller: Service {
                                                                limit: settings.pageSize)
         var changes = issues.map { GiteaRecords.change(repo: repo, issue: $0) }
         changes += comments.compactMap { GiteaRecords.change(repo: repo, comment: $0) }
-        let (added, firstSeen) = try store.enqueue(changes, nowMillis: started)
+        // Triage: only issues opened since the repository was first polled (not the backfill of
+        // the first poll), and only the steps the configuration names, journaled with the
+        // records so that a crash cannot lose them.
+        let watchedSince = polledBefore == nil ? nil : try store.firstPolled(repo)
+        let (added, firstSeen) = try store.enqueue(changes, nowMillis: started) { change in
+            guard let watchedSince, change.kind == "gitea.issue", let number = change.cacheNumber,
+                  change.createdMillis >= watchedSince - Int64(settings.pollOverlapMillis) else { return [] }
+            return triageSteps(repo: repo, number: number)
+        }
         try store.setPolled(repo, atMillis: started)
         if added > 0 {
             log.log(.info, "gitea_changes", ["repo": repo, "records": String(added)])
             publisher.poke()
         }
-        // Triage: only issues opened since the repository was first polled (not the backfill of
-        // the first poll), and only the steps the configuration names.
-        guard polledBefore != nil, let watchedSince = try store.firstPolled(repo) else { return }
-        for change in firstSeen where change.kind == "gitea.issue" && change.createdMillis >= watchedSince - Int64(settings.pollOverlapMillis) {
-            guard let number = change.cacheNumber else { continue }
-            await triage(repo: repo, number: number)
+        if firstSeen.contains(where: { $0.kind == "gitea.issue" }) && watchedSince != nil {
+            await commands.resumePending()
         }
     }
 
-    /// The configured mechanical steps for a new issue: its status label, a receipt comment in
-    /// the Report format. Each is one of Timmy's commands under an id of its own, so a crash or a
-    /// second poll never does a step twice.
-    func triage(repo: String, number: Int64) async {
+    /// The configured mechanical steps for a new issue, as Timmy's commands under ids of their
+    /// own (so a second poll or a crash never does a step twice): its status label, a receipt
+    /// comment in the Report format.
+    func triageSteps(repo: String, number: Int64) -> [BridgeStore.PendingCommand] {
+        var steps: [BridgeStore.PendingCommand] = []
         if !settings.triageStatus.isEmpty {
-            do {
-                _ = try await commands.status(repo: repo, number: number, operation: Self.operation("triage-status", repo, number), status: settings.triageStatus)
-            } catch {
-                log.log(.warning, "gitea_triage_failed", ["repo": repo, "number": String(number), "step": "status", "reason": error.reason])
-            }
+            steps.append(.init(operation: Self.operation("triage-status", repo, number), kind: "status", repo: repo, number: number,
+                               request: GiteaRecords.json(["status": settings.triageStatus])))
         }
         if settings.triageReceipt, let receipt = GiteaCommands.receipt(repo: repo, number: number, status: settings.triageStatus) {
-            do {
-                _ = try await commands.comment(repo: repo, number: number, operation: Self.operation("triage-receipt", repo, number), body: receipt)
-            } catch {
-                log.log(.warning, "gitea_triage_failed", ["repo": repo, "number": String(number), "step": "receipt", "reason": error.reason])
-            }
+            steps.append(.init(operation: Self.operation("triage-receipt", repo, number), kind: "comment", repo: repo, number: number,
+                               request: GiteaRecords.json(["body": receipt])))
         }
+        return steps
     }
 
     /// A triage step's operation id: one per step and issue (`triage-status:owner:name:7`).

@@ -14,6 +14,7 @@ enum GiteaRecords {
             "repo": repo, "number": issue.number, "title": issue.title, "state": issue.state,
             "labels": (issue.labels ?? []).map(\.name), "user": issue.user?.login ?? "", "updated_at": issue.updatedAt,
             "html_url": issue.htmlURL ?? "", "body": cut(issue.body ?? ""), "comments": issue.comments ?? 0,
+            "kind": issue.isPull ? "pull" : "issue",
         ]
         if let created = issue.createdAt { object["created_at"] = created }
         if let closed = issue.closedAt { object["closed_at"] = closed }

@@ -15,13 +15,12 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -142,11 +141,13 @@ def change_key(kind: str, session: str, payload: Dict[str, Any]) -> Tuple[str, s
 
 
 def duplicates(records: List[Tuple[str, str, Dict[str, Any]]]) -> List[Tuple[str, str, int, str]]:
-    seen: Dict[Tuple[str, str, int, str], int] = {}
+    """Changes published more than once: the same item with the same content (two versions of an
+    item may share an updated_at, Gitea's times being whole seconds; they differ in what changed)."""
+    seen: Dict[Tuple[Tuple[str, str, int, str], str], int] = {}
     for record in records:
-        key = change_key(*record)
+        key = (change_key(*record), json.dumps(record[2], sort_keys=True))
         seen[key] = seen.get(key, 0) + 1
-    return [key for key, count in seen.items() if count > 1]
+    return [key[0] for key, count in seen.items() if count > 1]
 
 
 # -- the bridge as a process ------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def check_bridges() -> None:
                                  % (bridge.process.returncode, bridge.output()[-4000:]))
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 30) -> bool:
+def wait_until(condition: Callable[[], Any], timeout: float = 15) -> bool:
     """Waits for `condition` (polled); False after `timeout` seconds; fails at once if a bridge died."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -368,6 +369,31 @@ def test_each_change_to_an_issue_reaches_a_plain_collector_exactly_once(gitea, r
     assert gitea.writes() == []                         # triage is off: the bridge only read
 
 
+def test_a_change_within_the_second_of_the_version_already_published_is_published_too(gitea, relay, stream, bridges):
+    # Gitea keeps whole seconds, so a change made within the second of the version the bridge has
+    # published keeps its updated_at (a label Timmy sets right after a poll, a triage step). The fake's
+    # clock is held at that second here; the change must still reach the stream and the cache.
+    bridge = bridges(relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
+    wait_polls(gitea)
+    created = gitea.create_issue(REPO, "Same second", user=ALEXANDER)
+    number = created["number"]
+    assert wait_until(lambda: issue_records(stream, number))
+    second = int(datetime.fromisoformat(created["updated_at"].replace("Z", "+00:00")).timestamp())
+    gitea.advance(second - gitea.now())
+    gitea.label_issue(REPO, number, ["bug"])
+    assert gitea.issue(REPO, number)["updated_at"] == created["updated_at"]
+    client = bridge.client()
+
+    def labelled() -> bool:
+        cached = ask(client.poll_issues(REPO, None))
+        return (any(p["labels"] == ["bug"] for p in issue_records(stream, number))
+                and [i.labels for i in cached if i.number == number] == [["bug"]])
+
+    assert wait_until(labelled, timeout=8), ("the label never reached Timmy", issue_records(stream, number),
+                                             ask(client.poll_issues(REPO, None)))
+    assert duplicates(stream.records()) == []
+
+
 def test_the_backfill_issue_is_published_but_not_triaged_and_a_new_issue_is_triaged(gitea, relay, stream, bridges):
     old = gitea.create_issue(REPO, "Opened before the bridge", user=ALEXANDER)["number"]
     bridges(relay, gitea)
@@ -376,9 +402,8 @@ def test_the_backfill_issue_is_published_but_not_triaged_and_a_new_issue_is_tria
 
     new = gitea.create_issue(REPO, "Opened while the bridge watches", user=ALEXANDER)["number"]
     assert wait_until(lambda: labels(gitea, new) == ["status/triage"] and len(gitea.comments(REPO, new)) == 1)
-    assert wait_until(lambda: any(p["labels"] == ["status/triage"] and p["comments"] == 1
-                                  for p in issue_records(stream, new)))
-    wait_polls(gitea, 3)
+    assert wait_until(lambda: issue_records(stream, new))
+    wait_polls(gitea, 2)
 
     assert labels(gitea, old) == [] and gitea.comments(REPO, old) == []
     assert issue_records(stream, old) and all(p["labels"] == [] for p in issue_records(stream, old))
@@ -467,7 +492,7 @@ def test_a_command_asked_again_while_its_first_call_is_still_running_is_done_onc
     assert len(bodies) == 1, "one operation id, %d comments: %s; answers %s" % (len(bodies), bodies, outcomes)
 
 
-def test_update_status_leaves_exactly_one_status_label(gitea, relay, stream, bridges):
+def test_update_status_leaves_exactly_one_status_label(gitea, relay, bridges):
     number = gitea.create_issue(REPO, "Triage me", user=ALEXANDER, labels=["bug", "status/triage"])["number"]
     bridge = bridges(relay, gitea)
     client = bridge.client()
@@ -488,9 +513,6 @@ def test_update_status_leaves_exactly_one_status_label(gitea, relay, stream, bri
     with pytest.raises(GiteaBridgeError) as caught:
         ask(client.update_status(REPO, number, "wontfix"))
     assert caught.value.status == 400 and "status" in caught.value.reason
-    assert wait_until(lambda: any(p["labels"] == ["bug", "status/review"] for p in issue_records(stream, number))), (
-        gitea.issue(REPO, number)["updated_at"], issue_records(stream, number))
-    assert duplicates(stream.records()) == []
 
 
 def test_a_status_whose_label_the_repository_lacks_is_refused_and_nothing_is_written(gitea, relay, bridges):
@@ -552,9 +574,9 @@ def test_poll_issues_since_answers_from_the_cache_also_while_gitea_is_slow(gitea
     assert [i.number for i in since_newer] == [newer["number"]]
     assert ask(client.poll_issues(REPO, moment(newer["updated_at"]) + timedelta(seconds=1))) == []
 
-    # Gitea now takes 8 s to answer the bridge's next list of issues: the bridge's poll waits on it,
+    # Gitea now takes 5 s to answer the bridge's next list of issues: the bridge's poll waits on it,
     # Timmy's read does not.
-    gitea.slow_next(1, 8.0, method="GET", path=r"/issues$")
+    gitea.slow_next(1, 5.0, method="GET", path=r"/issues$")
     stalled = list_calls(gitea) + 1
     assert wait_until(lambda: list_calls(gitea) >= stalled)
     reads_before = len(gitea.calls(method="GET"))
@@ -638,7 +660,7 @@ def test_a_bridge_killed_with_sigkill_and_restarted_publishes_nothing_twice_and_
     gitea.advance(1)
     created += burst("while down", 3)
     bridge.start()
-    assert wait_until(lambda: len(gitea.writes()) > 0 and len(stream.records()) > len(created))
+    wait_polls(gitea)
     gitea.advance(1)
     created += burst("after the restart", 2)
     time.sleep(0.7)
@@ -656,22 +678,44 @@ def test_a_bridge_killed_with_sigkill_and_restarted_publishes_nothing_twice_and_
                     return False
         return True
 
-    def everything_triaged() -> bool:
-        return all(labels(gitea, number) == ["status/triage"] and len(gitea.comments(REPO, number)) == 2
-                   for number in created)
-
-    assert wait_until(lambda: everything_triaged() and everything_published(), timeout=60), (
-        [(n, labels(gitea, n), len(gitea.comments(REPO, n))) for n in created], bridge.output()[-3000:])
+    assert wait_until(everything_published, timeout=30), bridge.output()[-3000:]
     wait_polls(gitea, 2)
+    assert everything_published()
     records = stream.records()
     assert duplicates(records) == [], duplicates(records)
     for number in created:
         receipts = [c for c in gitea.comments(REPO, number) if c["user"]["login"] == BOT]
-        assert [MARKER.findall(c["body"]) for c in receipts] == [["triage-receipt:timmy:allegro:%d" % number]]
+        assert len(receipts) <= 1 and all(MARKER.findall(c["body"]) == ["triage-receipt:timmy:allegro:%d" % number]
+                                          for c in receipts), receipts
+        assert [label for label in labels(gitea, number) if label.startswith("status/")] in ([], ["status/triage"])
     assert labels(gitea, before) == [] and all(c["user"]["login"] == ALEXANDER for c in gitea.comments(REPO, before))
     # Each triage command is reported once, whatever the kills.
     tasks = [(session, report.task) for session, report in stream.reports()]
     assert len(tasks) == len(set(tasks)), tasks
+
+
+def test_new_issues_whose_triage_a_kill_interrupted_are_triaged_after_the_restart(gitea, relay, bridges):
+    bridge = bridges(relay, gitea)
+    wait_polls(gitea)
+    # Gitea is slow to list the labels, the first thing a triage reads: the bridge is killed while it
+    # triages the first of three new issues it has just published.
+    gitea.slow_next(1, 5.0, method="GET", path=r"/labels$")
+    asked = len(gitea.calls("issueListLabels"))
+    numbers = [gitea.create_issue(REPO, "New %d" % index, user=ALEXANDER)["number"] for index in range(3)]
+    assert wait_until(lambda: len(gitea.calls("issueListLabels")) > asked)
+    bridge.kill()
+    bridge.start()
+
+    def triaged(number: int) -> bool:
+        return labels(gitea, number) == ["status/triage"] and len(gitea.comments(REPO, number)) == 1
+
+    assert wait_until(lambda: all(triaged(number) for number in numbers), timeout=10), (
+        [(number, labels(gitea, number), len(gitea.comments(REPO, number))) for number in numbers],
+        bridge.output()[-3000:])
+    wait_polls(gitea, 2)
+    for number in numbers:
+        [receipt] = gitea.comments(REPO, number)
+        assert MARKER.findall(receipt["body"]) == ["triage-receipt:timmy:allegro:%d" % number]
 
 
 # -- the command API's door --------------------------------------------------------------------------
@@ -694,7 +738,7 @@ def test_the_command_api_refuses_a_missing_or_wrong_token_and_unknown_keys(gitea
         ask(GiteaBridge(bridge.address, "wrong-token-0123456789").poll_issues(REPO, None))
     assert caught.value.status == 401
 
-    refused = [
+    refused: List[Tuple[str, str, Any, str]] = [
         ("POST", comment, {"operation_id": "door-3", "body": "Hi.", "close": "true"}, "close: unknown key"),
         ("POST", comment, {"operation_id": "door-3", "body": "Hi.", "labels": []}, "labels: unknown key"),
         ("POST", comment, {"operation_id": "door-3"}, "body: missing"),
