@@ -71,7 +71,7 @@ public enum BridgeProcess {
             let store = try BridgeStore(path: settings.dataDirectory + "/bridge.sqlite")
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
-            let board = GiteaHealthBoard()
+            let board = GiteaHealthBoard(GiteaHealth())
             giteaHealth = board
             let publisher = OutboxPublisher(store: store, relay: relay, token: producerToken, producerID: "allegro-bridge-gitea", log: log)
             let giteaClient = GiteaClient(http: client, url: gitea.url, token: gitea.token ?? "")
@@ -103,7 +103,7 @@ public enum BridgeProcess {
             options.reconnectForMillis = 60_000
             let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
-            let notifierHealth = NotifierHealthBoard()
+            let notifierHealth = NotifierHealthBoard(NotifierHealth())
             services.append(NotifierService(
                 settings: settings, feed: RecordFeed(options: options, kinds: NotifierService.kinds),
                 telegram: TelegramClient(http: client, base: settings.telegramAPI, token: token, chatID: settings.telegramChatID),
@@ -144,7 +144,9 @@ public enum BridgeProcess {
         router.get("health") { _, _ in
             let notifier = health.notifier?.current
             let gitea = health.gitea?.current
-            let failing = notifier?.state == "failing" || gitea?.state == "failing"
+            // Failing while any duty has a problem, whatever it is doing meanwhile (sending, waiting).
+            let failing = notifier.map { $0.relayProblem != nil || $0.telegramProblem != nil || $0.ledgerProblem != nil } == true
+                || gitea?.state == "failing"
             struct Body: Encodable {
                 var status: String
                 var notifier: NotifierHealth?

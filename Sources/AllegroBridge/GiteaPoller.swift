@@ -16,12 +16,7 @@ public struct GiteaHealth: Sendable, Codable, Equatable {
     public var problem: String?
 }
 
-/// Where the Gitea duty posts its `GiteaHealth`; safe from any thread.
-final class GiteaHealthBoard: Sendable {
-    private let state = Mutex(GiteaHealth())
-    func update(_ change: (inout GiteaHealth) -> Void) { state.withLock { change(&$0) } }
-    var current: GiteaHealth { state.withLock { $0 } }
-}
+typealias GiteaHealthBoard = HealthBoard<GiteaHealth>
 
 /// The Gitea duty's polling: at start it asks Gitea whose token it holds and refuses to run as
 /// Timmy; then every `poll_interval_ms`, for each repository, it reads the issues and pull

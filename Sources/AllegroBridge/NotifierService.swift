@@ -22,12 +22,16 @@ public struct NotifierHealth: Sendable, Codable, Equatable {
     public var relayConnected = false
 }
 
-/// Where the notifier posts its `NotifierHealth` and `/health` reads it; safe from any thread.
-final class NotifierHealthBoard: Sendable {
-    private let state = Mutex(NotifierHealth())
-    func update(_ change: (inout NotifierHealth) -> Void) { state.withLock { change(&$0) } }
-    var current: NotifierHealth { state.withLock { $0 } }
+/// Where a duty posts its health (`NotifierHealth`, `GiteaHealth`) and `/health` reads it; safe
+/// from any thread.
+final class HealthBoard<Value: Sendable>: Sendable {
+    private let state: Mutex<Value>
+    init(_ initial: Value) { state = Mutex(initial) }
+    func update(_ change: (inout Value) -> Void) { state.withLock { change(&$0) } }
+    var current: Value { state.withLock { $0 } }
 }
+
+typealias NotifierHealthBoard = HealthBoard<NotifierHealth>
 
 /// The notifier duty: a durable collector of the relay (`bridge.notifier_name`) that tells a
 /// Telegram chat of alerts (grouped by `NotifierPolicy`), of urgent Requests and of reports.

@@ -31,6 +31,7 @@ from allegro_client import Collector, Producer, TelemetryEvent
 from allegro_client.messages import AllegroAlert, AllegroReport, AllegroRequest, Telemetry
 from conftest import terminate
 from fake_telegram import Call, FakeTelegram, shown_text
+from stream_watcher import StreamWatcher
 
 pytestmark = pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
                                 reason="ALLEGRO_BIN is not set (the allegro binary with `allegro bridge`)")
@@ -227,68 +228,21 @@ def publish(relay: Any, messages: Iterable[Union[Message, Tuple[Message, str]]],
     return count
 
 
-class StreamWatcher:
-    """A collector of the relay in a thread, from the earliest record: keeps every event whose kind
-    starts with `allegro.` (`events`). With `name` it is that durable collector, connected while it
-    runs (and commits what it reads when `commit`)."""
-
-    def __init__(self, address: str, name: Optional[str] = None, commit: bool = False) -> None:
-        self.address, self.name, self.commit = address, name, commit
-        self.events: List[TelemetryEvent] = []
-        self.connected = threading.Event()
-        self._lock = threading.Lock()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._task: Optional["asyncio.Task[None]"] = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="stream-watcher", daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._task = loop.create_task(self._collect())
-        self._ready.set()
-        try:
-            loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            loop.close()
-
-    async def _collect(self) -> None:
-        def on_state(collector: Collector, state: str, detail: str) -> None:
-            if state == "connected":
-                self.connected.set()
-
-        collector = Collector(self.address, name=self.name, start="earliest", max_backoff=0.5, on_state=on_state)
-        try:
-            async for item in collector:
-                if isinstance(item, TelemetryEvent):
-                    if item.kind.startswith("allegro."):
-                        with self._lock:
-                            self.events.append(item)
-                    if self.commit:
-                        await item.commit()
-        finally:
-            await collector.close(5)
+class AlertWatcher(StreamWatcher):
+    """A `StreamWatcher` of the allegro.* records, read as alerts and reports."""
 
     def alerts(self) -> List[AllegroAlert]:
-        with self._lock:
-            events = list(self.events)
+        events = self.snapshot()
         return [AllegroAlert.from_json(event.payload) for event in events if event.kind == "allegro.alert"]
 
     def reports(self) -> List[Tuple[TelemetryEvent, AllegroReport]]:
-        with self._lock:
-            events = list(self.events)
+        events = self.snapshot()
         return [(event, AllegroReport.from_json(event.payload)) for event in events if event.kind == "allegro.report"]
 
     def assert_canonical(self) -> None:
         """Every allegro.alert and allegro.report record carries the canonical JSON Python writes
         (the relay's are written by Swift: the same bytes)."""
-        with self._lock:
-            events = list(self.events)
-        for event in events:
+        for event in self.snapshot():
             if event.kind == "allegro.alert":
                 assert AllegroAlert.from_json(event.payload).to_json().encode("utf-8") == event.payload, event.payload
             elif event.kind == "allegro.report":
@@ -303,21 +257,14 @@ class StreamWatcher:
             time.sleep(0.05)
         return None
 
-    def stop(self) -> None:
-        if self._loop is not None and self._task is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-            except RuntimeError:
-                pass
-        self._thread.join(10)
 
 
 @pytest.fixture
-def watchers() -> Iterator[Callable[..., StreamWatcher]]:
-    started: List[StreamWatcher] = []
+def watchers() -> Iterator[Callable[..., AlertWatcher]]:
+    started: List[AlertWatcher] = []
 
-    def start(address: str, name: Optional[str] = None, commit: bool = False) -> StreamWatcher:
-        watcher = StreamWatcher(address, name, commit)
+    def start(address: str, name: Optional[str] = None, commit: bool = False) -> AlertWatcher:
+        watcher = AlertWatcher(address, name, commit)
         started.append(watcher)
         return watcher
 

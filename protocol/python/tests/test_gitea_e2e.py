@@ -31,6 +31,7 @@ from allegro_client.messages import AllegroReport, parse_markdown
 from allegro_client.timmy import GiteaBridge, GiteaBridgeError, Issue
 from conftest import Relay, terminate
 from fake_gitea import FakeGitea
+from stream_watcher import StreamWatcher
 
 pytestmark = pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
                                 reason="ALLEGRO_BIN is not set (the allegro binary with `allegro bridge`)")
@@ -70,66 +71,26 @@ def relay(binary: str, tmp_path: Path) -> Iterator[Relay]:
     running.stop()
 
 
-class StreamWatcher:
-    """A plain (not durable) collector of the relay in a thread, from the earliest record: keeps every
-    record of kind gitea.* or allegro.report."""
+class GiteaWatcher(StreamWatcher):
+    """A plain (not durable) `StreamWatcher` of the gitea.* and allegro.report records."""
 
     def __init__(self, address: str) -> None:
-        self.address = address
-        self.events: List[TelemetryEvent] = []
-        self._lock = threading.Lock()
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._task: Optional["asyncio.Task[None]"] = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, name="gitea-stream-watcher", daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    def _main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._task = loop.create_task(self._collect())
-        self._ready.set()
-        try:
-            loop.run_until_complete(self._task)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            loop.close()
-
-    async def _collect(self) -> None:
-        collector = Collector(self.address, name=None, start="earliest", max_backoff=0.5)
-        try:
-            async for item in collector:
-                if isinstance(item, TelemetryEvent) and (item.kind.startswith("gitea.") or item.kind == "allegro.report"):
-                    with self._lock:
-                        self.events.append(item)
-        finally:
-            await collector.close(5)
+        super().__init__(address, kinds=("gitea.", "allegro.report"))
 
     def records(self, kind: str = "gitea.") -> List[Tuple[str, str, Dict[str, Any]]]:
         """(kind, session, payload) of the records whose kind starts with `kind`, in stream order."""
-        with self._lock:
-            events = list(self.events)
+        events = self.snapshot()
         return [(e.kind, e.session, json.loads(e.payload)) for e in events if e.kind.startswith(kind)]
 
     def reports(self) -> List[Tuple[str, AllegroReport]]:
-        with self._lock:
-            events = list(self.events)
+        events = self.snapshot()
         return [(e.session, AllegroReport.from_json(e.payload)) for e in events if e.kind == "allegro.report"]
 
-    def stop(self) -> None:
-        if self._loop is not None and self._task is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-            except RuntimeError:
-                pass
-        self._thread.join(10)
 
 
 @pytest.fixture
-def stream(relay: Relay) -> Iterator[StreamWatcher]:
-    watcher = StreamWatcher(relay.address)
+def stream(relay: Relay) -> Iterator[GiteaWatcher]:
+    watcher = GiteaWatcher(relay.address)
     yield watcher
     watcher.stop()
 
@@ -322,7 +283,7 @@ def ask(coroutine: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coroutine, 120))
 
 
-def issue_records(stream: StreamWatcher, number: int) -> List[Dict[str, Any]]:
+def issue_records(stream: GiteaWatcher, number: int) -> List[Dict[str, Any]]:
     return [payload for kind, session, payload in stream.records("gitea.issue") if session == "%s#%d" % (REPO, number)]
 
 
