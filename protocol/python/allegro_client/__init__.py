@@ -9,11 +9,12 @@ from .collector import (AuthFailed, Collector, CollectorBusy, CollectorError, Co
                         TransientRelayError, UnknownCollector)
 from .messages import AllegroAlert, AllegroReport, AllegroRequest, MessageError, Telemetry
 from .producer import BufferFull, Producer, RecordTooLarge, RelayRefused
-from .timmy import GiteaBridge, GiteaBridgeError, Issue, IssueComment
+from .timmy import GiteaBridge, GiteaBridgeError, Issue, IssueComment, read_approval
 from .wire import ProtocolError
 
 __all__ = ["Producer", "BufferFull", "RecordTooLarge", "RelayRefused", "ProtocolError", "Collector", "TelemetryEvent", "Gap",
            "CollectorError", "RelayError", "PermanentRelayError", "TransientRelayError", "AuthFailed",
            "UnknownCollector", "CursorUnavailable", "CollectorBusy", "ShuttingDown", "ProtocolViolation",
            "ConnectionLost", "Approval", "ApprovalError", "SigningError", "AllegroRequest", "AllegroReport",
-           "AllegroAlert", "Telemetry", "MessageError", "GiteaBridge", "GiteaBridgeError", "Issue", "IssueComment"]
+           "AllegroAlert", "Telemetry", "MessageError", "GiteaBridge", "GiteaBridgeError", "Issue", "IssueComment",
+           "read_approval"]

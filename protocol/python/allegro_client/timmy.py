@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple, Union
 
+from .approval import Approval
 from .collector import (Collector, Gap, TelemetryEvent, _Batch, _Handout, _Inbox, _RelayState, AuthFailed, CollectorBusy,
                         CollectorError, ConnectionLost, CursorUnavailable, PermanentRelayError, ProtocolViolation,
                         RelayError, ShuttingDown, TransientRelayError, UnknownCollector)
@@ -38,7 +39,7 @@ __all__ = ["HermesBridge", "TelemetryEvent", "SessionSummary", "KindCount", "Pro
            "SessionNotFound", "ControlError", "Gap", "AuthFailed", "UnknownCollector", "CollectorBusy",
            "CollectorError", "ConnectionLost", "CursorUnavailable", "PermanentRelayError", "ProtocolViolation",
            "RelayError", "ShuttingDown", "TransientRelayError", "GiteaBridge", "GiteaBridgeError", "Issue",
-           "IssueComment"]
+           "IssueComment", "Approval", "read_approval"]
 
 
 # -- cross-relay duplicates ------------------------------------------------------------------------
@@ -754,6 +755,42 @@ class GiteaBridge:
         return await self._call("PUT", "/v1/gitea/%s/issues/%d/status" % (self._repo_path(repo), self._number(issue)),
                                 {"operation_id": operation, "status": status}, operation=operation)
 
+    # -- gated commands (Timmy's signed approval, protocol/APPROVAL.md) -----------------------
+
+    async def create_pr(self, repo: str, branch: str, title: str, body: str, approval: Approval, base: str = "main",
+                        operation_id: Optional[str] = None) -> Dict[str, Any]:
+        """Opens a pull request of `branch` into `base`, once per operation id (a new one when
+        None), with Timmy's `create_pr` approval of this repository, head, base and the commit the
+        head points at (allegro-approve --action create_pr ... --head BRANCH --head-sha SHA). The
+        head may be neither the default nor a protected branch; closing keywords in the title and
+        body are written as "Refs #N". Returns the bridge's answer: pull, html_url, head_sha,
+        written ("found" when such a pull request was open already). A refused approval is a
+        GiteaBridgeError with status 403."""
+        operation = operation_id or _new_operation("pr")
+        return await self._call("POST", "/v1/gitea/%s/pulls" % self._repo_path(repo),
+                                dict({"operation_id": operation, "head": branch, "base": base, "title": title,
+                                      "body": body}, **self._approval(approval)), operation=operation)
+
+    async def close_issue(self, repo: str, issue: int, approval: Approval,
+                          operation_id: Optional[str] = None) -> Dict[str, Any]:
+        """Closes the issue, once per operation id (a new one when None), with Timmy's
+        `close_issue` approval of this repository and issue. Returns the bridge's answer: state,
+        html_url, written ("found" when it was closed already). A refused approval is a
+        GiteaBridgeError with status 403."""
+        operation = operation_id or _new_operation("close")
+        return await self._call("POST", "/v1/gitea/%s/issues/%d/close" % (self._repo_path(repo), self._number(issue)),
+                                dict({"operation_id": operation}, **self._approval(approval)), operation=operation)
+
+    async def merge_pr(self, repo: str, pull: int, approval: Approval,
+                       operation_id: Optional[str] = None) -> Dict[str, Any]:
+        """Merges the pull request, once per operation id (a new one when None), with Timmy's
+        `merge_pr` approval of this pull request, its head branch, head commit and base (a head
+        that moved since he signed is refused). Returns the bridge's answer: pull, merged,
+        html_url, head_sha, written. A refused approval is a GiteaBridgeError with status 403."""
+        operation = operation_id or _new_operation("merge")
+        return await self._call("POST", "/v1/gitea/%s/pulls/%d/merge" % (self._repo_path(repo), self._number(pull)),
+                                dict({"operation_id": operation}, **self._approval(approval)), operation=operation)
+
     # -- the exchange ---------------------------------------------------------------------
 
     @staticmethod
@@ -768,6 +805,13 @@ class GiteaBridge:
         if isinstance(issue, bool) or not isinstance(issue, int) or issue < 1:
             raise ValueError("issue: a number above 0, not %r" % (issue,))
         return issue
+
+    @staticmethod
+    def _approval(approval: Approval) -> Dict[str, str]:
+        statement, signature = getattr(approval, "statement", None), getattr(approval, "signature", None)
+        if not isinstance(statement, str) or not isinstance(signature, str) or not statement or not signature:
+            raise ValueError("approval: an Approval (statement and signature text), not %r" % (approval,))
+        return {"statement": statement, "signature": signature}
 
     @staticmethod
     def _issues(answer: Dict[str, Any]) -> List[Issue]:
@@ -821,6 +865,26 @@ class GiteaBridge:
 
 _ISSUE_PAGE = 100           # issues per request of poll_issues (bodies are up to 64 KiB each)
 _ISSUE_PAGE_MAX = 5000      # the bridge's largest limit
+
+
+def read_approval(statement_path: Union[str, "os.PathLike[str]"],
+                  signature_path: Union[str, "os.PathLike[str]"]) -> Approval:
+    """The Approval that `allegro-approve --out DIR` wrote, from DIR/statement.txt and
+    DIR/statement.txt.sig: both read exactly as written (no line-end translation: the signature
+    is over the statement's bytes). OSError when a file cannot be read; ValueError when one is
+    not ASCII text or is empty."""
+    texts = []
+    for path in (statement_path, signature_path):
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("%s is not ASCII text" % os.fspath(path)) from None
+        if not text:
+            raise ValueError("%s is empty" % os.fspath(path))
+        texts.append(text)
+    return Approval(texts[0], texts[1])
 
 
 def _new_operation(kind: str) -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -28,7 +29,8 @@ import pytest
 
 from allegro_client import Collector, TelemetryEvent
 from allegro_client.messages import AllegroReport, parse_markdown
-from allegro_client.timmy import GiteaBridge, GiteaBridgeError, Issue
+from allegro_client.approval import Approval
+from allegro_client.timmy import GiteaBridge, GiteaBridgeError, Issue, read_approval
 from conftest import Relay, terminate
 from fake_gitea import FakeGitea
 from stream_watcher import StreamWatcher
@@ -723,3 +725,114 @@ def test_the_command_api_refuses_a_missing_or_wrong_token_and_unknown_keys(gitea
     assert gitea.writes() == [] and gitea.comments(REPO, number) == []
     output = bridge.output()
     assert COMMAND_TOKEN not in output and BOT_TOKEN not in output
+
+
+# -- gated commands: Timmy's signed approvals ---------------------------------------------------------
+
+
+def timmy_signer(directory: Path) -> Tuple[Path, Path]:
+    """Timmy's Ed25519 key (made with ssh-keygen) and an allowed_signers file trusting it for approvals."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "timmy_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", "timmy"], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    kind, blob = Path(str(key) + ".pub").read_text().split()[:2]
+    signers = directory / "allowed_signers"
+    signers.write_text('timmy namespaces="allegro-approval" %s %s\n' % (kind, blob))
+    return key, signers
+
+
+def approve(key: Path, out: Path, action: str, *args: str) -> Any:
+    """An approval as Timmy makes one: allegro-approve --out DIR, read back with read_approval."""
+    subprocess.run([sys.executable, "-m", "allegro_client.approval", "--action", action, "--repo", REPO,
+                    "--key", str(key), "--out", str(out)] + list(args), check=True, stdin=subprocess.DEVNULL,
+                   capture_output=True)
+    return read_approval(out / "statement.txt", out / "statement.txt.sig")
+
+
+def writes_to(fake: FakeGitea, method: str, pattern: str) -> List[Any]:
+    """The fake's write requests with `method` whose path (after the repository) matches `pattern`."""
+    prefix = "/api/v1/repos/%s" % REPO
+    return [r for r in fake.writes() if r.method == method and r.path.startswith(prefix)
+            and re.fullmatch(pattern, r.path[len(prefix):])]
+
+
+def test_create_pr_merge_pr_and_close_issue_with_timmys_approvals(gitea, relay, bridges, tmp_path):
+    key, signers = timmy_signer(tmp_path / "timmy")
+    number = gitea.create_issue(REPO, "Relay drops records", user=ALEXANDER)["number"]
+    branch = gitea.add_branch(REPO, "fix-relay")
+    bridge = bridges(relay, gitea, gitea__allowed_signers=signers)
+    client = bridge.client()
+
+    made = approve(key, tmp_path / "a-pr", "create_pr", "--head", "fix-relay", "--head-sha", branch.sha, "--base", "main")
+    assert isinstance(made, Approval)
+    created = ask(client.create_pr(REPO, "fix-relay", "Fix the relay", "fixes #%d" % number, made,
+                                   operation_id="pr-fix-relay"))
+    [pull] = gitea.pulls(REPO)
+    assert created["pull"] == pull["number"] and created["head_sha"] == branch.sha
+    assert (pull["head"]["ref"], pull["base"]["ref"], pull["title"]) == ("fix-relay", "main", "Fix the relay")
+    assert "Refs #%d" % number in pull["body"] and "fixes" not in pull["body"].lower()
+    assert len(writes_to(gitea, "POST", r"/pulls")) == 1
+
+    made = approve(key, tmp_path / "a-merge", "merge_pr", "--pull", str(pull["number"]), "--head", "fix-relay",
+                   "--head-sha", branch.sha, "--base", "main")
+    merged = ask(client.merge_pr(REPO, pull["number"], made, operation_id="merge-fix-relay"))
+    assert merged["merged"] is True and gitea.pull(REPO, pull["number"])["merged"] is True
+    assert len(writes_to(gitea, "POST", r"/pulls/%d/merge" % pull["number"])) == 1
+    assert gitea.issue(REPO, number)["state"] == "open", "a merged 'Refs #N' closes nothing"
+
+    made = approve(key, tmp_path / "a-close", "close_issue", "--issue", str(number))
+    closed = ask(client.close_issue(REPO, number, made, operation_id="close-relay"))
+    assert closed["state"] == "closed" and gitea.issue(REPO, number)["state"] == "closed"
+    assert len(writes_to(gitea, "PATCH", r"/issues/%d" % number)) == 1
+    again = ask(client.close_issue(REPO, number, made, operation_id="close-relay"))      # the same id: no new write
+    assert again.get("repeated") is True and len(writes_to(gitea, "PATCH", r"/issues/%d" % number)) == 1
+
+
+def test_gated_commands_without_a_valid_approval_are_refused_and_write_nothing(gitea, relay, bridges, tmp_path):
+    key, signers = timmy_signer(tmp_path / "timmy")
+    number = gitea.create_issue(REPO, "Keep open", user=ALEXANDER)["number"]
+    other = gitea.create_issue(REPO, "Another issue", user=ALEXANDER)["number"]
+    guarded = gitea.add_branch(REPO, "release", protected=True)
+    feature = gitea.add_branch(REPO, "feature-x")
+    pull = gitea.create_pull(REPO, "feature-x", title="Feature X", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea, gitea__allowed_signers=signers)
+    client = bridge.client()
+
+    def refused(coroutine: Any, reason: str) -> None:
+        with pytest.raises(GiteaBridgeError) as caught:
+            ask(coroutine)
+        assert caught.value.status == 403 and reason in caught.value.reason, (reason, caught.value)
+
+    close_path = r"/issues/%d" % number
+    good = approve(key, tmp_path / "close", "close_issue", "--issue", str(number))
+    refused(client.close_issue(REPO, number, Approval(good.statement, "garbage"), operation_id="close-garbage"),
+            "BEGIN SSH SIGNATURE")
+    refused(client.close_issue(REPO, number, approve(key, tmp_path / "close-other", "close_issue", "--issue", str(other)),
+                               operation_id="close-other"), "issue is %d in the statement" % other)
+    assert writes_to(gitea, "PATCH", close_path) == [] and gitea.issue(REPO, number)["state"] == "open"
+    # Used once, for real; reopened by a person; the same approval under a new operation id is a replay.
+    ask(client.close_issue(REPO, number, good, operation_id="close-once"))
+    assert len(writes_to(gitea, "PATCH", close_path)) == 1
+    gitea.reopen_issue(REPO, number)
+    refused(client.close_issue(REPO, number, good, operation_id="close-replayed"), "replay")
+    assert len(writes_to(gitea, "PATCH", close_path)) == 1 and gitea.issue(REPO, number)["state"] == "open"
+
+    protected = approve(key, tmp_path / "pr-protected", "create_pr", "--head", "release", "--head-sha", guarded.sha,
+                        "--base", "main")
+    refused(client.create_pr(REPO, "release", "Release", "", protected, operation_id="pr-protected"),
+            "protected branch")
+    refused(client.create_pr(REPO, "feature-x", "Feature X", "", Approval(protected.statement, "garbage"),
+                             operation_id="pr-garbage"), "BEGIN SSH SIGNATURE")
+    assert writes_to(gitea, "POST", r"/pulls") == []
+
+    merge_path = r"/pulls/%d/merge" % pull
+    wrong_pull = approve(key, tmp_path / "merge-other", "merge_pr", "--pull", str(pull + 1), "--head", "feature-x",
+                         "--head-sha", feature.sha, "--base", "main")
+    refused(client.merge_pr(REPO, pull, wrong_pull, operation_id="merge-other"), "pull is %d in the statement" % (pull + 1))
+    signed = feature.sha                # push() moves the fake's Branch in place
+    stale = approve(key, tmp_path / "merge-stale", "merge_pr", "--pull", str(pull), "--head", "feature-x",
+                    "--head-sha", signed, "--base", "main")
+    gitea.push(REPO, "feature-x", "Moved after Timmy signed")
+    refused(client.merge_pr(REPO, pull, stale, operation_id="merge-stale"), "head_sha is %s in the statement" % signed)
+    assert writes_to(gitea, "POST", merge_path) == [] and gitea.pull(REPO, pull)["merged"] is False
