@@ -29,7 +29,7 @@ import pytest
 
 from allegro_client import Collector, Producer, TelemetryEvent
 from allegro_client.messages import AllegroAlert, AllegroReport, AllegroRequest, Telemetry
-from conftest import terminate
+from bridge_run import BridgeRun
 from fake_telegram import Call, FakeTelegram, shown_text
 from stream_watcher import StreamWatcher
 
@@ -66,7 +66,7 @@ def bridge_env(token: Optional[str]) -> Dict[str, str]:
     return env
 
 
-class Bridge:
+class Bridge(BridgeRun):
     """A running `allegro bridge`: settings as `--set bridge.KEY=VALUE`; `kill()` (SIGKILL) and
     `start()` again keep its data directory. Each run's standard output and error go to their own
     files; `output()` is all of them."""
@@ -82,9 +82,8 @@ class Bridge:
         self.settings = {key: str(value) for key, value in values.items()}
         self.env = bridge_env(token)
         self.runs: List[Tuple[Path, Path]] = []
-        self.process: Optional["subprocess.Popen[bytes]"] = None
+        super().__init__()
         self.http_address = ""
-        self.stopping = False
         self.start()
 
     def command(self) -> List[str]:
@@ -132,21 +131,6 @@ class Bridge:
             return error.code, error.read()
         except OSError as error:
             return 0, str(error).encode()
-
-    def died(self) -> bool:
-        """True when the bridge exited without the test stopping it."""
-        return not self.stopping and self.process is not None and self.process.poll() is not None
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.stopping = True
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        self.stopping = True
-        if self.process is not None:
-            terminate(self.process)
 
 
 # The bridges of the running test: waiting stops, saying why, as soon as one of them dies.

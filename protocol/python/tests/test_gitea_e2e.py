@@ -31,7 +31,8 @@ from allegro_client import Collector, TelemetryEvent
 from allegro_client.messages import AllegroReport, parse_markdown
 from allegro_client.approval import Approval
 from allegro_client.timmy import GiteaBridge, GiteaBridgeError, Issue, read_approval
-from conftest import Relay, terminate
+from bridge_run import BridgeRun
+from conftest import Relay
 from fake_gitea import FakeGitea
 from stream_watcher import StreamWatcher
 
@@ -126,7 +127,7 @@ def bridge_env(gitea_token: str, command_token: Optional[str] = COMMAND_TOKEN) -
     return env
 
 
-class BridgeProcess:
+class BridgeProcess(BridgeRun):
     """A running `allegro bridge` with its Gitea duty: settings as `--set KEY=VALUE` (keys with their
     section: gitea.poll_interval_ms); `kill()` (SIGKILL) and `start()` again keep its data directory.
     Each run's output goes to a file of its own; `address` is the HTTP port this run bound."""
@@ -142,9 +143,8 @@ class BridgeProcess:
         self.settings = {key: str(value) for key, value in values.items()}
         self.env = bridge_env(token)
         self.runs: List[Path] = []
-        self.process: Optional["subprocess.Popen[bytes]"] = None
+        super().__init__()
         self.address = ""
-        self.stopping = False
 
     def command(self) -> List[str]:
         command = [self.binary, "bridge"]
@@ -192,20 +192,6 @@ class BridgeProcess:
 
     def client(self, **options: Any) -> GiteaBridge:
         return GiteaBridge(self.address, COMMAND_TOKEN, **options)
-
-    def died(self) -> bool:
-        return not self.stopping and self.process is not None and self.process.poll() is not None
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.stopping = True
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        self.stopping = True
-        if self.process is not None:
-            terminate(self.process)
 
 
 RUNNING: List[BridgeProcess] = []
