@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -822,3 +822,118 @@ def test_gated_commands_without_a_valid_approval_are_refused_and_write_nothing(g
     gitea.push(REPO, "feature-x", "Moved after Timmy signed")
     refused(client.merge_pr(REPO, pull, stale, operation_id="merge-stale"), "head_sha is %s in the statement" % signed)
     assert writes_to(gitea, "POST", merge_path) == [] and gitea.pull(REPO, pull)["merged"] is False
+
+
+# -- gated commands across a kill -9 ----------------------------------------------------------------
+
+
+class Call:
+    """A GiteaBridge call run in a thread of its own, so that the test can kill the bridge while the
+    call waits on Gitea; `error` is what it raised (a killed bridge breaks its connection)."""
+
+    def __init__(self, coroutine: Any) -> None:
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self.run, args=(coroutine,), daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Any) -> None:
+        try:
+            self.result = ask(coroutine)
+        except BaseException as error:       # noqa: B036 - kept for the test to look at
+            self.error = error
+
+    def join(self) -> None:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the call never returned"
+
+
+def gated_reports(stream: GiteaWatcher, kind: str, number: int) -> List[AllegroReport]:
+    return [report for session, report in stream.reports()
+            if report.task == "Gitea %s on %s#%d" % (kind, REPO, number)]
+
+
+def test_a_pull_request_created_but_unanswered_when_the_bridge_was_killed_is_found_not_created_again(
+        gitea, relay, stream, bridges, tmp_path):
+    key, signers = timmy_signer(tmp_path / "timmy")
+    branch = gitea.add_branch(REPO, "fix-spill")
+    bridge = bridges(relay, gitea, gitea__allowed_signers=signers)
+    made = approve(key, tmp_path / "a-pr", "create_pr", "--head", "fix-spill", "--head-sha", branch.sha, "--base", "main")
+    # Gitea applies the POST at once and answers ten seconds later: the bridge is killed in between.
+    gitea.slow_next(1, 10.0, method="POST", path=r".*/pulls$")
+    call = Call(bridge.client().create_pr(REPO, "fix-spill", "Fix the spill", "closes #1", made, operation_id="pr-spill"))
+    assert wait_until(lambda: writes_to(gitea, "POST", r"/pulls"))
+    bridge.kill()
+    call.join()
+    assert call.error is not None, call.result
+    bridge.start()
+
+    # At its start the bridge finishes the journaled command by looking first: it finds the pull request.
+    assert wait_until(lambda: gated_reports(stream, "create_pr", 0)), bridge.output()[-3000:]
+    [report] = gated_reports(stream, "create_pr", 0)
+    [pull] = gitea.pulls(REPO)
+    assert report.status == "complete" and "written: found" in report.results, report
+    assert "pull: %d" % pull["number"] in report.results
+    again = ask(bridge.client().create_pr(REPO, "fix-spill", "Fix the spill", "closes #1", made, operation_id="pr-spill"))
+    assert again["pull"] == pull["number"] and again.get("repeated") is True
+    assert len(writes_to(gitea, "POST", r"/pulls")) == 1 and len(gitea.pulls(REPO)) == 1
+    assert "Refs #1" in pull["body"]
+
+
+def test_a_close_journaled_but_not_yet_sent_when_the_bridge_was_killed_is_done_once_after_the_restart(
+        gitea, relay, stream, bridges, tmp_path):
+    key, signers = timmy_signer(tmp_path / "timmy")
+    number = gitea.create_issue(REPO, "Close me", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea, gitea__allowed_signers=signers, gitea__triage_status="",
+                     gitea__triage_receipt="false")
+    made = approve(key, tmp_path / "a-close", "close_issue", "--issue", str(number))
+    # The look before the write (GET the issue) is slow: the bridge is killed after the journal and the
+    # approval's acceptance, before any write reached Gitea.
+    issue_path = r".*/issues/%d$" % number
+    gitea.slow_next(1, 10.0, method="GET", path=issue_path)
+    looks = len([c for c in gitea.calls() if c.method == "GET" and re.fullmatch(issue_path, c.path)])
+    call = Call(bridge.client().close_issue(REPO, number, made, operation_id="close-after-crash"))
+    assert wait_until(lambda: len([c for c in gitea.calls() if c.method == "GET" and re.fullmatch(issue_path, c.path)]) > looks)
+    bridge.kill()
+    call.join()
+    assert call.error is not None and gitea.writes() == [] and gitea.issue(REPO, number)["state"] == "open"
+    bridge.start()
+
+    assert wait_until(lambda: gitea.issue(REPO, number)["state"] == "closed"), bridge.output()[-3000:]
+    assert wait_until(lambda: gated_reports(stream, "close_issue", number))
+    [report] = gated_reports(stream, "close_issue", number)
+    assert report.status == "complete" and "written: now" in report.results, report
+    again = ask(bridge.client().close_issue(REPO, number, made, operation_id="close-after-crash"))
+    assert again.get("repeated") is True
+    assert len(writes_to(gitea, "PATCH", r"/issues/%d" % number)) == 1
+    assert "gitea_command_resumed" in bridge.output()
+
+
+def test_an_approval_that_expired_while_the_bridge_was_down_is_not_executed_after_the_restart(
+        gitea, relay, stream, bridges, tmp_path):
+    from allegro_client import approval as approvals
+    key, signers = timmy_signer(tmp_path / "timmy")
+    number = gitea.create_issue(REPO, "Keep me open", user=ALEXANDER)["number"]
+    bridge = bridges(relay, gitea, gitea__allowed_signers=signers, gitea__triage_status="",
+                     gitea__triage_receipt="false")
+    made = approvals.approve("close_issue", REPO, key_path=key, issue=number, valid_for=timedelta(seconds=4))
+    not_after = datetime.strptime(approvals.parse_statement(made.statement)["not_after"],
+                                  "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    issue_path = r".*/issues/%d$" % number
+    gitea.slow_next(1, 10.0, method="GET", path=issue_path)
+    call = Call(bridge.client().close_issue(REPO, number, made, operation_id="close-expired"))
+    assert wait_until(lambda: any(c.method == "GET" and re.fullmatch(issue_path, c.path) for c in gitea.calls()))
+    bridge.kill()
+    call.join()
+    # Down until the approval has expired (the bridge allows no clock skew past not_after).
+    time.sleep(max(0.0, (not_after - datetime.now(timezone.utc)).total_seconds()) + 1.5)
+    bridge.start()
+
+    assert wait_until(lambda: gated_reports(stream, "close_issue", number)), bridge.output()[-3000:]
+    [report] = gated_reports(stream, "close_issue", number)
+    assert report.status == "failed" and "expired" in report.results, report
+    with pytest.raises(GiteaBridgeError) as caught:
+        ask(bridge.client().close_issue(REPO, number, made, operation_id="close-expired"))
+    assert caught.value.status == 409 and "expired" in caught.value.reason, caught.value
+    wait_polls(gitea)
+    assert gitea.writes() == [] and gitea.issue(REPO, number)["state"] == "open"
