@@ -86,10 +86,12 @@ public enum BridgeProcess {
                 commandRoutes = CommandRoutes(commands: giteaCommands, token: Token(commandToken), log: log)
             }
             let trigger = PollTrigger()
+            let intake = GiteaIntake(settings: gitea, store: store, publisher: publisher, log: log)
             if let secret = gitea.webhookSecret {
-                webhook = GiteaWebhook(secret: Array(secret.utf8), repos: Set(gitea.repos), store: store, trigger: trigger, log: log)
+                webhook = GiteaWebhook(secret: Array(secret.utf8), repos: Set(gitea.repos), store: store, intake: intake,
+                                       trigger: trigger, log: log)
             }
-            services.append(GiteaPoller(settings: gitea, client: giteaClient, store: store, publisher: publisher,
+            services.append(GiteaPoller(settings: gitea, client: giteaClient, store: store, publisher: publisher, intake: intake,
                                         commands: giteaCommands, trigger: trigger, health: board, log: log))
         }
         if let token, !settings.telegramChatID.isEmpty {

@@ -38,8 +38,9 @@ public final class BridgeStore: Sendable {
         public var updatedAt: String
         public var session: String
         public var payload: String
-        /// For issues and pull requests: their number and `updated_at` in Unix milliseconds,
-        /// to keep the latest in the cache; `createdMillis` tells a new issue from one first seen.
+        /// For issues and pull requests: their number, to keep the latest in the cache.
+        /// `updatedMillis`: `updated_at` in Unix milliseconds (which version is newer);
+        /// `createdMillis` tells a new issue from one first seen.
         public var cacheNumber: Int64? = nil
         public var updatedMillis: Int64 = 0
         public var createdMillis: Int64 = 0
@@ -47,6 +48,11 @@ public final class BridgeStore: Sendable {
         /// What tells two versions apart: `updated_at` and a SHA-256 of the record.
         var version: String {
             updatedAt + " " + SHA256.hash(data: Array(payload.utf8)).map { String($0, radix: 16).leftPadded(2) }.joined()
+        }
+
+        /// The `updated_at` of a version, in Unix milliseconds.
+        static func updatedMillis(ofVersion version: String) -> Int64? {
+            GiteaRecords.millis(String(version.prefix { $0 != " " }))
         }
     }
 
@@ -75,21 +81,34 @@ public final class BridgeStore: Sendable {
         }
     }
 
-    /// Puts the changes not published before in the outbox; returns how many, and those seen
-    /// now for the first time. `commands` names what to do about a change seen for the first
-    /// time (triage): journaled as pending in the same transaction, so a crash cannot lose it.
+    /// Puts the changes not published before in the outbox; returns how many, those seen now
+    /// for the first time, and how many `newerOnly` left to a poll (`undecided`). A change older than the version published (by `updated_at`) is
+    /// never taken: a poll that read before a webhook's newer payload went out must not follow
+    /// it with the older state. `newerOnly` (a webhook's payload, which may be late) also skips
+    /// a change of the same second as the version published; the next poll decides those.
+    /// `commands` names what to do about a change seen for the first time (triage): journaled
+    /// as pending in the same transaction, so a crash cannot lose it.
     @discardableResult
-    public func enqueue(_ changes: [Change], nowMillis: Int64, commands: (Change) -> [PendingCommand] = { _ in [] }) throws
-        -> (added: Int, firstSeen: [Change]) {
+    public func enqueue(_ changes: [Change], nowMillis: Int64, newerOnly: Bool = false,
+                        commands: (Change) -> [PendingCommand] = { _ in [] }) throws
+        -> (added: Int, firstSeen: [Change], undecided: Int) {
         try pool.write { db in
             var next = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'next_seq'") ?? 1
             var added = 0
+            var undecided = 0
             var firstSeen: [Change] = []
             for change in changes {
                 let seen = try String.fetchOne(db, sql: "SELECT updated_at FROM gitea_seen WHERE repo = ? AND kind = ? AND id = ?",
                                                arguments: [change.repo, change.kind, change.id])
                 let version = change.version
                 guard seen != version else { continue }
+                if let seen, change.updatedMillis > 0, let seenMillis = Change.updatedMillis(ofVersion: seen) {
+                    if seenMillis > change.updatedMillis { continue }
+                    if newerOnly && seenMillis == change.updatedMillis {
+                        undecided += 1
+                        continue
+                    }
+                }
                 if seen == nil {
                     firstSeen.append(change)
                     for command in commands(change) {
@@ -116,7 +135,7 @@ public final class BridgeStore: Sendable {
                 added += 1
             }
             try db.execute(sql: "UPDATE meta SET value = ? WHERE key = 'next_seq'", arguments: [next])
-            return (added, firstSeen)
+            return (added, firstSeen, undecided)
         }
     }
 

@@ -29,6 +29,8 @@ struct GiteaPoller: Service {
     let client: GiteaClient
     let store: BridgeStore
     let publisher: OutboxPublisher
+    /// Where the changes go (the outbox, with triage).
+    let intake: GiteaIntake
     /// Timmy's commands, whose pending ones are finished once Gitea answers.
     let commands: GiteaCommands
     /// Repositories a webhook asked to read now.
@@ -58,15 +60,17 @@ struct GiteaPoller: Service {
                 health.lastPollMillis = Self.nowMillis
                 health.recordsQueued = queued
             }
-            // Until the next poll, a webhook's repository is read at once (checked every 20 ms).
+            // Until the next poll, what a webhook asks is done at once.
             let next = ContinuousClock.now + .milliseconds(settings.pollIntervalMillis)
             while ContinuousClock.now < next && !Task.isShuttingDownGracefully && !Task.isCancelled {
-                for repo in trigger.take().sorted() {
+                await trigger.wait(upTo: next - ContinuousClock.now)
+                let (repos, resume) = trigger.take()
+                if resume { await commands.resumePending() }
+                for repo in repos.sorted() {
                     do { try await poll(repo) } catch {
                         log.log(.warning, "gitea_poll_failed", ["repo": repo, "reason": "\(error)"])
                     }
                 }
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(20)) }
             }
         }
     }
@@ -109,44 +113,11 @@ struct GiteaPoller: Service {
                                                                limit: settings.pageSize)
         var changes = issues.map { GiteaRecords.change(repo: repo, issue: $0) }
         changes += comments.compactMap { GiteaRecords.change(repo: repo, comment: $0) }
-        // Triage: only issues opened since the repository was first polled (not the backfill of
-        // the first poll), and only the steps the configuration names, journaled with the
-        // records so that a crash cannot lose them.
+        // Triage: only issues opened since the repository was first polled (not the backfill).
         let watchedSince = polledBefore == nil ? nil : try store.firstPolled(repo)
-        let (added, firstSeen) = try store.enqueue(changes, nowMillis: started) { change in
-            guard let watchedSince, change.kind == "gitea.issue", let number = change.cacheNumber,
-                  change.createdMillis >= watchedSince - Int64(settings.pollOverlapMillis) else { return [] }
-            return triageSteps(repo: repo, number: number)
-        }
+        let (triaged, _) = try intake.take(changes, repo: repo, watchedSince: watchedSince, nowMillis: started, newerOnly: false, source: "poll")
         try store.setPolled(repo, atMillis: started)
-        if added > 0 {
-            log.log(.info, "gitea_changes", ["repo": repo, "records": String(added)])
-            publisher.poke()
-        }
-        if firstSeen.contains(where: { $0.kind == "gitea.issue" }) && watchedSince != nil {
-            await commands.resumePending()
-        }
-    }
-
-    /// The configured mechanical steps for a new issue, as Timmy's commands under ids of their
-    /// own (so a second poll or a crash never does a step twice): its status label, a receipt
-    /// comment in the Report format.
-    func triageSteps(repo: String, number: Int64) -> [BridgeStore.PendingCommand] {
-        var steps: [BridgeStore.PendingCommand] = []
-        if !settings.triageStatus.isEmpty {
-            steps.append(.init(operation: Self.operation("triage-status", repo, number), kind: "status", repo: repo, number: number,
-                               request: GiteaRecords.json(["status": settings.triageStatus])))
-        }
-        if settings.triageReceipt, let receipt = GiteaCommands.receipt(repo: repo, number: number, status: settings.triageStatus) {
-            steps.append(.init(operation: Self.operation("triage-receipt", repo, number), kind: "comment", repo: repo, number: number,
-                               request: GiteaRecords.json(["body": receipt])))
-        }
-        return steps
-    }
-
-    /// A triage step's operation id: one per step and issue (`triage-status:owner:name:7`).
-    static func operation(_ step: String, _ repo: String, _ number: Int64) -> String {
-        "\(step):\(repo.replacingOccurrences(of: "/", with: ":")):\(number)"
+        if triaged { await commands.resumePending() }
     }
 
     static func rfc3339(_ millis: Int64) -> String {

@@ -24,14 +24,15 @@ enum GiteaRecords {
                                   updatedMillis: millis(issue.updatedAt) ?? 0, createdMillis: issue.createdAt.flatMap(millis) ?? 0)
     }
 
-    static func change(repo: String, comment: GiteaComment) -> BridgeStore.Change? {
-        guard let number = comment.issueNumber else { return nil }
+    /// `number`: the issue's, when known otherwise (a webhook's payload carries the issue).
+    static func change(repo: String, comment: GiteaComment, number known: Int64? = nil) -> BridgeStore.Change? {
+        guard let number = comment.issueNumber ?? known else { return nil }
         let object: [String: Any] = [
             "repo": repo, "number": number, "id": comment.id, "user": comment.user?.login ?? "", "body": cut(comment.body),
             "updated_at": comment.updatedAt, "created_at": comment.createdAt ?? comment.updatedAt, "html_url": comment.htmlURL ?? "",
         ]
         return BridgeStore.Change(repo: repo, kind: "gitea.comment", id: comment.id, updatedAt: comment.updatedAt,
-                                  session: "\(repo)#\(number)", payload: json(object))
+                                  session: "\(repo)#\(number)", payload: json(object), updatedMillis: millis(comment.updatedAt) ?? 0)
     }
 
     static func cut(_ text: String) -> String {

@@ -31,7 +31,7 @@ import Testing
 
     @Test func operationIdsAreCheckedAndTriageIdsPassTheCheck() throws {
         try GiteaCommands.checkOperation("op-1.2:x_y")
-        try GiteaCommands.checkOperation(GiteaPoller.operation("triage-status", "timmy/home.site", 12))
+        try GiteaCommands.checkOperation(GiteaIntake.operation("triage-status", "timmy/home.site", 12))
         for bad in ["", "a b", "a/b", "a#1", String(repeating: "x", count: 129), "é"] {
             #expect(throws: CommandError.self) { try GiteaCommands.checkOperation(bad) }
         }

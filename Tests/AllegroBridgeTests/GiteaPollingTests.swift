@@ -61,4 +61,57 @@ import Testing
         try reopened.forgetSeen(before: 2)
         #expect(try reopened.enqueue([change(1, "a")], nowMillis: 3).added == 1, "forgotten after the retention")
     }
+
+    @Test func anOlderVersionIsNeverTakenAndALateWebhookNotEvenOneOfTheSameSecond() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bridge-store-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try BridgeStore(path: directory.appendingPathComponent("bridge.sqlite").path)
+        func change(_ updated: String, _ title: String) -> BridgeStore.Change {
+            BridgeStore.Change(repo: "o/r", kind: "gitea.issue", id: 1, updatedAt: updated, session: "o/r#1",
+                               payload: "{\"title\":\"\(title)\"}", updatedMillis: GiteaRecords.millis(updated) ?? 0)
+        }
+        #expect(try store.enqueue([change("2026-12-03T10:00:05Z", "new")], nowMillis: 0).added == 1)
+        // A webhook's late payload, or a poll that read before it: older, never after the newer.
+        #expect(try store.enqueue([change("2026-12-03T10:00:04Z", "old")], nowMillis: 1).added == 0)
+        #expect(try store.enqueue([change("2026-12-03T10:00:04Z", "old")], nowMillis: 1, newerOnly: true).added == 0)
+        // The same second, other content: a poll (which reads Gitea now) takes it; a webhook does not.
+        let sameSecond = try store.enqueue([change("2026-12-03T10:00:05Z", "same second")], nowMillis: 2, newerOnly: true)
+        #expect(sameSecond.added == 0 && sameSecond.undecided == 1, "left to a poll, which reads Gitea now")
+        #expect(try store.enqueue([change("2026-12-03T10:00:05Z", "same second")], nowMillis: 2).added == 1)
+        #expect(try store.enqueue([change("2026-12-03T10:00:06Z", "newer")], nowMillis: 3, newerOnly: true).added == 1)
+        #expect(try store.pending(limit: 10).map(\.payload) == [#"{"title":"new"}"#, #"{"title":"same second"}"#, #"{"title":"newer"}"#])
+    }
+
+    @Test func theWebhookTakesAnIssueOrCommentEventFromItsPayloadAndLeavesTheRestToAPoll() throws {
+        let issue = #"{"id":7,"number":3,"title":"T","state":"open","updated_at":"2026-12-03T10:05:00Z"}"#
+        let comment = #"{"id":99,"body":"Hi","issue_url":"","updated_at":"2026-12-03T10:06:00Z"}"#
+        let decoder = JSONDecoder()
+        let opened = try decoder.decode(GiteaWebhook.Payload.self, from: Data(#"{"action":"opened","issue":\#(issue),"repository":{}}"#.utf8))
+        #expect(opened.issue?.number == 3 && opened.comment == nil)
+        let commented = try decoder.decode(GiteaWebhook.Payload.self, from: Data(#"{"action":"created","issue":\#(issue),"comment":\#(comment)}"#.utf8))
+        let taken = try #require(commented.comment.flatMap { GiteaRecords.change(repo: "o/r", comment: $0, number: commented.issue?.number) })
+        #expect(taken.session == "o/r#3" && taken.updatedMillis == GiteaRecords.millis("2026-12-03T10:06:00Z"))
+        let pull = try decoder.decode(GiteaWebhook.Payload.self, from: Data(#"{"action":"opened","number":4,"pull_request":{"id":1}}"#.utf8))
+        #expect(pull.issue == nil, "a pull request event carries no issue: the poller reads the repository")
+    }
+}
+
+/// The poller's doorbell: it sleeps until asked, and is never left asleep by a ring.
+@Suite struct PollTriggerTests {
+    @Test func aRingWakesTheWaiterAndARingBeforeTheWaitIsNotLost() async {
+        let trigger = PollTrigger()
+        trigger.request("o/r")
+        await trigger.wait(upTo: .seconds(600))            // rung before: returns at once
+        #expect(trigger.take().repos == ["o/r"])
+        let waiting = Task { await trigger.wait(upTo: .seconds(600)) }
+        try? await Task.sleep(for: .milliseconds(50))
+        trigger.requestResume()
+        await waiting.value                                // woken, not after 600 s
+        let taken = trigger.take()
+        #expect(taken.resume && taken.repos.isEmpty)
+        #expect(!trigger.take().resume, "taken once")
+        await trigger.wait(upTo: .milliseconds(10))        // nothing asked: the timeout ends it
+        #expect(trigger.take().repos.isEmpty)
+    }
 }

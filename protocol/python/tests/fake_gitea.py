@@ -82,7 +82,9 @@ Behaviour modelled on Gitea's source (routers/api/v1/repo, services/convert, mod
 Test helpers act as a person on the web would (no request recorded): `add_user`, `add_repo`,
 `add_branch`, `push`, `delete_branch`, `add_label`, `create_issue`, `comment`, `edit_comment`,
 `close_issue`, `reopen_issue`, `edit_issue`, `label_issue`, `create_pull`, `merge_pull`,
-`set_mergeable`; `advance(seconds)` moves the fake's clock. State reads `issue`, `issues`,
+`set_mergeable` (those that change an issue, a comment or a branch send webhooks, as the doer
+`user`: by default the poster for creations and edits, the repository's owner otherwise);
+`advance(seconds)` moves the fake's clock. State reads `issue`, `issues`,
 `comments`, `pulls`, `pull`, `labels` and `repo` answer the JSON the API would; `branches` the
 `Branch` records (name, sha, commit time, protected).
 
@@ -93,15 +95,61 @@ Retry-After), `slow_next(n, seconds)` (answered after a delay, the work done fir
 `drop_after_write_next(n)` (the next n POST/PATCH/PUT/DELETE are applied, then the connection is
 closed without an answer). `max_page_size` and `default_page_size` are attributes.
 
-Every request is recorded in `requests` (a `Request`: time.monotonic(), method, path, query,
-JSON body, headers, user, operation, status). `assert_clean()` raises when anything was refused,
-forbidden, unimplemented or answered against the spec. Binds 127.0.0.1 only.
+Webhooks, as Gitea 1.26 sends them (services/webhook: notifier.go, deliver.go; modules/structs/hook.go;
+modules/webhook/type.go): `add_webhook(url, secret, repo=None)` (None: every repository, as a system
+webhook). Each change made by a helper or through the API queues, for every matching webhook, a
+delivery whose body is fixed when the change is made (Gitea stores the payload with the hook task)
+and written as Go's json.MarshalIndent writes it (two-space indent, UTF-8, `<`, `>`, `&` escaped as
+\u003c, \u003e, \u0026). One background thread sends them in order, one at a time, after the
+change (asynchronously, as Gitea's queue does): POST, `Content-Type: application/json`,
+`X-Gitea-Delivery` (a UUID), `X-Gitea-Event` (HookEventType.Event(): "issues" also for issue_label,
+"issue_comment" for comments on issues and pulls, "pull_request" also for pull_request_label and
+pull_request_sync), `X-Gitea-Event-Type` (the precise type), `X-Gitea-Signature` (hex HMAC-SHA256
+of the body with the hook's secret, empty without one), `X-Gitea-Hook-Installation-Target-Type`
+("repository", or "system" for repo None), the X-Gogs-* and X-GitHub-* copies, `X-Hub-Signature`
+(sha1=...) and `X-Hub-Signature-256` (sha256=...). No retry (Gitea has none): an attempt that fails
+is recorded as such. Payloads are Gitea's structs, with the JSON the API answers (the same
+converters): IssuePayload (action, number, changes when edited, issue, repository, sender,
+commit_id), IssueCommentPayload (action, issue, pull_request for a comment on a pull, comment,
+changes when edited, repository, sender, is_pull), PullRequestPayload (action, number, changes,
+pull_request, requested_reviewer, repository, sender, commit_id, review), PushPayload, CreatePayload,
+DeletePayload. What sends what:
+
+- issue opened, edited (title, body: one delivery each, `changes.title/body.from`), closed,
+  reopened: `issues`; for a pull request the same actions are `pull_request` (PullRequestPayload);
+- labels changed (added, replaced, one removed): `issue_label` / `pull_request_label`,
+  label_updated; all cleared (DELETE .../labels): label_cleared;
+- comment created, edited (`changes.body.from`), deleted: `issue_comment`, or on a pull
+  `pull_request_comment`;
+- pull request opened, merged (action closed, `merged` true), base changed (edited,
+  `changes.ref.from`); a push to the head of open pulls: `push`, then `pull_request_sync`
+  (synchronized) for each; a new branch: `create` then `push`; a deleted branch (also after a merge
+  with delete_branch_after_merge): `delete`.
+
+Only changes that change something send a delivery (Gitea notifies some no-op edits too). Not
+modelled: the push of a merge commit to the base branch, assignees, milestones, reviews.
+`deliveries` records every delivery (`Delivery`: id, event, event type, body, headers sent, status
+and body answered, error, queued_at/sent_at/answered_at monotonic times); `hold_deliveries()` /
+`release_deliveries()` queue without sending until released; `redeliver(id)` sends a delivery's
+body again as Gitea's "Redeliver" does, under a new id (`same_id=True`: under the same id, as a
+retrying proxy would); `wait_for_deliveries()` waits until every queued one is answered. A hook
+added with another secret than the receiver's sends deliveries with a wrong signature.
+
+Every request is recorded in `requests` (a `Request`: time.monotonic() when it arrived and when its
+answer was written, method, path, query, JSON body, headers, user, operation, status).
+`assert_clean()` raises when anything was refused, forbidden, unimplemented or answered against the
+spec. `FakeGitea(check_responses=False)` skips checking the fake's own answers against the spec
+(requests are still checked): for benchmarks only, where the schema checks of large answers would
+dominate the fake's time; tests keep the default. Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
+import hmac
+import http.client
 import json
 import os
 import re
@@ -109,6 +157,7 @@ import socket
 import threading
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone, tzinfo
 from http.server import ThreadingHTTPServer
@@ -173,6 +222,20 @@ FORBIDDEN: List[Tuple[Optional[FrozenSet[str]], Pattern[str]]] = [
 ]
 
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+# X-Gitea-Event for each X-Gitea-Event-Type: Gitea's HookEventType.Event() (modules/webhook/type.go).
+HOOK_EVENTS: Dict[str, str] = {
+    "create": "create", "delete": "delete", "fork": "fork", "push": "push",
+    "issues": "issues", "issue_assign": "issues", "issue_label": "issues", "issue_milestone": "issues",
+    "issue_comment": "issue_comment", "pull_request_comment": "issue_comment",
+    "pull_request": "pull_request", "pull_request_assign": "pull_request", "pull_request_label": "pull_request",
+    "pull_request_milestone": "pull_request", "pull_request_sync": "pull_request",
+    "pull_request_review_request": "pull_request",
+    "pull_request_review_approved": "pull_request_approved", "pull_request_review_rejected": "pull_request_rejected",
+    "pull_request_review_comment": "pull_request_comment",
+    "wiki": "wiki", "repository": "repository", "release": "release",
+}
+ZERO_SHA = "0" * 40
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _GO_INT = re.compile(r"^[+-]?[0-9]+$")
@@ -523,6 +586,7 @@ class Request:
     status: int = 0                            # 0: no answer (dropped, or still being answered)
     dropped: bool = False
     answer: Any = None                         # the JSON answered, if any
+    answered: float = 0.0                      # time.monotonic() when the answer was written (0: none)
 
     def __str__(self) -> str:
         query = ("?" + urllib.parse.urlencode(self.query_lists, doseq=True)) if self.query_lists else ""
@@ -541,6 +605,76 @@ class Violation:
 
     def __str__(self) -> str:
         return "%s %s: %s" % (self.method, self.path, self.reason)
+
+
+@dataclass
+class Webhook:
+    """A Gitea webhook of type gitea: POST, content type application/json, every event, for one
+    repository ("owner/name") or, with repo None, for every repository (a system webhook)."""
+
+    id: int
+    url: str
+    secret: str
+    repo: Optional[str] = None
+    active: bool = True
+
+    @property
+    def target_type(self) -> str:
+        """X-Gitea-Hook-Installation-Target-Type."""
+        return "repository" if self.repo else "system"
+
+    def matches(self, repo: str) -> bool:
+        return self.active and (self.repo is None or self.repo.lower() == repo.lower())
+
+
+@dataclass
+class Delivery:
+    """One hook task: a payload for one webhook, sent once (`redeliver` makes another)."""
+
+    id: str                                    # X-Gitea-Delivery, a UUID
+    hook: Webhook
+    event: str                                 # X-Gitea-Event
+    event_type: str                            # X-Gitea-Event-Type
+    body: bytes                                # the JSON sent, fixed when the change was made
+    queued_at: float                           # time.monotonic() when the change queued it
+    replay_of: Optional[str] = None            # the delivery it redelivers
+    headers: Dict[str, str] = field(default_factory=dict)   # as sent (signed with the hook's secret then)
+    sent_at: float = 0.0                       # time.monotonic() when the POST began (0: not yet)
+    answered_at: float = 0.0                   # when the answer was read or the attempt failed (0: not yet)
+    status: int = 0                            # the status answered; 0: none (not yet, or failed)
+    response: bytes = b""                      # the body answered
+    error: str = ""                            # why no answer came (refused, timed out)
+
+    @property
+    def payload(self) -> Dict[str, Any]:
+        return json.loads(self.body)
+
+    @property
+    def action(self) -> str:
+        return str(self.payload.get("action", ""))
+
+    @property
+    def done(self) -> bool:
+        return self.answered_at > 0
+
+    def __str__(self) -> str:
+        return "%s %s/%s %s -> %s" % (self.id, self.event, self.event_type, self.action or "-",
+                                      self.status if self.done and not self.error else self.error or "pending")
+
+
+def go_json(value: Any) -> bytes:
+    """`value` as Gitea's json.MarshalIndent(v, "", "  ") writes a payload: two-space indent, UTF-8,
+    and <, >, &, U+2028, U+2029 escaped as Go escapes them (they can only occur inside strings)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                          ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text.encode("utf-8")
+
+
+def signature(secret: str, body: bytes, digest: Any = hashlib.sha256) -> str:
+    """Gitea's signature of a delivery: the hex HMAC of the body (empty without a secret)."""
+    return hmac.new(secret.encode(), body, digest).hexdigest() if secret else ""
 
 
 # -- the model --------------------------------------------------------------------------------------
@@ -707,6 +841,7 @@ class _Outcome:
     headers: Dict[str, str]
     delay: float = 0.0
     drop: bool = False
+    record: Optional[Request] = None
 
 
 UserSpec = Union[Tuple[str, str], Tuple[str, str, bool]]
@@ -717,12 +852,22 @@ UserSpec = Union[Tuple[str, str], Tuple[str, str, bool]]
 class FakeGitea:
     """A loopback Gitea. `users` maps logins to tokens (or is a list of (login, token[, is_admin]));
     `repos` names repositories ("owner/name", default branch main). `base_url` is the server's
-    root (the client appends /api/v1)."""
+    root (the client appends /api/v1). `check_responses=False` skips checking the fake's answers
+    against the spec (requests are still checked): for benchmarks only."""
 
     def __init__(self, users: Union[Mapping[str, str], Iterable[UserSpec], None] = None,
-                 repos: Iterable[str] = (), tz: tzinfo = timezone.utc, spec: Optional[GiteaSpec] = None) -> None:
+                 repos: Iterable[str] = (), tz: tzinfo = timezone.utc, spec: Optional[GiteaSpec] = None,
+                 check_responses: bool = True) -> None:
         self.spec = spec or load_spec()
         self.tz = tz
+        self.check_responses = check_responses
+        self.webhooks: List[Webhook] = []
+        self.deliveries: List[Delivery] = []
+        self.delivery_timeout = 5.0             # Gitea's [webhook] DELIVER_TIMEOUT
+        self._pending: List[Delivery] = []
+        self._held = False
+        self._closing = False
+        self._sender: Optional[threading.Thread] = None
         self.default_page_size = 30
         self.max_page_size = 50
         self.requests: List[Request] = []
@@ -760,6 +905,13 @@ class FakeGitea:
         return self.base_url + "/"
 
     def close(self) -> None:
+        """Stops the server and the delivery thread (deliveries not yet sent are not sent)."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+            sender = self._sender
+        if sender is not None:
+            sender.join(self.delivery_timeout + 5)
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
@@ -829,11 +981,14 @@ class FakeGitea:
 
     def add_branch(self, repo: str, name: str, protected: bool = False, message: Optional[str] = None,
                    author: Optional[str] = None) -> Branch:
-        """A branch as if pushed with git (one new commit)."""
+        """A branch as if pushed with git (one new commit): webhooks `create`, then `push`."""
         with self._lock:
             target = self._repo(repo)
+            pusher = self._person(author, target)
             branch = self._add_branch(target, name, message or "Work on %s" % name, author or target.owner.login)
             branch.protected = protected
+            self._hook_create(target, branch, pusher)
+            self._hook_push(target, branch, ZERO_SHA, pusher)
             return branch
 
     def _add_branch(self, repo: Repo, name: str, message: str, author: str) -> Branch:
@@ -842,22 +997,32 @@ class FakeGitea:
         self._changed.notify_all()
         return branch
 
-    def push(self, repo: str, branch: str, message: str = "More work") -> Branch:
-        """A new commit on an existing branch; open pulls from it follow."""
+    def push(self, repo: str, branch: str, message: str = "More work", user: Optional[str] = None) -> Branch:
+        """A new commit on an existing branch; open pulls from it follow (webhooks `push`, then
+        `pull_request_sync` for each such pull)."""
         with self._lock:
             target = self._repo(repo)
+            pusher = self._person(user, target)
             current = target.branches[branch]
+            before = current.sha
             current.sha, current.committed, current.message = self._sha(repo, branch), self.now(), message
+            synced: List[Issue] = []
             for issue in target.issues.values():
                 if issue.pull and not issue.pull.merged and issue.pull.head == branch and not issue.closed:
                     issue.pull.head_sha = current.sha
                     issue.updated = self.now()
+                    synced.append(issue)
+            self._hook_push(target, current, before, pusher)
+            for issue in synced:
+                self._hook_issue(issue, "synchronized", pusher, event="pull_request_sync")
             self._changed.notify_all()
             return current
 
-    def delete_branch(self, repo: str, branch: str) -> None:
+    def delete_branch(self, repo: str, branch: str, user: Optional[str] = None) -> None:
         with self._lock:
-            del self._repo(repo).branches[branch]
+            target = self._repo(repo)
+            del target.branches[branch]
+            self._hook_delete(target, branch, self._person(user, target))
             self._changed.notify_all()
 
     def add_label(self, repo: str, name: str, color: str = "ee0701", description: str = "",
@@ -875,6 +1040,7 @@ class FakeGitea:
             target = self._repo(repo)
             issue = self._new_issue(target, self._person(user, target), title, body)
             self._set_labels(issue, self._labels_named(target, labels), replace=True, touch=False)
+            self._hook_issue(issue, "opened", issue.user)
             self._changed.notify_all()
             return self._issue_json(issue, None)
 
@@ -883,47 +1049,58 @@ class FakeGitea:
             target = self._repo(repo)
             issue = self._issue(target, number)
             made = self._new_comment(issue, self._person(user, target), body)
+            self._hook_comment(made, "created", made.user)
             self._changed.notify_all()
             return self._comment_json(made)
 
-    def edit_comment(self, repo: str, comment_id: int, body: str) -> Dict[str, Any]:
+    def edit_comment(self, repo: str, comment_id: int, body: str, user: Optional[str] = None) -> Dict[str, Any]:
         with self._lock:
-            made = self._comment(self._repo(repo), comment_id)
-            if made.body != body:
-                made.body, made.updated = body, self.now()
+            target = self._repo(repo)
+            made = self._comment(target, comment_id)
+            self._edit_comment(made, body, self._person(user, target) if user else made.user)
             self._changed.notify_all()
             return self._comment_json(made)
 
-    def edit_issue(self, repo: str, number: int, title: Optional[str] = None, body: Optional[str] = None) -> Dict[str, Any]:
+    def edit_issue(self, repo: str, number: int, title: Optional[str] = None, body: Optional[str] = None,
+                   user: Optional[str] = None) -> Dict[str, Any]:
+        """Title and body as given (None: unchanged); each change its own `edited` delivery."""
         with self._lock:
-            issue = self._issue(self._repo(repo), number)
-            if title is not None and title != issue.title:
-                issue.title, issue.updated = title, self.now()
-            if body is not None and body != issue.body:
-                issue.body, issue.updated, issue.content_version = body, self.now(), issue.content_version + 1
+            target = self._repo(repo)
+            issue = self._issue(target, number)
+            doer = self._person(user, target) if user else issue.user
+            if title is not None:
+                self._edit_title(issue, title, doer)
+            if body is not None:
+                self._edit_body(issue, body, doer)
             self._changed.notify_all()
             return self._issue_json(issue, None)
 
-    def close_issue(self, repo: str, number: int) -> Dict[str, Any]:
+    def close_issue(self, repo: str, number: int, user: Optional[str] = None) -> Dict[str, Any]:
         with self._lock:
-            issue = self._issue(self._repo(repo), number)
-            self._set_state(issue, closed=True)
+            target = self._repo(repo)
+            issue = self._issue(target, number)
+            if self._set_state(issue, closed=True):
+                self._hook_issue(issue, "closed", self._person(user, target))
             self._changed.notify_all()
             return self._issue_json(issue, None)
 
-    def reopen_issue(self, repo: str, number: int) -> Dict[str, Any]:
+    def reopen_issue(self, repo: str, number: int, user: Optional[str] = None) -> Dict[str, Any]:
         with self._lock:
-            issue = self._issue(self._repo(repo), number)
-            self._set_state(issue, closed=False)
+            target = self._repo(repo)
+            issue = self._issue(target, number)
+            if self._set_state(issue, closed=False):
+                self._hook_issue(issue, "reopened", self._person(user, target))
             self._changed.notify_all()
             return self._issue_json(issue, None)
 
-    def label_issue(self, repo: str, number: int, labels: Sequence[Union[str, int]], replace: bool = False) -> List[str]:
+    def label_issue(self, repo: str, number: int, labels: Sequence[Union[str, int]], replace: bool = False,
+                    user: Optional[str] = None) -> List[str]:
         """Adds (or with replace, sets) labels by name or id; answers the issue's label names."""
         with self._lock:
             target = self._repo(repo)
             issue = self._issue(target, number)
-            self._set_labels(issue, self._labels_named(target, labels), replace=replace)
+            if self._set_labels(issue, self._labels_named(target, labels), replace=replace):
+                self._hook_issue(issue, "label_updated", self._person(user, target), labels=True)
             self._changed.notify_all()
             return [target.labels[i].name for i in self._sorted_labels(issue)]
 
@@ -933,6 +1110,7 @@ class FakeGitea:
             target = self._repo(repo)
             issue = self._new_pull(target, self._person(user, target), head, base or target.default_branch,
                                    title or "Merge %s" % head, body, [])
+            self._hook_issue(issue, "opened", issue.user)
             self._changed.notify_all()
             return self._pull_json(issue, None)
 
@@ -1063,6 +1241,191 @@ class FakeGitea:
                 return knob
         return None
 
+    # -- webhooks ---------------------------------------------------------------------------------
+
+    def add_webhook(self, url: str, secret: str, repo: Optional[str] = None) -> Webhook:
+        """A webhook (type gitea, application/json, every event) of `repo`, or with None of every
+        repository; changes from now on are delivered to `url`, signed with `secret`."""
+        with self._changed:
+            if repo is not None:
+                repo = self._repo(repo).full_name
+            hook = Webhook(self._next_id("hook"), url, secret, repo)
+            self.webhooks.append(hook)
+            return hook
+
+    def hold_deliveries(self) -> None:
+        """Deliveries are queued but not sent until `release_deliveries()`."""
+        with self._changed:
+            self._held = True
+
+    def release_deliveries(self) -> None:
+        """Sends what was held, in order."""
+        with self._changed:
+            self._held = False
+            self._changed.notify_all()
+
+    def redeliver(self, delivery_id: str, same_id: bool = False) -> Delivery:
+        """Sends a delivery's body again, queued after the others. As Gitea's "Redeliver"
+        (ReplayHookTask): a new hook task with a new id; `same_id=True` keeps the id, as a proxy
+        or client retrying the same request would."""
+        with self._changed:
+            original = next((d for d in self.deliveries if d.id == delivery_id), None)
+            if original is None:
+                raise KeyError("no delivery %s" % delivery_id)
+            again = Delivery(original.id if same_id else str(uuid.uuid4()), original.hook, original.event,
+                             original.event_type, original.body, time.monotonic(), replay_of=original.id)
+            self._enqueue(again)
+            return again
+
+    def wait_for_deliveries(self, timeout: float = 30.0) -> bool:
+        """Waits until every delivery queued so far was answered (or failed); False after timeout."""
+        with self._changed:
+            queued = list(self.deliveries)
+        return self.wait_for(lambda fake: all(d.done for d in queued), timeout)
+
+    def _queue_hook(self, repo: Repo, event_type: str, build: Callable[[], Dict[str, Any]]) -> None:
+        """PrepareWebhooks: a delivery of the payload `build` makes now, for each webhook of `repo`.
+        The caller holds the lock (the payload is the state of the change just made)."""
+        hooks = [hook for hook in self.webhooks if hook.matches(repo.full_name)]
+        if not hooks:
+            return
+        body = go_json(build())
+        queued = time.monotonic()
+        for hook in hooks:
+            self._enqueue(Delivery(str(uuid.uuid4()), hook, HOOK_EVENTS[event_type], event_type, body, queued))
+
+    def _enqueue(self, delivery: Delivery) -> None:
+        self.deliveries.append(delivery)
+        self._pending.append(delivery)
+        if self._sender is None and not self._closing:
+            self._sender = threading.Thread(target=self._send_deliveries, name="fake-gitea-webhooks", daemon=True)
+            self._sender.start()
+        self._changed.notify_all()
+
+    def _hook_issue(self, issue: Issue, action: str, sender: User, changes: Optional[Dict[str, Any]] = None,
+                    labels: bool = False, event: Optional[str] = None) -> None:
+        """An IssuePayload (`issues`, with labels `issue_label`), or for a pull request a
+        PullRequestPayload (`pull_request`, `pull_request_label`)."""
+        repo = issue.repo
+
+        def build() -> Dict[str, Any]:
+            payload: Dict[str, Any] = {"action": action, "number": issue.number}
+            if changes:
+                payload["changes"] = changes
+            if issue.is_pull:
+                payload.update(pull_request=self._pull_json(issue, None), requested_reviewer=None,
+                               repository=self._repo_json(repo, sender), sender=self._user_json(sender), commit_id="",
+                               review=None)
+            else:
+                payload.update(issue=self._issue_json(issue, sender), repository=self._repo_json(repo, sender),
+                               sender=self._user_json(sender), commit_id="")
+            return payload
+
+        if event is None and issue.is_pull:
+            event = "pull_request_label" if labels else "pull_request"
+        elif event is None:
+            event = "issue_label" if labels else "issues"
+        self._queue_hook(repo, event, build)
+
+    def _hook_comment(self, made: Comment, action: str, sender: User, changes: Optional[Dict[str, Any]] = None) -> None:
+        """An IssueCommentPayload: `issue_comment`, or on a pull request `pull_request_comment`."""
+        issue = made.issue
+
+        def build() -> Dict[str, Any]:
+            payload: Dict[str, Any] = {"action": action, "issue": self._issue_json(issue, sender)}
+            if issue.is_pull:
+                payload["pull_request"] = self._pull_json(issue, None)
+            payload["comment"] = self._comment_json(made)
+            if changes:
+                payload["changes"] = changes
+            payload.update(repository=self._repo_json(issue.repo, sender), sender=self._user_json(sender),
+                           is_pull=issue.is_pull)
+            return payload
+
+        self._queue_hook(issue.repo, "pull_request_comment" if issue.is_pull else "issue_comment", build)
+
+    def _hook_push(self, repo: Repo, branch: Branch, before: str, pusher: User) -> None:
+        """A PushPayload of one commit (a new branch: before is all zeros, compare_url the root)."""
+
+        def build() -> Dict[str, Any]:
+            commit = self._branch_json(repo, branch)["commit"]
+            commit.update(added=[], removed=[], modified=[])
+            compare = "" if before == ZERO_SHA else "%s/compare/%s...%s" % (repo.full_name, before, branch.sha)
+            return {"ref": "refs/heads/" + branch.name, "before": before, "after": branch.sha,
+                    "compare_url": self.app_url + compare, "commits": [commit], "total_commits": 1,
+                    "head_commit": commit, "repository": self._repo_json(repo, pusher),
+                    "pusher": self._user_json(pusher), "sender": self._user_json(pusher)}
+
+        self._queue_hook(repo, "push", build)
+
+    def _hook_create(self, repo: Repo, branch: Branch, pusher: User) -> None:
+        self._queue_hook(repo, "create", lambda: {
+            "sha": branch.sha, "ref": branch.name, "ref_type": "branch", "repository": self._repo_json(repo, pusher),
+            "sender": self._user_json(pusher)})
+
+    def _hook_delete(self, repo: Repo, name: str, pusher: User) -> None:
+        self._queue_hook(repo, "delete", lambda: {
+            "ref": name, "ref_type": "branch", "pusher_type": "user", "repository": self._repo_json(repo, pusher),
+            "sender": self._user_json(pusher)})
+
+    def _send_deliveries(self) -> None:
+        """The delivery thread: one delivery at a time, in the order they were queued."""
+        while True:
+            with self._changed:
+                while not self._closing and (self._held or not self._pending):
+                    self._changed.wait(0.5)
+                if self._closing:
+                    return
+                delivery = self._pending.pop(0)
+                delivery.headers = self._delivery_headers(delivery)
+                delivery.sent_at = time.monotonic()
+            status, response, error = self._post(delivery.hook.url, delivery.headers, delivery.body)
+            with self._changed:
+                delivery.status, delivery.response, delivery.error = status, response, error
+                delivery.answered_at = time.monotonic()
+                self._changed.notify_all()
+
+    @staticmethod
+    def _delivery_headers(delivery: Delivery) -> Dict[str, str]:
+        """services/webhook/deliver.go addDefaultHeaders, signed with the hook's secret of now; Go's
+        http.Client adds User-Agent and Accept-Encoding."""
+        secret, body = delivery.hook.secret, delivery.body
+        sha256, sha1 = signature(secret, body), signature(secret, body, hashlib.sha1)
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body)),
+                   "User-Agent": "Go-http-client/1.1", "Accept-Encoding": "gzip"}
+        for prefix in ("X-Gitea-", "X-Gogs-", "X-GitHub-"):
+            headers[prefix + "Delivery"] = delivery.id
+            headers[prefix + "Event"] = delivery.event
+            headers[prefix + "Event-Type"] = delivery.event_type
+        headers["X-Gitea-Signature"] = headers["X-Gogs-Signature"] = sha256
+        headers["X-Gitea-Hook-Installation-Target-Type"] = delivery.hook.target_type
+        headers["X-GitHub-Hook-Installation-Target-Type"] = delivery.hook.target_type
+        headers["X-Hub-Signature"] = "sha1=" + sha1
+        headers["X-Hub-Signature-256"] = "sha256=" + sha256
+        return dict(sorted(headers.items()))             # Go writes header fields sorted by name
+
+    def _post(self, url: str, headers: Mapping[str, str], body: bytes) -> Tuple[int, bytes, str]:
+        """One POST: (status, body answered, "") or (0, b"", why it failed)."""
+        target = urllib.parse.urlsplit(url)
+        if target.scheme != "http" or not target.hostname:
+            return 0, b"", "the fake delivers to http:// URLs only: %s" % url
+        connection = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=self.delivery_timeout)
+        try:
+            connection.putrequest("POST", (target.path or "/") + ("?" + target.query if target.query else ""),
+                                  skip_accept_encoding=True)
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.endheaders(body)
+            response = connection.getresponse()
+            data = response.read()
+            if (response.getheader("Content-Encoding") or "").lower() == "gzip":
+                data = gzip.decompress(data)
+            return response.status, data, ""
+        except (OSError, http.client.HTTPException) as error:
+            return 0, b"", "Delivery: %s" % (error or type(error).__name__)
+        finally:
+            connection.close()
+
     # -- answering --------------------------------------------------------------------------------
 
     def _handler_class(self) -> type:
@@ -1098,6 +1461,11 @@ class FakeGitea:
                     self.wfile.flush()
                 except OSError:
                     self.close_connection = True
+                    return
+                if outcome.record is not None:
+                    with fake._changed:
+                        outcome.record.answered = time.monotonic()
+                        fake._changed.notify_all()
 
             def _read_body(self) -> Optional[bytes]:
                 if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
@@ -1194,7 +1562,7 @@ class FakeGitea:
     def _finish(self, record: Request, operation: Optional[Operation], reply: _Reply, drop: bool = False) -> _Outcome:
         """Checks the answer against the spec (a fault of the fake becomes a 500) and records it."""
         data = b"" if reply.body is None else json.dumps(reply.body).encode()
-        problems = self.spec.check_response(operation, reply.status, data)
+        problems = self.spec.check_response(operation, reply.status, data) if self.check_responses else []
         if problems:
             with self._lock:
                 self.response_violations += [Violation(record.at, record.method, record.path, record.operation, p)
@@ -1207,7 +1575,7 @@ class FakeGitea:
         with self._changed:
             record.status, record.answer, record.dropped = (0 if drop else reply.status), reply.body, drop
             self._changed.notify_all()
-        return _Outcome(reply.status, data, headers, drop=drop)
+        return _Outcome(reply.status, data, headers, drop=drop, record=record)
 
     def _authenticate(self, headers: Mapping[str, str]) -> Optional[User]:
         value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
@@ -1282,15 +1650,34 @@ class FakeGitea:
         issue.updated = now
         return made
 
-    def _set_state(self, issue: Issue, closed: bool) -> None:
+    def _set_state(self, issue: Issue, closed: bool) -> bool:
+        """Closes or reopens; whether that changed anything."""
         if issue.closed == closed:
-            return
+            return False
         issue.closed = closed
         issue.closed_at = self.now() if closed else 0
         issue.updated = self.now()
+        return True
 
-    def _set_labels(self, issue: Issue, labels: Sequence[Label], replace: bool, touch: bool = True) -> None:
-        """Adds (or replaces with) labels, one per exclusive scope as Gitea keeps them."""
+    def _edit_title(self, issue: Issue, title: str, doer: User) -> None:
+        if title and title != issue.title:
+            old, issue.title, issue.updated = issue.title, title, self.now()
+            self._hook_issue(issue, "edited", doer, changes={"title": {"from": old}})
+
+    def _edit_body(self, issue: Issue, body: str, doer: User) -> None:
+        if body != issue.body:
+            old, issue.body, issue.updated = issue.body, body, self.now()
+            issue.content_version += 1
+            self._hook_issue(issue, "edited", doer, changes={"body": {"from": old}})
+
+    def _edit_comment(self, made: Comment, body: str, doer: User) -> None:
+        if body != made.body:
+            old, made.body, made.updated = made.body, body, self.now()
+            self._hook_comment(made, "edited", doer, changes={"body": {"from": old}})
+
+    def _set_labels(self, issue: Issue, labels: Sequence[Label], replace: bool, touch: bool = True) -> bool:
+        """Adds (or replaces with) labels, one per exclusive scope as Gitea keeps them; whether
+        the issue's labels changed."""
         repo = issue.repo
         before = set(issue.labels)
         if replace:
@@ -1307,6 +1694,7 @@ class FakeGitea:
                 issue.labels.add(label.id)
         if touch and issue.labels != before:
             issue.updated = self.now()
+        return issue.labels != before
 
     def _sorted_labels(self, issue: Issue) -> List[int]:
         repo = issue.repo
@@ -1363,11 +1751,13 @@ class FakeGitea:
             base.message = "Merge pull request '%s' (#%d) from %s into %s" % (issue.title, issue.number, pull.head, pull.base)
         self._set_state(issue, closed=True)
         issue.updated = now
+        self._hook_issue(issue, "closed", user)          # MergePullRequest: action closed, merged true
         if delete_branch and head is not None and head.name != repo.default_branch and not head.protected:
             still_used = any(o.pull and not o.pull.merged and not o.closed and o.pull.head == head.name
                              for o in repo.issues.values())
             if not still_used:
                 del repo.branches[head.name]
+                self._hook_delete(repo, head.name, user)
 
     # -- operations: the user and the repository ---------------------------------------------------
 
@@ -1427,8 +1817,9 @@ class FakeGitea:
         issue = self._new_issue(repo, call.user, form["title"], form.get("body", ""))
         issue.ref = form.get("ref", "")
         issue.labels = {i for i in form.get("labels") or [] if i in repo.labels}
-        if form.get("closed"):
-            self._set_state(issue, closed=True)
+        self._hook_issue(issue, "opened", call.user)
+        if form.get("closed") and self._set_state(issue, closed=True):
+            self._hook_issue(issue, "closed", call.user)
         return _Reply(201, self._issue_json(issue, call.user))
 
     def _op_issueEditIssue(self, call: _Call) -> _Reply:
@@ -1438,19 +1829,19 @@ class FakeGitea:
         self._refuse_unmodelled(form, assignees=[], assignee="", milestone=0, due_date=None, unset_due_date=False)
         if "content_version" in form and form["content_version"] != issue.content_version:
             raise _Unmodelled("content_version conflicts are not modelled")
-        now = self.now()
-        if form.get("title") and form["title"] != issue.title:
-            issue.title, issue.updated = form["title"], now
-        if form.get("body") is not None and form["body"] != issue.body:
-            issue.body, issue.updated, issue.content_version = form["body"], now, issue.content_version + 1
+        if form.get("title"):
+            self._edit_title(issue, form["title"], call.user)
+        if form.get("body") is not None:
+            self._edit_body(issue, form["body"], call.user)
         if form.get("ref") is not None and form["ref"] != issue.ref:
-            issue.ref, issue.updated = form["ref"], now
+            issue.ref, issue.updated = form["ref"], self.now()
         if form.get("state") is not None:
             if issue.pull and issue.pull.merged:
                 raise _Refuse(412, "cannot change state of this pull request, it was already merged")
             if form["state"] not in ("open", "closed"):
                 raise _Refuse(412, "unknown state: %s" % form["state"])
-            self._set_state(issue, closed=form["state"] == "closed")
+            if self._set_state(issue, closed=form["state"] == "closed"):
+                self._hook_issue(issue, "closed" if issue.closed else "reopened", call.user)
         return _Reply(201, self._issue_json(issue, call.user))
 
     # -- operations: comments -----------------------------------------------------------------------
@@ -1470,20 +1861,22 @@ class FakeGitea:
 
     def _op_issueCreateComment(self, call: _Call) -> _Reply:
         issue = self._issue(self._call_repo(call), int(call.params["index"]))
-        return _Reply(201, self._comment_json(self._new_comment(issue, call.user, call.body["body"])))
+        made = self._new_comment(issue, call.user, call.body["body"])
+        self._hook_comment(made, "created", call.user)
+        return _Reply(201, self._comment_json(made))
 
     def _op_issueGetComment(self, call: _Call) -> _Reply:
         return _Reply(200, self._comment_json(self._comment(self._call_repo(call), int(call.params["id"]))))
 
     def _op_issueEditComment(self, call: _Call) -> _Reply:
         made = self._comment(self._call_repo(call), int(call.params["id"]))
-        if call.body["body"] != made.body:
-            made.body, made.updated = call.body["body"], self.now()
+        self._edit_comment(made, call.body["body"], call.user)
         return _Reply(200, self._comment_json(made))
 
     def _op_issueDeleteComment(self, call: _Call) -> _Reply:
         made = self._comment(self._call_repo(call), int(call.params["id"]))
         made.issue.comments.remove(made)
+        self._hook_comment(made, "deleted", call.user)
         return _Reply(204)
 
     # -- operations: labels -------------------------------------------------------------------------
@@ -1526,17 +1919,20 @@ class FakeGitea:
 
     def _op_issueAddLabel(self, call: _Call) -> _Reply:
         repo, issue, wanted = self._issue_labels_form(call)
-        self._set_labels(issue, wanted, replace=False)
+        if self._set_labels(issue, wanted, replace=False):
+            self._hook_issue(issue, "label_updated", call.user, labels=True)
         return _Reply(200, [self._label_json(repo, repo.labels[i]) for i in self._sorted_labels(issue)])
 
     def _op_issueReplaceLabels(self, call: _Call) -> _Reply:
         repo, issue, wanted = self._issue_labels_form(call)
-        self._set_labels(issue, wanted, replace=True)
+        if self._set_labels(issue, wanted, replace=True):
+            self._hook_issue(issue, "label_updated", call.user, labels=True)
         return _Reply(200, [self._label_json(repo, repo.labels[i]) for i in self._sorted_labels(issue)])
 
     def _op_issueClearLabels(self, call: _Call) -> _Reply:
         issue = self._issue(self._call_repo(call), int(call.params["index"]))
-        self._set_labels(issue, [], replace=True)
+        if self._set_labels(issue, [], replace=True):
+            self._hook_issue(issue, "label_cleared", call.user, labels=True)
         return _Reply(204)
 
     def _op_issueRemoveLabel(self, call: _Call) -> _Reply:
@@ -1548,6 +1944,7 @@ class FakeGitea:
         if label_id in issue.labels:
             issue.labels.discard(label_id)
             issue.updated = self.now()
+            self._hook_issue(issue, "label_updated", call.user, labels=True)
         return _Reply(204)
 
     # -- operations: pull requests ------------------------------------------------------------------
@@ -1587,6 +1984,7 @@ class FakeGitea:
                                 team_reviewers=[])
         issue = self._new_pull(repo, call.user, form["head"], form["base"], form["title"], form.get("body", ""),
                                form.get("labels") or [])
+        self._hook_issue(issue, "opened", call.user)
         return _Reply(201, self._pull_json(issue, call.user))
 
     def _op_repoGetPullRequest(self, call: _Call) -> _Reply:
@@ -1615,23 +2013,25 @@ class FakeGitea:
         form = call.body or {}
         self._refuse_unmodelled(form, assignees=[], assignee="", milestone=0, due_date=None, unset_due_date=False,
                                 allow_maintainer_edit=None)
-        now = self.now()
-        if form.get("title") and form["title"] != issue.title:
-            issue.title, issue.updated = form["title"], now
-        if form.get("body") is not None and form["body"] != issue.body:
-            issue.body, issue.updated, issue.content_version = form["body"], now, issue.content_version + 1
+        if form.get("title"):
+            self._edit_title(issue, form["title"], call.user)
+        if form.get("body") is not None:
+            self._edit_body(issue, form["body"], call.user)
         if form.get("labels") is not None:
-            self._set_labels(issue, [repo.labels[i] for i in form["labels"] if i in repo.labels], replace=True)
+            if self._set_labels(issue, [repo.labels[i] for i in form["labels"] if i in repo.labels], replace=True):
+                self._hook_issue(issue, "label_updated", call.user, labels=True)
         if form.get("state") is not None:
             if issue.pull is not None and issue.pull.merged:
                 raise _Refuse(412, "cannot change state of this pull request, it was already merged")
             if form["state"] not in ("open", "closed"):
                 raise _Refuse(412, "unknown state: %s" % form["state"])
-            self._set_state(issue, closed=form["state"] == "closed")
+            if self._set_state(issue, closed=form["state"] == "closed"):
+                self._hook_issue(issue, "closed" if issue.closed else "reopened", call.user)
         if form.get("base") and issue.pull is not None and form["base"] != issue.pull.base and not issue.pull.merged:
             if form["base"] not in repo.branches:
                 raise _Refuse(404, "new base '%s' not exist" % form["base"])
-            issue.pull.base, issue.updated = form["base"], now
+            old, issue.pull.base, issue.updated = issue.pull.base, form["base"], self.now()
+            self._hook_issue(issue, "edited", call.user, changes={"ref": {"from": old}})
         return _Reply(201, self._pull_json(issue, call.user))
 
     def _op_repoPullRequestIsMerged(self, call: _Call) -> _Reply:

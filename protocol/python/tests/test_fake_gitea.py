@@ -1,16 +1,24 @@
 """The fake Gitea (tests/fake_gitea.py) holds its client to Gitea 1.26.3's swagger.v1.json and answers
 as Gitea does: the request checks (unknown paths and methods, undeclared or mistyped query parameters,
 bodies against their schemas), the answers checked against the spec, pagination headers, a pull
-request as an issue, 409 on a duplicate pull, merging, labels, branches, forbidden endpoints and the
-misbehaviour knobs. No Allegro binary is needed."""
+request as an issue, 409 on a duplicate pull, merging, labels, branches, forbidden endpoints, the
+misbehaviour knobs, and the webhooks it sends as Gitea does (headers, signature, payload structs, order,
+hold and release, redelivery). No Allegro binary is needed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import http.client
 import json
+import socket
+import threading
 import time
 import urllib.parse
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
@@ -665,3 +673,351 @@ def test_wait_for_sees_requests_as_they_come(gitea: FakeGitea) -> None:
     threading.Timer(0.2, lambda: api(gitea, "GET", "/user")).start()
     assert gitea.wait_for(lambda fake: len(fake.calls("userGetCurrent")) == 1, timeout=5)
     assert not gitea.wait_for(lambda fake: len(fake.calls("userGetCurrent")) == 2, timeout=0.2)
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+
+SECRET = "hook-secret-5150"
+
+
+@dataclass
+class Received:
+    path: str
+    headers: Dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1: records each POST and answers 200 `{"ok":true}`, or 401 when
+    X-Gitea-Signature is not the body's HMAC with `secret`. Each answer waits `pause` seconds, so
+    that deliveries sent side by side would overlap (`most_in_flight`)."""
+
+    def __init__(self, secret: str = SECRET, pause: float = 0.0) -> None:
+        self.secret, self.pause = secret, pause
+        self.received: List[Received] = []
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver.lock:
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                    receiver.received.append(Received(self.path, dict(self.headers.items()), body))
+                time.sleep(receiver.pause)
+                good = hmac.compare_digest(self.headers.get("X-Gitea-Signature", ""),
+                                           hmac.new(receiver.secret.encode(), body, hashlib.sha256).hexdigest())
+                answer = b'{"ok":true}' if good else b'{"error":"bad signature"}'
+                with receiver.lock:
+                    receiver.in_flight -= 1
+                self.send_response(200 if good else 401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def payloads(self) -> List[Dict[str, Any]]:
+        return [json.loads(got.body) for got in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+def kinds(fake: FakeGitea) -> List[Tuple[str, str, str]]:
+    """(X-Gitea-Event, X-Gitea-Event-Type, action) of every delivery, in order."""
+    return [(d.event, d.event_type, d.action) for d in fake.deliveries]
+
+
+def valid(fake: FakeGitea, definition: str, value: Any) -> List[str]:
+    """What is wrong with `value` as the spec's `definition`, held as the fake's answers are."""
+    return fake.spec.validate({"$ref": "#/definitions/" + definition}, value, answer=True)
+
+
+def test_a_webhook_delivery_is_signed_and_carries_giteas_headers(gitea: FakeGitea, receiver: Receiver) -> None:
+    gitea.add_webhook(receiver.url + "/hook", SECRET, REPO)
+    gitea.create_issue(REPO, "Broken <again> & again", user="timmy")
+    assert gitea.wait_for_deliveries(10)
+    [delivery] = gitea.deliveries
+    [got] = receiver.received
+    headers = got.headers
+    assert got.path == "/hook" and got.body == delivery.body
+    assert {k: v for k, v in headers.items() if k != "Host"} == delivery.headers       # Go keeps Host apart
+    assert headers["Content-Type"] == "application/json" and headers["Content-Length"] == str(len(got.body))
+    assert uuid.UUID(headers["X-Gitea-Delivery"]).version == 4 and headers["X-Gitea-Delivery"] == delivery.id
+    assert (headers["X-Gitea-Event"], headers["X-Gitea-Event-Type"]) == ("issues", "issues")
+    for prefix in ("X-Gogs-", "X-GitHub-"):
+        assert [headers[prefix + n] for n in ("Delivery", "Event", "Event-Type")] == [delivery.id, "issues", "issues"]
+    sha256 = hmac.new(SECRET.encode(), got.body, hashlib.sha256).hexdigest()
+    assert headers["X-Gitea-Signature"] == headers["X-Gogs-Signature"] == sha256
+    assert headers["X-Hub-Signature-256"] == "sha256=" + sha256
+    assert headers["X-Hub-Signature"] == "sha1=" + hmac.new(SECRET.encode(), got.body, hashlib.sha1).hexdigest()
+    assert headers["X-Gitea-Hook-Installation-Target-Type"] == headers["X-GitHub-Hook-Installation-Target-Type"] == "repository"
+    # Written as Go's json.MarshalIndent writes it: two-space indent, HTML characters escaped.
+    assert got.body.startswith(b'{\n  "action": "opened",\n  "number": 1,\n  "issue": {\n    "id": 1,')
+    assert b"Broken \\u003cagain\\u003e \\u0026 again" in got.body and b"<again>" not in got.body
+    assert json.loads(got.body)["issue"]["title"] == "Broken <again> & again"
+    assert (delivery.status, delivery.response, delivery.error) == (200, b'{"ok":true}', "")
+    assert 0 < delivery.queued_at <= delivery.sent_at <= delivery.answered_at
+
+
+def test_webhook_payloads_are_giteas_structs_holding_what_the_api_answers(gitea: FakeGitea, receiver: Receiver) -> None:
+    gitea.add_webhook(receiver.url, SECRET, REPO)
+    gitea.create_issue(REPO, "Broken", "it breaks", user="timmy")
+    as_api = api(gitea, "GET", "/repos/timmy/home/issues/1", token=TIMMY).json
+    said = gitea.comment(REPO, 1, "Seen it too", user="allegro")
+    gitea.add_branch(REPO, "fix")
+    gitea.create_pull(REPO, "fix", title="Fix it", body="Refs #1", user="allegro")
+    pull_as_api = api(gitea, "GET", "/repos/timmy/home/pulls/2", token=TIMMY).json
+    gitea.comment(REPO, 2, "Ready", user="timmy")
+    gitea.edit_comment(REPO, said["id"], "Seen it too, twice")
+    assert gitea.wait_for_deliveries(10)
+    opened, commented, created, pushed, pulled, reviewed, edited = receiver.payloads()
+
+    assert list(opened) == ["action", "number", "issue", "repository", "sender", "commit_id"]
+    assert opened["issue"] == as_api and opened["commit_id"] == "" and opened["sender"]["login"] == "timmy"
+    assert list(commented) == ["action", "issue", "comment", "repository", "sender", "is_pull"]
+    assert commented["comment"] == said and commented["is_pull"] is False and commented["issue"]["comments"] == 1
+    assert list(pulled) == ["action", "number", "pull_request", "requested_reviewer", "repository", "sender",
+                            "commit_id", "review"]
+    assert pulled["pull_request"] == pull_as_api and pulled["requested_reviewer"] is None and pulled["review"] is None
+    assert list(reviewed) == ["action", "issue", "pull_request", "comment", "repository", "sender", "is_pull"]
+    assert reviewed["is_pull"] is True and reviewed["issue"]["pull_request"]["html_url"].endswith("/pulls/2")
+    assert list(edited) == ["action", "issue", "comment", "changes", "repository", "sender", "is_pull"]
+    assert edited["changes"] == {"body": {"from": "Seen it too"}} and edited["comment"]["body"] == "Seen it too, twice"
+    assert list(created) == ["sha", "ref", "ref_type", "repository", "sender"] and created["ref_type"] == "branch"
+    assert pushed["ref"] == "refs/heads/fix" and pushed["before"] == "0" * 40 and pushed["total_commits"] == 1
+    for payload in (opened, commented, pulled, reviewed, edited):
+        for key, definition in (("issue", "Issue"), ("comment", "Comment"), ("pull_request", "PullRequest"),
+                                ("repository", "Repository"), ("sender", "User")):
+            if key in payload:
+                assert valid(gitea, definition, payload[key]) == [], (payload["action"], key)
+    assert valid(gitea, "PayloadCommit", pushed["head_commit"]) == [] and pushed["commits"] == [pushed["head_commit"]]
+    assert all(d.status == 200 for d in gitea.deliveries)
+
+
+def test_each_change_sends_the_webhook_event_gitea_sends(gitea: FakeGitea, receiver: Receiver) -> None:
+    everything = gitea.add_webhook(receiver.url, SECRET)                     # every repository
+    gitea.add_repo("timmy/other")
+    elsewhere = gitea.add_webhook(receiver.url, SECRET, "timmy/other")
+    gitea.add_label(REPO, "bug")
+    gitea.create_issue(REPO, "one", user="timmy")
+    said = gitea.comment(REPO, 1, "first", user="timmy")
+    gitea.edit_comment(REPO, said["id"], "first, edited")
+    gitea.edit_issue(REPO, 1, title="One", body="text")
+    gitea.edit_issue(REPO, 1, title="One")                                   # no change: nothing sent
+    gitea.label_issue(REPO, 1, ["bug"])
+    gitea.close_issue(REPO, 1)
+    gitea.close_issue(REPO, 1)
+    gitea.reopen_issue(REPO, 1)
+    gitea.add_branch(REPO, "feature")
+    gitea.create_pull(REPO, "feature", title="Feature")
+    gitea.push(REPO, "feature")
+    gitea.label_issue(REPO, 2, ["bug"])
+    gitea.comment(REPO, 2, "LGTM", user="timmy")
+    gitea.edit_issue(REPO, 2, title="Feature!")
+    gitea.merge_pull(REPO, 2, user="allegro")
+    gitea.delete_branch(REPO, "feature")
+    assert gitea.wait_for_deliveries(10)
+    assert kinds(gitea) == [
+        ("issues", "issues", "opened"), ("issue_comment", "issue_comment", "created"),
+        ("issue_comment", "issue_comment", "edited"), ("issues", "issues", "edited"), ("issues", "issues", "edited"),
+        ("issues", "issue_label", "label_updated"), ("issues", "issues", "closed"), ("issues", "issues", "reopened"),
+        ("create", "create", ""), ("push", "push", ""), ("pull_request", "pull_request", "opened"),
+        ("push", "push", ""), ("pull_request", "pull_request_sync", "synchronized"),
+        ("pull_request", "pull_request_label", "label_updated"), ("issue_comment", "pull_request_comment", "created"),
+        ("pull_request", "pull_request", "edited"), ("pull_request", "pull_request", "closed"), ("delete", "delete", ""),
+    ]
+    payloads = [d.payload for d in gitea.deliveries]
+    assert [p.get("changes") for p in payloads[3:5]] == [{"title": {"from": "one"}}, {"body": {"from": ""}}]
+    assert payloads[15]["changes"] == {"title": {"from": "Feature"}}
+    merged = payloads[16]["pull_request"]
+    assert merged["merged"] is True and merged["state"] == "closed" and payloads[16]["sender"]["login"] == "allegro"
+    assert [l["name"] for l in payloads[5]["issue"]["labels"]] == ["bug"]
+    assert all(d.hook is everything for d in gitea.deliveries) and elsewhere.id != everything.id
+    assert {d.headers["X-Gitea-Hook-Installation-Target-Type"] for d in gitea.deliveries} == {"system"}
+    gitea.create_issue("timmy/other", "there")
+    assert gitea.wait_for_deliveries(10)
+    assert [d.hook for d in gitea.deliveries[-2:]] == [everything, elsewhere]
+    assert gitea.deliveries[-2].body == gitea.deliveries[-1].body and gitea.deliveries[-2].id != gitea.deliveries[-1].id
+
+
+def test_the_apis_writes_send_webhooks_as_the_user_who_made_them(gitea: FakeGitea, receiver: Receiver) -> None:
+    gitea.add_webhook(receiver.url, SECRET, REPO)
+    repo = "/repos/timmy/home"
+    bug = api(gitea, "POST", repo + "/labels", body={"name": "bug", "color": "ee0701"}).json["id"]
+    assert gitea.deliveries == []                                           # a new label is no event
+    assert api(gitea, "POST", repo + "/issues", body={"title": "By the API"}).status == 201
+    comment_id = api(gitea, "POST", repo + "/issues/1/comments", body={"body": "hi"}).json["id"]
+    api(gitea, "PATCH", repo + "/issues/comments/%d" % comment_id, body={"body": "hi, edited"})
+    api(gitea, "POST", repo + "/issues/1/labels", body={"labels": [bug]})
+    api(gitea, "PUT", repo + "/issues/1/labels", body={"labels": [bug]})     # no change: nothing sent
+    api(gitea, "DELETE", repo + "/issues/1/labels/%d" % bug)
+    api(gitea, "POST", repo + "/issues/1/labels", body={"labels": ["bug"]})
+    api(gitea, "DELETE", repo + "/issues/1/labels")
+    api(gitea, "PATCH", repo + "/issues/1", body={"title": "By the API, renamed", "state": "closed"})
+    api(gitea, "DELETE", repo + "/issues/comments/%d" % comment_id)
+    gitea.add_branch(REPO, "fix", author="allegro")
+    api(gitea, "POST", repo + "/pulls", body={"head": "fix", "base": "main", "title": "Fix"})
+    api(gitea, "PATCH", repo + "/pulls/2", body={"body": "Refs #1"})
+    api(gitea, "POST", repo + "/pulls/2/merge", body={"do": "merge", "delete_branch_after_merge": True})
+    assert gitea.wait_for_deliveries(10)
+    gitea.assert_clean()
+    assert kinds(gitea) == [
+        ("issues", "issues", "opened"), ("issue_comment", "issue_comment", "created"),
+        ("issue_comment", "issue_comment", "edited"), ("issues", "issue_label", "label_updated"),
+        ("issues", "issue_label", "label_updated"), ("issues", "issue_label", "label_updated"),
+        ("issues", "issue_label", "label_cleared"), ("issues", "issues", "edited"), ("issues", "issues", "closed"),
+        ("issue_comment", "issue_comment", "deleted"), ("create", "create", ""), ("push", "push", ""),
+        ("pull_request", "pull_request", "opened"), ("pull_request", "pull_request", "edited"),
+        ("pull_request", "pull_request", "closed"), ("delete", "delete", ""),
+    ]
+    assert {d.payload["sender"]["login"] for d in gitea.deliveries} == {"allegro"}
+    deleted = gitea.deliveries[9].payload
+    assert deleted["comment"]["id"] == comment_id and deleted["issue"]["comments"] == 0
+    assert gitea.deliveries[13].payload["changes"] == {"body": {"from": ""}}
+    assert [d.status for d in gitea.deliveries] == [200] * len(gitea.deliveries)
+
+
+def test_held_webhook_deliveries_keep_the_payload_of_their_change_and_go_out_in_order_when_released(
+        gitea: FakeGitea, receiver: Receiver) -> None:
+    gitea.add_webhook(receiver.url, SECRET, REPO)
+    gitea.hold_deliveries()
+    first = gitea.create_issue(REPO, "Draft", user="timmy")
+    gitea.advance(1)
+    second = gitea.edit_issue(REPO, 1, title="Final")
+    assert not gitea.wait_for_deliveries(timeout=0.5)
+    assert receiver.received == [] and all(d.sent_at == 0 for d in gitea.deliveries)
+    gitea.release_deliveries()
+    assert gitea.wait_for_deliveries(10)
+    assert [got.headers["X-Gitea-Delivery"] for got in receiver.received] == [d.id for d in gitea.deliveries]
+    old, new = receiver.payloads()
+    assert (old["issue"]["title"], old["issue"]["updated_at"]) == ("Draft", first["updated_at"])
+    assert (new["issue"]["title"], new["issue"]["updated_at"]) == ("Final", second["updated_at"])
+    assert first["updated_at"] != second["updated_at"]
+
+
+def test_webhook_deliveries_go_out_one_at_a_time_in_the_order_of_the_changes(gitea: FakeGitea) -> None:
+    slow = Receiver(pause=0.03)
+    try:
+        gitea.add_webhook(slow.url, SECRET, REPO)
+        gitea.create_issue(REPO, "Busy")
+        for index in range(8):
+            gitea.comment(REPO, 1, "comment %d" % index)
+        assert gitea.wait_for_deliveries(20)
+        assert [got.headers["X-Gitea-Delivery"] for got in slow.received] == [d.id for d in gitea.deliveries]
+        assert [p["comment"]["body"] for p in slow.payloads()[1:]] == ["comment %d" % i for i in range(8)]
+        assert slow.most_in_flight == 1
+        assert all(a.answered_at <= b.sent_at for a, b in zip(gitea.deliveries, gitea.deliveries[1:]))
+    finally:
+        slow.close()
+
+
+def test_redeliver_sends_a_webhook_body_again_under_a_new_id_or_the_same_one(gitea: FakeGitea, receiver: Receiver) -> None:
+    gitea.add_webhook(receiver.url, SECRET, REPO)
+    gitea.create_issue(REPO, "Once")
+    assert gitea.wait_for_deliveries(10)
+    [original] = gitea.deliveries
+    replayed = gitea.redeliver(original.id)
+    repeated = gitea.redeliver(original.id, same_id=True)
+    assert gitea.wait_for_deliveries(10)
+    assert gitea.deliveries == [original, replayed, repeated]
+    assert replayed.id != original.id and uuid.UUID(replayed.id) and repeated.id == original.id
+    assert replayed.replay_of == repeated.replay_of == original.id
+    assert [got.body for got in receiver.received] == [original.body] * 3
+    assert [got.headers["X-Gitea-Delivery"] for got in receiver.received] == [original.id, replayed.id, original.id]
+    with pytest.raises(KeyError):
+        gitea.redeliver("no-such-delivery")
+
+
+def test_a_webhook_with_another_secret_or_none_sends_a_signature_the_receiver_refuses(
+        gitea: FakeGitea, receiver: Receiver) -> None:
+    gitea.add_webhook(receiver.url, "not-" + SECRET, REPO)
+    gitea.add_webhook(receiver.url, "", REPO)
+    gitea.create_issue(REPO, "Signed wrongly")
+    assert gitea.wait_for_deliveries(10)
+    wrong, unsigned = gitea.deliveries
+    assert (wrong.status, wrong.response) == (401, b'{"error":"bad signature"}')
+    assert wrong.headers["X-Gitea-Signature"] == hmac.new(b"not-" + SECRET.encode(), wrong.body, hashlib.sha256).hexdigest()
+    assert unsigned.status == 401 and unsigned.headers["X-Gitea-Signature"] == ""
+    assert (unsigned.headers["X-Hub-Signature-256"], unsigned.headers["X-Hub-Signature"]) == ("sha256=", "sha1=")
+
+
+def test_a_webhook_delivery_that_cannot_be_made_is_recorded_and_the_next_one_goes_out(
+        gitea: FakeGitea, receiver: Receiver) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    gitea.add_webhook("http://127.0.0.1:%d/hook" % port, SECRET, REPO)
+    gitea.add_webhook(receiver.url, SECRET, REPO)
+    gitea.create_issue(REPO, "Anyone there?")
+    assert gitea.wait_for_deliveries(10)
+    failed, made = gitea.deliveries
+    assert failed.status == 0 and failed.error.startswith("Delivery: ") and failed.done
+    assert made.status == 200 and len(receiver.received) == 1
+
+
+def test_close_stops_the_webhook_delivery_thread_and_sends_nothing_more(receiver: Receiver) -> None:
+    fake = FakeGitea(users={"allegro": TOKEN}, repos=[REPO])
+    fake.add_webhook(receiver.url, SECRET, REPO)
+    fake.create_issue(REPO, "Before")
+    assert fake.wait_for_deliveries(10)
+    sender = fake._sender
+    assert sender is not None and sender.is_alive()
+    fake.hold_deliveries()
+    fake.create_issue(REPO, "Held when closed")
+    fake.close()
+    assert not sender.is_alive()
+    fake.release_deliveries()
+    assert not fake.wait_for_deliveries(timeout=0.3) and len(receiver.received) == 1
+
+
+def test_each_request_records_when_its_answer_was_written(gitea: FakeGitea) -> None:
+    gitea.create_issue(REPO, "one")
+    before = time.monotonic()
+    api(gitea, "GET", "/repos/timmy/home/issues/1")
+    gitea.drop_after_write_next(1)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        api(gitea, "POST", "/repos/timmy/home/issues/1/comments", body={"body": "lost"})
+    answered, dropped = gitea.requests[-2:]
+    assert before <= answered.at <= answered.answered <= time.monotonic()
+    assert dropped.dropped and dropped.answered == 0
+
+
+def test_check_responses_off_skips_only_the_checks_of_the_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeGitea(users={"allegro": TOKEN}, repos=[REPO], check_responses=False) as fake:
+        fake.create_issue(REPO, "one")
+        original = fake._issue_json
+
+        def broken(issue: Any, viewer: Any) -> Dict[str, Any]:
+            return dict(original(issue, viewer), number="1")
+
+        monkeypatch.setattr(fake, "_issue_json", broken)
+        answer = api(fake, "GET", "/repos/timmy/home/issues/1")
+        assert answer.status == 200 and answer.json["number"] == "1" and fake.response_violations == []
+        assert api(fake, "GET", "/repos/timmy/home/issues", query=[("per_page", "5")]).status == 400
+        assert len(fake.violations) == 1

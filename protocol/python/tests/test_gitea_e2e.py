@@ -282,6 +282,19 @@ def labels(fake: FakeGitea, number: int) -> List[str]:
 MARKER = re.compile(r"<!-- allegro-op: ([A-Za-z0-9_.:-]+) -->")
 
 
+def labelled_within_its_second(gitea: FakeGitea, stream: "GiteaWatcher", title: str) -> Tuple[Dict[str, Any], int]:
+    """A new issue, once its record is on the stream, labelled `bug` within the second of that
+    version (the fake's clock held there), so its updated_at stays the same."""
+    created = gitea.create_issue(REPO, title, user=ALEXANDER)
+    number = created["number"]
+    assert wait_until(lambda: issue_records(stream, number))
+    second = int(datetime.fromisoformat(created["updated_at"].replace("Z", "+00:00")).timestamp())
+    gitea.advance(second - gitea.now())
+    gitea.label_issue(REPO, number, ["bug"])
+    assert gitea.issue(REPO, number)["updated_at"] == created["updated_at"]
+    return created, number
+
+
 # -- records on the stream ---------------------------------------------------------------------------
 
 
@@ -324,13 +337,7 @@ def test_a_change_within_the_second_of_the_version_already_published_is_publishe
     # clock is held at that second here; the change must still reach the stream and the cache.
     bridge = bridges(relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
     wait_polls(gitea)
-    created = gitea.create_issue(REPO, "Same second", user=ALEXANDER)
-    number = created["number"]
-    assert wait_until(lambda: issue_records(stream, number))
-    second = int(datetime.fromisoformat(created["updated_at"].replace("Z", "+00:00")).timestamp())
-    gitea.advance(second - gitea.now())
-    gitea.label_issue(REPO, number, ["bug"])
-    assert gitea.issue(REPO, number)["updated_at"] == created["updated_at"]
+    created, number = labelled_within_its_second(gitea, stream, "Same second")
     client = bridge.client()
 
     def labelled() -> bool:
@@ -937,3 +944,174 @@ def test_an_approval_that_expired_while_the_bridge_was_down_is_not_executed_afte
     assert caught.value.status == 409 and "expired" in caught.value.reason, caught.value
     wait_polls(gitea)
     assert gitea.writes() == [] and gitea.issue(REPO, number)["state"] == "open"
+
+
+# -- webhooks ----------------------------------------------------------------------------------------
+# The fake Gitea sends its webhooks as Gitea 1.26 does (tests/fake_gitea.py): signed, one at a time, in
+# order, after the change. Where a test must show that the webhook did it, the bridge polls every two
+# minutes: only its start poll happens during the test, so what arrives later came by webhook.
+
+WEBHOOK_SECRET = "gitea-webhook-secret-7d2e41"
+LONG_POLL_MS = 120000
+
+
+def webhook_bridge(bridges: Callable[..., BridgeProcess], relay: Relay, fake: FakeGitea, poll_ms: int = LONG_POLL_MS,
+                   **settings: Any) -> BridgeProcess:
+    """A bridge taking webhooks (gitea.webhook_secret), its start poll done, and the repository's
+    webhook pointing at it."""
+    bridge = bridges(relay, fake, gitea__webhook_secret=WEBHOOK_SECRET, gitea__poll_interval_ms=poll_ms, **settings)
+    assert wait_until(lambda: bridge.health()[1].get("gitea", {}).get("last_poll_millis")), bridge.output()
+    fake.add_webhook(webhook_url(bridge), WEBHOOK_SECRET, REPO)
+    return bridge
+
+
+def webhook_url(bridge: BridgeProcess) -> str:
+    return "http://%s/v1/gitea/webhook" % bridge.address
+
+
+def comment_records(stream: GiteaWatcher, number: int) -> List[Dict[str, Any]]:
+    return [payload for kind, session, payload in stream.records("gitea.comment") if session == "%s#%d" % (REPO, number)]
+
+
+def answered(fake: FakeGitea) -> List[Tuple[int, Any]]:
+    """(status, JSON answer) of every delivery, once all are answered."""
+    assert fake.wait_for_deliveries(30), [str(d) for d in fake.deliveries]
+    return [(d.status, json.loads(d.response) if d.response else None) for d in fake.deliveries]
+
+
+def test_a_new_issue_and_its_comment_reach_timmy_by_webhook_without_a_poll_and_are_triaged(gitea, relay, stream, bridges):
+    bridge = webhook_bridge(bridges, relay, gitea)
+    polls = list_calls(gitea)
+
+    created = gitea.create_issue(REPO, "Webhooks are quicker", body="Seen on vps1.", user=ALEXANDER)
+    number = created["number"]
+    gitea.advance(1)
+    said = gitea.comment(REPO, number, "Also on vps2.", user=ALEXANDER)
+
+    assert wait_until(lambda: issue_records(stream, number) and comment_records(stream, number)), bridge.output()[-3000:]
+    assert wait_until(lambda: labels(gitea, number) == ["status/triage"] and len(gitea.comments(REPO, number)) == 2)
+    assert all(status == 200 and answer == {"delivery": "accepted"} for status, answer in answered(gitea))
+    assert list_calls(gitea) == polls, "the bridge polled: the webhook was not enough"
+    first = issue_records(stream, number)[0]
+    assert (first["title"], first["body"], first["user"], first["updated_at"]) == (
+        "Webhooks are quicker", "Seen on vps1.", ALEXANDER, created["updated_at"])
+    assert any((c["id"], c["body"], c["updated_at"]) == (said["id"], "Also on vps2.", said["updated_at"])
+               for c in comment_records(stream, number))
+    [receipt] = [c for c in gitea.comments(REPO, number) if c["user"]["login"] == BOT]
+    assert MARKER.findall(receipt["body"]) == ["triage-receipt:timmy:allegro:%d" % number]
+    assert len(writes_to(gitea, "POST", r"/issues/%d/comments" % number)) == 1
+    tasks = ["Gitea comment on %s#%d" % (REPO, number), "Gitea status on %s#%d" % (REPO, number)]
+    assert wait_until(lambda: sorted(report.task for _, report in stream.reports()) == tasks), stream.reports()
+    # The triage's own writes came back as webhooks too. The label lands in the issue's second (Gitea
+    # keeps whole seconds), so which version is newer only a read can tell: that webhook makes the
+    # bridge poll at once, and Timmy's last record of the issue shows the label.
+    assert {(d.event_type, d.action) for d in gitea.deliveries} >= {("issue_label", "label_updated"),
+                                                                    ("issue_comment", "created")}
+    assert wait_until(lambda: issue_records(stream, number)[-1]["labels"] == ["status/triage"]), issue_records(stream, number)
+    assert duplicates(stream.records()) == []
+
+
+def test_what_a_webhook_published_is_not_published_again_by_the_polls(gitea, relay, stream, bridges):
+    webhook_bridge(bridges, relay, gitea, poll_ms=POLL_MS, gitea__triage_status="", gitea__triage_receipt="false")
+    created = gitea.create_issue(REPO, "Once by webhook", user=ALEXANDER)
+    number = created["number"]
+    gitea.advance(1)
+    said = gitea.comment(REPO, number, "A comment, once.", user=ALEXANDER)
+    gitea.advance(1)
+    gitea.edit_comment(REPO, said["id"], "A comment, once, edited.")
+    gitea.advance(1)
+    edited = gitea.edit_issue(REPO, number, title="Once by webhook, renamed")
+    assert wait_until(lambda: any(p["updated_at"] == edited["updated_at"] for p in issue_records(stream, number))
+                      and any(c["body"].endswith("edited.") for c in comment_records(stream, number)))
+    assert all(status == 200 for status, _ in answered(gitea))
+    wait_polls(gitea, 2)
+
+    assert duplicates(stream.records()) == []
+    issues = issue_records(stream, number)
+    assert [p["title"] for p in issues][-1] == "Once by webhook, renamed"
+    assert [p["updated_at"] for p in issues] == sorted(p["updated_at"] for p in issues)
+    assert [c["body"] for c in comment_records(stream, number)] == ["A comment, once.", "A comment, once, edited."]
+
+
+def test_a_webhook_with_a_wrong_signature_an_unknown_repository_or_a_seen_id_publishes_nothing(gitea, relay, stream, bridges):
+    bridge = webhook_bridge(bridges, relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
+    [hook] = gitea.webhooks
+
+    # Signed with another secret: 401, and nothing taken.
+    hook.active = False
+    forged = gitea.add_webhook(webhook_url(bridge), "not-" + WEBHOOK_SECRET, REPO)
+    refused = gitea.create_issue(REPO, "Forged", user=ALEXANDER)["number"]
+    [(status, answer)] = answered(gitea)
+    assert status == 401 and "X-Gitea-Signature" in answer["error"]
+    forged.active, hook.active = False, True
+    # A repository the bridge does not serve: 404.
+    gitea.add_repo("timmy/elsewhere")
+    gitea.add_webhook(webhook_url(bridge), WEBHOOK_SECRET, "timmy/elsewhere")
+    gitea.create_issue("timmy/elsewhere", "Not ours", user=ALEXANDER)
+    status, answer = answered(gitea)[-1]
+    assert status == 404 and "timmy/elsewhere" in answer["error"]
+    # A good delivery, then the same id again ("already seen"), then Gitea's Redeliver (a new id).
+    taken = gitea.create_issue(REPO, "Genuine", user=ALEXANDER)["number"]
+    assert answered(gitea)[-1] == (200, {"delivery": "accepted"})
+    genuine = gitea.deliveries[-1]
+    assert wait_until(lambda: issue_records(stream, taken))
+    gitea.redeliver(genuine.id, same_id=True)
+    gitea.redeliver(genuine.id)
+    assert [answer for _, answer in answered(gitea)[-2:]] == [{"delivery": "already seen"}, {"delivery": "accepted"}]
+    # A later change is published after all of them; what was refused or repeated, never.
+    marker = gitea.create_issue(REPO, "Marker", user=ALEXANDER)["number"]
+    assert wait_until(lambda: issue_records(stream, marker)), bridge.output()[-3000:]
+    assert issue_records(stream, refused) == [] and len(issue_records(stream, taken)) == 1
+    assert not any(session.startswith("timmy/elsewhere") for _, session, _ in stream.records())
+    assert duplicates(stream.records()) == []
+
+
+def test_a_late_webhook_of_an_older_version_does_not_make_timmys_last_record_older(gitea, relay, stream, bridges):
+    webhook_bridge(bridges, relay, gitea, poll_ms=POLL_MS, gitea__triage_status="", gitea__triage_receipt="false")
+    gitea.hold_deliveries()
+    number = gitea.create_issue(REPO, "Version 1", user=ALEXANDER)["number"]
+    gitea.advance(1)
+    gitea.edit_issue(REPO, number, title="Version 2")
+    gitea.advance(1)
+    newest = gitea.edit_issue(REPO, number, body="Now with a body.")
+    # The poll publishes the newest version while Gitea still holds the older ones' deliveries.
+    assert wait_until(lambda: any(p["updated_at"] == newest["updated_at"] for p in issue_records(stream, number)))
+    gitea.release_deliveries()
+    assert [status for status, _ in answered(gitea)] == [200, 200, 200]
+    assert [d.payload["issue"]["title"] for d in gitea.deliveries] == ["Version 1", "Version 2", "Version 2"]
+    wait_polls(gitea)
+
+    last = issue_records(stream, number)[-1]
+    assert (last["title"], last["body"], last["updated_at"]) == ("Version 2", "Now with a body.", newest["updated_at"])
+    assert duplicates(stream.records()) == []
+
+
+def test_a_pull_request_webhook_makes_the_bridge_poll_at_once(gitea, relay, stream, bridges):
+    gitea.add_branch(REPO, "fix-relay")
+    bridge = webhook_bridge(bridges, relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
+    polls = list_calls(gitea)
+
+    pull = gitea.create_pull(REPO, "fix-relay", title="Fix the relay", body="Refs nothing.", user=ALEXANDER)
+
+    def published() -> bool:
+        return any(session == "%s#%d" % (REPO, pull["number"]) for kind, session, _ in stream.records("gitea.pull"))
+
+    assert wait_until(published), bridge.output()[-3000:]
+    assert answered(gitea) == [(200, {"delivery": "accepted"})]
+    assert gitea.deliveries[0].event_type == "pull_request" and list_calls(gitea) > polls
+    [(kind, session, payload)] = stream.records("gitea.pull")
+    assert (payload["number"], payload["title"], payload["updated_at"]) == (pull["number"], "Fix the relay",
+                                                                            pull["updated_at"])
+
+
+def test_a_change_within_the_second_of_the_version_a_webhook_published_reaches_timmy_without_waiting_for_a_poll(
+        gitea, relay, stream, bridges):
+    # Gitea keeps whole seconds: a label set in the second of the version just published (as triage
+    # does) keeps its updated_at. Its webhook is the only news until the next poll, two minutes away.
+    webhook_bridge(bridges, relay, gitea, gitea__triage_status="", gitea__triage_receipt="false")
+    created, number = labelled_within_its_second(gitea, stream, "Same second, by webhook")
+    assert answered(gitea)[-1] == (200, {"delivery": "accepted"})
+
+    assert wait_until(lambda: issue_records(stream, number)[-1]["labels"] == ["bug"], timeout=10), (
+        "the label never reached Timmy", issue_records(stream, number))
+    assert duplicates(stream.records()) == []
