@@ -98,7 +98,8 @@ public final class BridgeStore: Sendable {
             var undecided = 0
             var firstSeen: [Change] = []
             for change in changes {
-                let seen = try String.fetchOne(db, sql: "SELECT updated_at FROM gitea_seen WHERE repo = ? AND kind = ? AND id = ?",
+                // Cached statements: a poll's first round takes hundreds of changes in one transaction.
+                let seen = try String.fetchOne(db.cachedStatement(sql: "SELECT updated_at FROM gitea_seen WHERE repo = ? AND kind = ? AND id = ?"),
                                                arguments: [change.repo, change.kind, change.id])
                 let version = change.version
                 guard seen != version else { continue }
@@ -112,24 +113,24 @@ public final class BridgeStore: Sendable {
                 if seen == nil {
                     firstSeen.append(change)
                     for command in commands(change) {
-                        try db.execute(sql: """
+                        try db.cachedStatement(sql: """
                             INSERT OR IGNORE INTO commands (op, kind, repo, number, request, state, result, made_ms, done_ms)
                             VALUES (?, ?, ?, ?, ?, 'pending', '', ?, 0)
-                            """, arguments: [command.operation, command.kind, command.repo, command.number, command.request, nowMillis])
+                            """).execute(arguments: [command.operation, command.kind, command.repo, command.number, command.request, nowMillis])
                     }
                 }
-                try db.execute(sql: "INSERT INTO outbox (seq, kind, session, payload, made_ms) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [next, change.kind, change.session, change.payload, nowMillis])
-                try db.execute(sql: """
+                try db.cachedStatement(sql: "INSERT INTO outbox (seq, kind, session, payload, made_ms) VALUES (?, ?, ?, ?, ?)")
+                    .execute(arguments: [next, change.kind, change.session, change.payload, nowMillis])
+                try db.cachedStatement(sql: """
                     INSERT INTO gitea_seen (repo, kind, id, updated_at, seen_ms) VALUES (?, ?, ?, ?, ?)
                     ON CONFLICT (repo, kind, id) DO UPDATE SET updated_at = excluded.updated_at, seen_ms = excluded.seen_ms
-                    """, arguments: [change.repo, change.kind, change.id, version, nowMillis])
+                    """).execute(arguments: [change.repo, change.kind, change.id, version, nowMillis])
                 if let number = change.cacheNumber {
-                    try db.execute(sql: """
+                    try db.cachedStatement(sql: """
                         INSERT INTO gitea_cache (repo, number, kind, updated_ms, payload, seen_ms) VALUES (?, ?, ?, ?, ?, ?)
                         ON CONFLICT (repo, number) DO UPDATE SET kind = excluded.kind, updated_ms = excluded.updated_ms,
                             payload = excluded.payload, seen_ms = excluded.seen_ms
-                        """, arguments: [change.repo, number, change.kind, change.updatedMillis, change.payload, nowMillis])
+                        """).execute(arguments: [change.repo, number, change.kind, change.updatedMillis, change.payload, nowMillis])
                 }
                 next += 1
                 added += 1

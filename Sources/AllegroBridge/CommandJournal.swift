@@ -50,9 +50,14 @@ extension BridgeStore {
         }
     }
 
+    /// In the order they were journaled; of one moment (a triage's steps), a status before a
+    /// comment, so a receipt never announces a label that is not yet there.
     public func pendingCommands() throws -> [PendingCommand] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT op, kind, repo, number, request FROM commands WHERE state = 'pending' ORDER BY made_ms").map {
+            try Row.fetchAll(db, sql: """
+                SELECT op, kind, repo, number, request FROM commands WHERE state = 'pending'
+                ORDER BY made_ms, CASE kind WHEN 'status' THEN 0 ELSE 1 END, op
+                """).map {
                 PendingCommand(operation: $0["op"], kind: $0["kind"], repo: $0["repo"], number: $0["number"], request: $0["request"])
             }
         }

@@ -120,10 +120,5 @@ struct GiteaPoller: Service {
         if triaged { await commands.resumePending() }
     }
 
-    static func rfc3339(_ millis: Int64) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: Date(timeIntervalSince1970: Double(max(millis, 0)) / 1000))
-    }
+    static func rfc3339(_ millis: Int64) -> String { RFC3339.string(millis: max(millis, 0)) }
 }

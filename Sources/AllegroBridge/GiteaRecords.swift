@@ -48,13 +48,7 @@ enum GiteaRecords {
     }
 
     /// An RFC 3339 time (Gitea's `updated_at`, any offset) in Unix milliseconds.
-    static func millis(_ text: String) -> Int64? {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        if let date = formatter.date(from: text) { return Int64(date.timeIntervalSince1970 * 1000) }
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.date(from: text).map { Int64($0.timeIntervalSince1970 * 1000) }
-    }
+    static func millis(_ text: String) -> Int64? { RFC3339.millis(text) }
 
     static func json(_ object: [String: Any]) -> String {
         // Built here from strings and numbers: always encodable.

@@ -29,6 +29,20 @@ import Testing
         #expect(try store.pendingCommands().isEmpty)
     }
 
+    @Test func aTriageSetsItsStatusBeforeItsReceiptAnnouncesIt() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try BridgeStore(path: directory.appendingPathComponent("bridge.sqlite").path)
+        let issue = BridgeStore.Change(repo: "o/r", kind: "gitea.issue", id: 1, updatedAt: "2026-12-03T10:00:00Z", session: "o/r#1", payload: "{}")
+        // Journaled in one transaction, in the same millisecond; the receipt's id sorts first.
+        try store.enqueue([issue], nowMillis: 7) { _ in
+            [.init(operation: "triage-receipt:o:r:1", kind: "comment", repo: "o/r", number: 1, request: "{}"),
+             .init(operation: "triage-status:o:r:1", kind: "status", repo: "o/r", number: 1, request: "{}")]
+        }
+        #expect(try store.pendingCommands().map(\.operation) == ["triage-status:o:r:1", "triage-receipt:o:r:1"])
+    }
+
     @Test func operationIdsAreCheckedAndTriageIdsPassTheCheck() throws {
         try GiteaCommands.checkOperation("op-1.2:x_y")
         try GiteaCommands.checkOperation(GiteaIntake.operation("triage-status", "timmy/home.site", 12))

@@ -11,6 +11,9 @@ class TrackedHandler(BaseHTTPRequestHandler):
     """Subclasses set `connections` (the fake's set) and `connections_lock` (what guards it)."""
 
     protocol_version = "HTTP/1.1"     # keep-alive, as the real servers
+    # TCP_NODELAY, as Go's and most real servers: http.server writes an answer's headers and body
+    # apart, and with Nagle on each answer would wait for the client's delayed ACK (about 40 ms).
+    disable_nagle_algorithm = True
     connections: Set[socket.socket]
     connections_lock: Any = threading.Lock()
 
