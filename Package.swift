@@ -63,7 +63,7 @@ let package = Package(
         // Settings from the embedded defaults, a YAML or JSON file, the environment and flags.
         .target(
             name: "AllegroConfig",
-            dependencies: ["AllegroRelay", "AllegroPosix", "AllegroControl", "AllegroBridge", "AllegroMessages",
+            dependencies: ["AllegroRelay", "AllegroPosix", "AllegroControl", "AllegroBridge", "AllegroMessages", "AllegroSupervisor",
                            .product(name: "Configuration", package: "swift-configuration"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "SystemPackage", package: "swift-system"),
@@ -104,15 +104,28 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
+        // `allegro supervise`: services kept running (own process groups, probes, backoff that never
+        // gives up), reported to Timmy on the stream. Sees the relay only over the wire and HTTP.
+        .target(
+            name: "AllegroSupervisor",
+            dependencies: ["AllegroClient", "AllegroLog", "AllegroMessages", "AllegroPosix",
+                           .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                           .product(name: "Hummingbird", package: "hummingbird"),
+                           .product(name: "NIOCore", package: "swift-nio"),
+                           .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "UnixSignals", package: "swift-service-lifecycle")]
+        ),
         // Producer and collector clients.
-        .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix"]),
+        .target(name: "AllegroClient", dependencies: ["AllegroWire", "AllegroPosix", "AllegroLog"]),
 
         // The command line.
         .executableTarget(
             name: "allegro",
             dependencies: [
                 "AllegroWire", "AllegroPosix", "AllegroRelay", "AllegroClient", "AllegroConfig", "AllegroControl", "AllegroStore", "AllegroLog",
-                "AllegroApproval", "AllegroMessages", "AllegroBridge",
+                "AllegroApproval", "AllegroMessages", "AllegroBridge", "AllegroSupervisor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -131,6 +144,7 @@ let package = Package(
         .testTarget(name: "AllegroMessagesTests", dependencies: ["AllegroMessages"]),
         .testTarget(name: "AllegroControlTests", dependencies: ["AllegroControl", "AllegroRelay", "AllegroMessages"]),
         .testTarget(name: "AllegroBridgeTests", dependencies: ["AllegroBridge", "AllegroMessages", "AllegroGitea"]),
+        .testTarget(name: "AllegroSupervisorTests", dependencies: ["AllegroSupervisor", "AllegroPosix"]),
         // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
         // process (relay, push, tail), a raw protocol client, the control port over HTTP.
         .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],

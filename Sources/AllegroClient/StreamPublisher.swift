@@ -1,12 +1,12 @@
-import AllegroClient
 import AllegroLog
 import AllegroPosix
 import Foundation
 import Synchronization
 
-/// Puts the relay's own messages (alerts, the daily report) on its stream as a producer over
-/// loopback, like any other Allegro process that tells Timmy something: the records are then
-/// ordered, spilled, acknowledged and delivered like telemetry.
+/// Puts an Allegro process's own messages (the relay's alerts and daily report, the
+/// supervisor's reports) on the relay's stream as a producer, like any other process that tells
+/// Timmy something: the records are then ordered, spilled, acknowledged and delivered like
+/// telemetry. While the relay is down they wait here, in order.
 ///
 /// One thread owns the blocking `Producer`. A message leaves the queue only once the producer
 /// holds it, and is told acknowledged (`onAcknowledged`) once the relay acked it; after a

@@ -1,6 +1,7 @@
 import AllegroBridge
 import AllegroControl
 import AllegroRelay
+import AllegroSupervisor
 import Logging
 
 /// Everything `allegro relay` runs with: the relay's settings, the HTTP control port and the
@@ -19,6 +20,8 @@ public struct AllegroSettings: Sendable, Equatable {
     public var bridge = BridgeSettings()
     /// `allegro bridge`'s Gitea duty: the `gitea:` section.
     public var gitea = GiteaSettings()
+    /// `allegro supervise`: the `supervisor:` section and the file's `services` list.
+    public var supervisor = SupervisorSettings()
 
     public init() {}
 }

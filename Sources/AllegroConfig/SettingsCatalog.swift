@@ -1,7 +1,9 @@
 import AllegroBridge
 import AllegroControl
 import AllegroMessages
+import AllegroPosix
 import AllegroRelay
+import AllegroSupervisor
 import Logging
 
 /// One configuration key: its name (in files and `--set`; `ALLEGRO_` + upper case in the
@@ -113,6 +115,20 @@ enum SettingsCatalog {
         Setting(key: "gitea.command_token", kind: .secret(\.gitea.commandToken)),
         Setting(key: "gitea.allowed_signers", kind: .text(\.gitea.allowedSigners)),
         Setting(key: "gitea.webhook_secret", kind: .secret(\.gitea.webhookSecret)),
+        Setting(key: "supervisor.http", kind: .parsed(parse: { settings, text in
+            guard text == "off" || (try? SocketAddress(parsing: text)) != nil else { return "HOST:PORT with a numeric address, or off" }
+            settings.supervisor.http = text
+            return nil
+        }, show: { $0.supervisor.http })),
+        Setting(key: "supervisor.data_dir", kind: .text(\.supervisor.dataDirectory)),
+        Setting(key: "supervisor.relay", kind: .text(\.supervisor.relay)),
+        Setting(key: "supervisor.first_restart_ms", kind: .integer(\.supervisor.restart.firstDelayMillis)),
+        Setting(key: "supervisor.max_restart_ms", kind: .integer(\.supervisor.restart.maxDelayMillis)),
+        Setting(key: "supervisor.jitter_percent", kind: .integer(\.supervisor.restart.jitterPercent)),
+        Setting(key: "supervisor.healthy_ms", kind: .integer(\.supervisor.restart.healthyMillis)),
+        Setting(key: "supervisor.intensity_restarts", kind: .integer(\.supervisor.restart.intensityRestarts)),
+        Setting(key: "supervisor.intensity_window_ms", kind: .integer(\.supervisor.restart.intensityWindowMillis)),
+        Setting(key: "supervisor.systemd_poll_ms", kind: .integer(\.supervisor.systemdPollMillis)),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })
@@ -120,5 +136,9 @@ enum SettingsCatalog {
     static var keyList: String { all.map(\.key).joined(separator: ", ") }
 
     /// Sections of the file: a mapping whose keys are read as `SECTION.KEY`.
-    static let sections = ["bridge", "gitea"]
+    static let sections = ["bridge", "gitea", "supervisor"]
+
+    /// A key of the file that is not a setting: `allegro supervise`'s list of services, read
+    /// from the file only (a list of mappings has no environment or `--set` form).
+    static let servicesKey = "services"
 }

@@ -1,5 +1,6 @@
 import AllegroPosix
 import AllegroRelay
+import AllegroSupervisor
 import Configuration
 import Foundation
 import Logging
@@ -36,7 +37,12 @@ public struct SettingsLoader: Sendable {
         providers.append(KeyMappingProvider(upstream: environmentProvider) { key in
             AbsoluteConfigKey(["allegro"] + key.components, context: key.context)
         })
-        if let file { providers.append(try await fileProvider(file)) }
+        var services: [ServiceSpec]?
+        if let file {
+            let (provider, listed) = try await fileProvider(file)
+            providers.append(provider)
+            services = listed
+        }
         var names = [0: "command line", 1: "environment"]
         if let file { names[2] = file }
         let reporter = LookupReporter(names: names)
@@ -48,6 +54,10 @@ public struct SettingsLoader: Sendable {
         }
         do { try settings.relay.validate() } catch {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
+        }
+        settings.supervisor.services = services
+        if let (key, value, allowed) = settings.supervisor.problem() {
+            throw SettingsError(key: key, value: value, source: reporter.source(of: key), allowed: allowed)
         }
         do {
             try settings.bridge.validate()
@@ -90,6 +100,7 @@ public struct SettingsLoader: Sendable {
             settings[keyPath: path] = rounded
             sources[key] = (sources[key] ?? "default") + ", rounded up from \(asked) to a power of two"
         }
+        if services != nil, let file { sources["services"] = file }
         if settings.relay.relayID.isEmpty && sources["relay_id"] == nil {
             sources["relay_id"] = "default: the data directory's own (DATA/relay_id, made at first start)"
         }
@@ -190,7 +201,7 @@ public struct SettingsLoader: Sendable {
 
     /// The file's provider, after checking that it names only known keys with single values
     /// (swift-configuration ignores keys nobody reads: a misspelt key would silently do nothing).
-    private func fileProvider(_ path: String) async throws(SettingsError) -> any ConfigProvider {
+    private func fileProvider(_ path: String) async throws(SettingsError) -> (any ConfigProvider, [ServiceSpec]?) {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SettingsError("cannot read the configuration file \(path)")
         }
@@ -208,9 +219,19 @@ public struct SettingsLoader: Sendable {
         } catch {
             throw SettingsError("\(path) is not valid \(isJSON ? "JSON" : "YAML"): \(error)")
         }
+        var services: [ServiceSpec]?
+        // The settings without the services list, which swift-configuration cannot hold (a list of
+        // mappings); nil when the file has none and can be read as it is.
+        var withoutServices: [String: Any]?
         if let top {
-            guard let mapping = top as? [String: Any] else {
+            guard var mapping = top as? [String: Any] else {
                 throw SettingsError("\(path) must hold one mapping of settings (key: value)")
+            }
+            if let listed = mapping.removeValue(forKey: SettingsCatalog.servicesKey) {
+                withoutServices = mapping
+                do { services = try ServiceSpecParser.parse(listed) } catch {
+                    throw SettingsError(key: error.key, value: error.value, source: path, allowed: error.allowed)
+                }
             }
             var entries = mapping.sorted(by: { $0.key < $1.key })
             // A section (`bridge:`) holds its keys one level down: `bridge.http` and so on.
@@ -238,7 +259,18 @@ public struct SettingsLoader: Sendable {
         }
         do {
             // Checked above as strict JSON; JSON is YAML, so one provider reads both.
-            return try await FileProvider<YAMLSnapshot>(filePath: FilePath(path))
+            guard let withoutServices else { return (try await FileProvider<YAMLSnapshot>(filePath: FilePath(path)), services) }
+            // The provider reads files: a private copy without the list, read at once, then removed.
+            let copy = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-config-\(UUID().uuidString).yaml").path
+            // JSON stays JSON (a number read by JSONSerialization would come back from Yams as a float).
+            let contents = isJSON ? try JSONSerialization.data(withJSONObject: withoutServices) : Data(try Yams.dump(object: withoutServices).utf8)
+            guard FileManager.default.createFile(atPath: copy, contents: contents, attributes: [.posixPermissions: 0o600]) else {
+                throw SettingsError("\(path): cannot write a temporary copy without its services list at \(copy)")
+            }
+            defer { try? FileManager.default.removeItem(atPath: copy) }
+            return (try await FileProvider<YAMLSnapshot>(filePath: FilePath(copy)), services)
+        } catch let error as SettingsError {
+            throw error
         } catch {
             throw SettingsError("\(path) cannot be read as configuration: \(error)")
         }

@@ -1,3 +1,4 @@
+import AllegroSupervisor
 import Foundation
 
 extension SettingsLoader {
@@ -26,7 +27,39 @@ extension SettingsLoader.Loaded {
             let padding = String(repeating: " ", count: max(1, width + 24 - entry.count))
             lines.append(entry + padding + "# " + (sources[setting.key] ?? "default"))
         }
+        if let services = settings.supervisor.services {
+            lines.append("services:" + String(repeating: " ", count: max(1, width + 24 - 9)) + "# " + (sources["services"] ?? "the file"))
+            for service in services { lines += Self.lines(of: service) }
+        } else {
+            lines.append("# services: (none listed: allegro supervise runs the relay alone)")
+        }
         return lines.joined(separator: "\n")
+    }
+
+    /// One service as YAML that reads back (environment values masked, like tokens).
+    static func lines(of service: ServiceSpec) -> [String] {
+        func list(_ items: [String]) -> String { "[" + items.map(quoted).joined(separator: ", ") + "]" }
+        var lines = ["  - name: " + quoted(service.name)]
+        switch service.kind {
+        case let .command(arguments): lines.append("    command: " + list(arguments))
+        case let .systemd(unit): lines.append("    systemd: " + quoted(unit))
+        }
+        if !service.environment.isEmpty {
+            lines.append("    environment: {" + service.environment.keys.sorted().map { "\($0): \"********\"" }.joined(separator: ", ") + "}")
+        }
+        if let directory = service.directory { lines.append("    directory: " + quoted(directory)) }
+        lines.append("    stop_grace_ms: \(service.stopGraceMillis)")
+        if let probe = service.probe {
+            let kind: String
+            switch probe.kind {
+            case let .http(url): kind = "http: " + quoted(url)
+            case let .tcp(host, port): kind = "tcp: " + quoted(host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)")
+            case let .command(arguments): kind = "command: " + list(arguments)
+            }
+            lines.append("    probe: {\(kind), interval_ms: \(probe.intervalMillis), timeout_ms: \(probe.timeoutMillis), "
+                         + "failures: \(probe.failures), grace_ms: \(probe.graceMillis)}")
+        }
+        return lines
     }
 
     /// The value as YAML; nil for an unset token.

@@ -1,3 +1,4 @@
+import AllegroClient
 import AllegroLog
 import AllegroPosix
 import AllegroRelay

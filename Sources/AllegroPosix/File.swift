@@ -64,6 +64,19 @@ public struct File: Sendable {
         return done
     }
 
+    /// A small file's text (a /proc entry, a state file), at most `limitBytes` of it.
+    public static func readText(_ path: String, limitBytes: Int = 1 << 20) throws(SystemError) -> String {
+        let file = try open(path, readOnly: true)
+        defer { file.close() }
+        var bytes = [UInt8](repeating: 0, count: limitBytes)
+        var result: Result<Int, SystemError> = .success(0)
+        bytes.withUnsafeMutableBytes { buffer in
+            do throws(SystemError) { result = .success(try file.read(into: buffer, at: 0)) } catch { result = .failure(error) }
+        }
+        let count = try result.get()
+        return String(decoding: bytes[..<count], as: UTF8.self)
+    }
+
     /// Flushes the file's data to stable storage.
     public func sync() throws(SystemError) {
         let raw = descriptor.rawValue

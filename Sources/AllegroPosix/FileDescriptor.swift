@@ -32,6 +32,13 @@ public final class FileDescriptor: Sendable {
 
     public var isOpen: Bool { rawValue >= 0 }
 
+    /// Reads what is there, up to `buffer.count` bytes, waiting for some (a pipe, a blocking
+    /// descriptor); 0 at end of file. EINTR is retried.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int {
+        let raw = rawValue
+        return try SystemCall.run(.read) { Glibc.read(raw, buffer.baseAddress, buffer.count) }.get("read")
+    }
+
     /// Closes the descriptor. Linux releases the number even when close(2) reports an error
     /// (EINTR included), so the call is never retried.
     public func close() {

@@ -15,6 +15,12 @@ public enum ProcessSetup {
         signal(SIGXFSZ, SIG_IGN)
     }
 
+    /// Ignores SIGHUP until a handler is installed (a process that reloads on SIGHUP must not be
+    /// ended by one that comes during its start).
+    public static func ignoreHangups() {
+        signal(SIGHUP, SIG_IGN)
+    }
+
     /// Raises the soft limit on open descriptors to the hard limit; returns the limit in force.
     @discardableResult
     public static func raiseDescriptorLimit() -> Int {

@@ -7,7 +7,7 @@ struct Allegro: AsyncParsableCommand {
         commandName: "allegro",
         abstract: "A low-latency telemetry relay: producers push, collectors pull, nothing acknowledged is lost.",
         version: AllegroVersion.string,
-        subcommands: [Relay.self, Bridge.self, Push.self, Tail.self, Status.self, Sessions.self, ConfigCommand.self, Version.self,
+        subcommands: [Relay.self, Bridge.self, Supervise.self, Push.self, Tail.self, Status.self, Sessions.self, ConfigCommand.self, Version.self,
                       ProtocolCommand.self, ApprovalCommand.self, MessageCommand.self]
     )
 }

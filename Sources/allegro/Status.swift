@@ -1,5 +1,6 @@
 import AllegroPosix
 import AllegroRelay
+import AllegroSupervisor
 import ArgumentParser
 import Foundation
 
@@ -10,10 +11,21 @@ struct Status: AsyncParsableCommand {
     )
 
     @Option(help: "The relay's HTTP control port, HOST:PORT.") var http = "127.0.0.1:7401"
+    @Option(help: "Show the services of the `allegro supervise` whose port (supervisor.http) this is, HOST:PORT, instead of the relay.")
+    var supervisor: String?
     @Flag(help: "Print the /status JSON instead of the table.") var json = false
 
     func run() async throws {
         do {
+            if let supervisor {
+                let client = try ControlClient(address: supervisor)
+                if json {
+                    StandardStreams.output(String(decoding: try await client.get("/v1/status"), as: UTF8.self))
+                    return
+                }
+                StandardStreams.output(Self.render(try await client.decode(SupervisorStatus.self, from: "/v1/status").services))
+                return
+            }
             let client = try ControlClient(address: http)
             if json {
                 StandardStreams.output(String(decoding: try await client.get("/status"), as: UTF8.self))
@@ -59,6 +71,25 @@ struct Status: AsyncParsableCommand {
         if status.collectors.isEmpty { rows.append(["(no collectors)", "", "", "", "", "", ""]) }
         lines.append(Table.render(rows))
         return lines.joined(separator: "\n")
+    }
+
+    /// What `allegro supervise` answers on /v1/status.
+    struct SupervisorStatus: Decodable {
+        var services: [ServiceStatus]
+    }
+
+    static func render(_ services: [ServiceStatus]) -> String {
+        var rows = [["SERVICE", "KIND", "STATE", "PID", "RESTARTS", "LAST EXIT", "PROBE"]]
+        for service in services {
+            let probe = service.probeLatencySeconds.map { service.probeFailures > 0 ? "\(service.probeFailures) failed" : Table.seconds($0) } ?? "-"
+            var state = service.state + (service.crashLooping ? ", CRASH-LOOPING" : "")
+            if service.state == "backoff" { state += " \(Table.seconds(service.backoffSeconds))" }
+            if let unit = service.unitState { state += " (\(unit))" }
+            rows.append([service.name, service.kind, state, service.pid.map(String.init) ?? "-", String(service.restarts),
+                         service.lastExit ?? "-", probe])
+        }
+        if services.isEmpty { rows.append(["(no services)", "", "", "", "", "", ""]) }
+        return Table.render(rows)
     }
 
     /// At a glance: is this collector keeping up?

@@ -53,11 +53,16 @@ import Testing
             .deletingLastPathComponent().appendingPathComponent("config/allegro.yaml")
         let result = try AllegroBinary.run(["config", "check", example.path], timeout: 20)
         #expect(result.status == 0, "\(result.stderr)")
-        // Section headers (`bridge:`) carry no value of their own.
-        let settings = result.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.hasSuffix(":") }
-        #expect(settings.count == 56, "every key but the five tokens, which are unset: \(result.stdout)")
+        // Section headers (`bridge:`) carry no value of their own; the services list comes last.
+        let parts = result.stdout.components(separatedBy: "\nservices:")
+        #expect(parts.count == 2, "the example lists the supervisor's services: \(result.stdout)")
+        let settings = parts[0].split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.hasSuffix(":") }
+        #expect(settings.count == 66, "every key but the five tokens, which are unset: \(result.stdout)")
         #expect(result.stdout.contains("# producer_token: (unset)"))
         for line in settings { #expect(line.hasSuffix("# " + example.path), "every key is in the example: \(line)") }
+        let services = parts.last ?? ""
+        #expect(services.hasPrefix(" ") && services.contains("# " + example.path))
+        #expect(services.contains(#"  - name: "relay""#) && services.contains(#"  - name: "bridge""#), "\(services)")
     }
 
     @Test func aBadConfigurationIsRejectedNamingTheKey() throws {

@@ -1,0 +1,65 @@
+/// One service the supervisor keeps running: a command line it starts itself, or a systemd
+/// unit it watches and restarts through `systemctl`; and how it is judged healthy.
+public struct ServiceSpec: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// The program and its arguments; `allegro` as the program is the supervisor's own binary.
+        case command([String])
+        case systemd(unit: String)
+    }
+
+    /// 1 ... 64 of a-z, 0-9, `_` and `-`: a metric label, an alert's subject, a log field.
+    public var name: String
+    public var kind: Kind
+    /// Extra environment variables for a command (on top of the supervisor's own).
+    public var environment: [String: String] = [:]
+    /// The working directory of a command; nil: the supervisor's.
+    public var directory: String?
+    public var probe: ProbeSpec?
+    /// From SIGTERM to SIGKILL when the supervisor stops a command.
+    public var stopGraceMillis = 10_000
+
+    public init(name: String, kind: Kind) {
+        self.name = name
+        self.kind = kind
+    }
+
+    /// What `allegro supervise` runs with no `services` configured: the relay, with the same
+    /// configuration file, probed on its control port.
+    public static func defaultRelay(configFile: String?) -> ServiceSpec {
+        var relay = ServiceSpec(name: "relay", kind: .command(["allegro", "relay"] + (configFile.map { ["--config", $0] } ?? [])))
+        relay.probe = ProbeSpec(kind: .http("http://127.0.0.1:7401/health"))
+        return relay
+    }
+}
+
+/// How a service's health is checked besides "running": every `intervalMillis`, with a
+/// `timeoutMillis` limit; `failures` in a row make it unhealthy (and restarted). Failures in the
+/// first `graceMillis` after a start do not count (a relay recovering its spill is not ready).
+public struct ProbeSpec: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// GET, expecting a 2xx.
+        case http(String)
+        /// A TCP connection accepted at HOST:PORT.
+        case tcp(host: String, port: Int)
+        /// A program that exits 0 (run like a service command, in its own group, killed at the timeout).
+        case command([String])
+    }
+
+    public var kind: Kind
+    public var intervalMillis = 5_000
+    public var timeoutMillis = 2_000
+    public var failures = 3
+    public var graceMillis = 10_000
+
+    public init(kind: Kind) { self.kind = kind }
+}
+
+/// A problem with the `services` list: the key path (`services[1].probe.interval_ms`), the value
+/// and what is allowed.
+public struct ServiceSpecError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var key: String
+    public var value: String
+    public var allowed: String
+
+    public var description: String { "\(key) = \(value): \(allowed)" }
+}

@@ -1,0 +1,132 @@
+import AllegroClient
+import AllegroLog
+import AllegroPosix
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import UnixSignals
+
+/// `allegro supervise` as a process: takes its lock (one supervisor per data directory), stops
+/// what a killed predecessor left running, keeps the services (`Keepers`), serves /health,
+/// /metrics and /v1/status, reloads its configuration on SIGHUP (only one that passes the same
+/// checks as `config check`; another is refused with the reason, and nothing changes), and at
+/// SIGTERM or SIGINT stops its commands, each within its grace.
+public enum SupervisorProcess {
+    /// Reads the configuration again (SIGHUP): the new settings, or why they are refused.
+    public typealias Reload = @Sendable () async -> Result<SupervisorSettings, SupervisorError>
+
+    public static func run(_ settings: SupervisorSettings, services: [ServiceSpec], relay: AllegroPosix.SocketAddress?, producerToken: String?,
+                           reload: @escaping Reload, log: EventLog) async throws {
+        try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
+        let lockPath = settings.dataDirectory + "/supervise.lock"
+        let lock = try File.open(lockPath, create: true)
+        guard try lock.tryLock() else {
+            throw SupervisorError("another allegro supervise holds \(lockPath): one supervisor per data directory (supervisor.data_dir)")
+        }
+        defer { lock.close() }
+        let ledger = ChildLedger(path: settings.dataDirectory + "/children.json", log: log)
+        let leftovers = await ledger.stopLeftovers(graceMillis: services.map(\.stopGraceMillis).max() ?? 10_000)
+        if !leftovers.isEmpty { log.log(.warning, "leftovers_stopped", ["services": leftovers.joined(separator: ",")]) }
+
+        let publisher = relay.map {
+            StreamPublisher(address: $0, token: producerToken, producerID: "allegro-supervisor",
+                            sequenceFile: settings.dataDirectory + "/producer_sequence", log: log)
+        }
+        let reporter = SupervisorReporter(publisher: publisher, log: log)
+        let board = SupervisorBoard()
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+        let keepers = Keepers(board: board, reporter: reporter, ledger: ledger, http: http, log: log)
+        await keepers.apply(services, policy: settings.restart, systemdPollMillis: settings.systemdPollMillis)
+
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: httpService(settings.http, board: board, log: log)),
+                       .init(service: KeeperService(keepers: keepers, reporter: reporter, reload: reload, log: log))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
+        let outcome: Result<Void, any Error>
+        do { try await group.run(); outcome = .success(()) } catch { outcome = .failure(error) }
+        await keepers.stopAll()
+        publisher?.stop()
+        try? await http.shutdown()
+        try outcome.get()
+    }
+
+    /// Waits for the end, reloading on SIGHUP meanwhile; then stops every service.
+    struct KeeperService: Service {
+        let keepers: Keepers
+        let reporter: SupervisorReporter
+        let reload: Reload
+        let log: EventLog
+
+        func run() async throws {
+            let hangups = await UnixSignalsSequence(trapping: .sighup)
+            // Cancelled at a graceful shutdown, which ends the signals' sequence.
+            await cancelWhenGracefulShutdown {
+                var refused = false
+                for await _ in hangups {
+                    refused = await reloaded(refusedBefore: refused)
+                }
+            }
+            await keepers.stopAll()
+        }
+
+        /// Returns whether the file was refused (the alert fires until a reload succeeds).
+        private func reloaded(refusedBefore: Bool) async -> Bool {
+            switch await reload() {
+            case let .success(settings):
+                log.log(.info, "config_reloaded", [:])
+                if refusedBefore {
+                    reporter.alert("supervisor_config_refused", subject: "supervisor", .resolved, .warning,
+                                   summary: "the configuration was reloaded", sinceMillis: Int64(Clock.wallNanos / 1_000_000))
+                }
+                await keepers.apply(settings.services ?? [], policy: settings.restart, systemdPollMillis: settings.systemdPollMillis)
+                return false
+            case let .failure(error):
+                reporter.alert("supervisor_config_refused", subject: "supervisor", .firing, .warning,
+                               summary: "SIGHUP: the configuration was refused, nothing changed: \(error)", sinceMillis: Int64(Clock.wallNanos / 1_000_000))
+                return true
+            }
+        }
+    }
+
+    static func httpService(_ http: String, board: SupervisorBoard, log: EventLog) -> any Service {
+        guard http != "off", let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleUntilShutdown() }
+        var httpLogger = Logger(label: "allegro.http")
+        httpLogger.logLevel = max(log.logger.logLevel, .notice)
+        let router = Router()
+        router.get("health") { _, _ in
+            let all = board.snapshot()
+            let down = all.filter { !$0.up }.map(\.name)
+            let body = #"{"status":"\#(down.isEmpty ? "ok" : "degraded")","down":[\#(down.map { "\"\($0)\"" }.joined(separator: ","))]}"#
+            return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: body)))
+        }
+        router.get("metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: board.metrics())))
+        }
+        router.get("v1/status") { _, _ in
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.sortedKeys]
+            let data = (try? encoder.encode(["services": board.snapshot()])) ?? Data("{}".utf8)
+            return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(address.hostText, port: Int(address.port)), serverName: "allegro-supervise"),
+            onServerRunning: { channel in
+                let bound = channel.localAddress.map { "\($0.ipAddress ?? address.hostText):\($0.port ?? 0)" } ?? http
+                log.log(.info, "http_listening", ["address": bound])
+            },
+            logger: httpLogger
+        )
+    }
+}
+
+/// Keeps a service group alive with no HTTP port.
+struct IdleUntilShutdown: Service {
+    func run() async throws { try? await gracefulShutdown() }
+}
