@@ -141,4 +141,6 @@ enum SettingsCatalog {
     /// A key of the file that is not a setting: `allegro supervise`'s list of services, read
     /// from the file only (a list of mappings has no environment or `--set` form).
     static let servicesKey = "services"
+    /// Likewise: `allegro supervise`'s fleet (failover between hosts).
+    static let fleetKey = "fleet"
 }

@@ -38,10 +38,12 @@ public struct SettingsLoader: Sendable {
             AbsoluteConfigKey(["allegro"] + key.components, context: key.context)
         })
         var services: [ServiceSpec]?
+        var fleet: FleetSpec?
         if let file {
-            let (provider, listed) = try await fileProvider(file)
+            let (provider, listed, fleetSpec) = try await fileProvider(file)
             providers.append(provider)
             services = listed
+            fleet = fleetSpec
         }
         var names = [0: "command line", 1: "environment"]
         if let file { names[2] = file }
@@ -56,6 +58,7 @@ public struct SettingsLoader: Sendable {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
         }
         settings.supervisor.services = services
+        settings.supervisor.fleet = fleet
         if let (key, value, allowed) = settings.supervisor.problem() {
             throw SettingsError(key: key, value: value, source: reporter.source(of: key), allowed: allowed)
         }
@@ -101,6 +104,7 @@ public struct SettingsLoader: Sendable {
             sources[key] = (sources[key] ?? "default") + ", rounded up from \(asked) to a power of two"
         }
         if services != nil, let file { sources["services"] = file }
+        if fleet != nil, let file { sources["fleet"] = file }
         if settings.relay.relayID.isEmpty && sources["relay_id"] == nil {
             sources["relay_id"] = "default: the data directory's own (DATA/relay_id, made at first start)"
         }
@@ -201,7 +205,7 @@ public struct SettingsLoader: Sendable {
 
     /// The file's provider, after checking that it names only known keys with single values
     /// (swift-configuration ignores keys nobody reads: a misspelt key would silently do nothing).
-    private func fileProvider(_ path: String) async throws(SettingsError) -> (any ConfigProvider, [ServiceSpec]?) {
+    private func fileProvider(_ path: String) async throws(SettingsError) -> (any ConfigProvider, [ServiceSpec]?, FleetSpec?) {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw SettingsError("cannot read the configuration file \(path)")
         }
@@ -220,16 +224,19 @@ public struct SettingsLoader: Sendable {
             throw SettingsError("\(path) is not valid \(isJSON ? "JSON" : "YAML"): \(error)")
         }
         var services: [ServiceSpec]?
-        // The settings without the services list, which swift-configuration cannot hold (a list of
-        // mappings); nil when the file has none and can be read as it is.
-        var withoutServices: [String: Any]?
+        var fleet: FleetSpec?
+        // The settings without the services list and the fleet, which swift-configuration cannot
+        // hold (lists of mappings); false when the file has neither and can be read as it is.
+        var withoutServices = false
         if let top {
             guard var mapping = top as? [String: Any] else {
                 throw SettingsError("\(path) must hold one mapping of settings (key: value)")
             }
-            if let listed = mapping.removeValue(forKey: SettingsCatalog.servicesKey) {
-                withoutServices = mapping
-                do { services = try ServiceSpecParser.parse(listed) } catch {
+            let listed = mapping.removeValue(forKey: SettingsCatalog.servicesKey)
+            let fleetValue = mapping.removeValue(forKey: SettingsCatalog.fleetKey)
+            if listed != nil || fleetValue != nil {
+                withoutServices = true
+                do { (services, fleet) = try ServiceSpecParser.parse(services: listed, fleet: fleetValue) } catch {
                     throw SettingsError(key: error.key, value: error.value, source: path, allowed: error.allowed)
                 }
             }
@@ -259,16 +266,26 @@ public struct SettingsLoader: Sendable {
         }
         do {
             // Checked above as strict JSON; JSON is YAML, so one provider reads both.
-            guard let withoutServices else { return (try await FileProvider<YAMLSnapshot>(filePath: FilePath(path)), services) }
+            guard withoutServices else { return (try await FileProvider<YAMLSnapshot>(filePath: FilePath(path)), services, fleet) }
             // The provider reads files: a private copy without the list, read at once, then removed.
+            // Made from the file's own nodes, so every other value keeps its text as written (a
+            // round trip through Swift values would turn `off` into false and 0123 into 83).
             let copy = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-config-\(UUID().uuidString).yaml").path
-            // JSON stays JSON (a number read by JSONSerialization would come back from Yams as a float).
-            let contents = isJSON ? try JSONSerialization.data(withJSONObject: withoutServices) : Data(try Yams.dump(object: withoutServices).utf8)
-            guard FileManager.default.createFile(atPath: copy, contents: contents, attributes: [.posixPermissions: 0o600]) else {
-                throw SettingsError("\(path): cannot write a temporary copy without its services list at \(copy)")
+            guard case let .mapping(mapping)? = try Yams.compose(yaml: String(decoding: data, as: UTF8.self)) else {
+                throw SettingsError("\(path) must hold one mapping of settings (key: value)")
+            }
+            let kept = mapping.filter { $0.key.string != SettingsCatalog.servicesKey && $0.key.string != SettingsCatalog.fleetKey }
+            let text = try Yams.serialize(node: .mapping(Node.Mapping(kept.map { ($0.key, $0.value) }, mapping.tag, mapping.style)))
+            do {
+                // Mode 0600 from the start: the file may hold tokens.
+                let file = try File.open(copy, create: true)
+                defer { file.close() }
+                try file.write(Array(text.utf8), at: 0)
+            } catch {
+                throw SettingsError("\(path): cannot write a temporary copy without its services list at \(copy): \(error)")
             }
             defer { try? FileManager.default.removeItem(atPath: copy) }
-            return (try await FileProvider<YAMLSnapshot>(filePath: FilePath(copy)), services)
+            return (try await FileProvider<YAMLSnapshot>(filePath: FilePath(copy)), services, fleet)
         } catch let error as SettingsError {
             throw error
         } catch {

@@ -33,6 +33,17 @@ extension SettingsLoader.Loaded {
         } else {
             lines.append("# services: (none listed: allegro supervise runs the relay alone)")
         }
+        if let fleet = settings.supervisor.fleet {
+            lines.append("fleet:" + String(repeating: " ", count: max(1, width + 24 - 6)) + "# " + (sources["fleet"] ?? "the file"))
+            lines.append("  host: " + Self.quoted(fleet.host))
+            lines.append("  peers:")
+            for peer in fleet.peers { lines.append("    - {name: \(Self.quoted(peer.name)), url: \(Self.quoted(peer.url))}") }
+            lines.append("  duties:")
+            for (duty, hosts) in fleet.duties.sorted(by: { $0.key < $1.key }) {
+                lines.append("    \(duty): [" + hosts.map(Self.quoted).joined(separator: ", ") + "]")
+            }
+            lines += ["  check_ms: \(fleet.checkMillis)", "  failures: \(fleet.failures)", "  giveback_ms: \(fleet.givebackMillis)"]
+        }
         return lines.joined(separator: "\n")
     }
 
@@ -47,8 +58,10 @@ extension SettingsLoader.Loaded {
         if !service.environment.isEmpty {
             lines.append("    environment: {" + service.environment.keys.sorted().map { "\($0): \"********\"" }.joined(separator: ", ") + "}")
         }
+        if !service.passEnvironment.isEmpty { lines.append("    pass_environment: " + list(service.passEnvironment)) }
         if let directory = service.directory { lines.append("    directory: " + quoted(directory)) }
         lines.append("    stop_grace_ms: \(service.stopGraceMillis)")
+        if let duty = service.duty { lines.append("    duty: " + quoted(duty)) }
         if let probe = service.probe {
             let kind: String
             switch probe.kind {

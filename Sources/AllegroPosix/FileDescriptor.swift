@@ -39,6 +39,13 @@ public final class FileDescriptor: Sendable {
         return try SystemCall.run(.read) { Glibc.read(raw, buffer.baseAddress, buffer.count) }.get("read")
     }
 
+    /// Waits up to `timeoutMillis` for something to read (or the end of the file); false when
+    /// the time ran out. EINTR is retried with the whole timeout (a signal is rare here).
+    public func waitReadable(timeoutMillis: Int32) -> Bool {
+        var entry = pollfd(fd: rawValue, events: Int16(POLLIN), revents: 0)
+        return ((try? SystemCall.run(.poll) { Glibc.poll(&entry, 1, timeoutMillis) }.get("poll")) ?? 0) > 0
+    }
+
     /// Closes the descriptor. Linux releases the number even when close(2) reports an error
     /// (EINTR included), so the call is never retried.
     public func close() {

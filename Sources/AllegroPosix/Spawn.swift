@@ -40,37 +40,43 @@ public final class SpawnedProcess: Sendable {
     /// Starts `arguments[0]` (an absolute path) with `arguments` and `environment`; standard
     /// input from `input`, output and error to `output` and `error` (descriptors the caller
     /// keeps and closes). Throws when the program could not be started (chdir, execve).
-    public static func start(_ arguments: [String], environment: [String], input: Int32, output: Int32, error: Int32,
-                             directory: String? = nil) throws(SystemError) -> SpawnedProcess {
+    /// `executable`, when given, is the file run (`/proc/self/exe`: this very binary, even once
+    /// an upgrade replaced its path), `arguments[0]` then only what the program is called.
+    public static func start(_ arguments: [String], executable: String? = nil, environment: [String], input: Int32, output: Int32,
+                             error: Int32, directory: String? = nil) throws(SystemError) -> SpawnedProcess {
         precondition(!arguments.isEmpty, "a program to start")
         var code: Int32 = 0
         let pid: Int32 = withCStrings(arguments) { argv in
             withCStrings(environment) { envp in
-                arguments[0].withCString { path in
+                (executable ?? arguments[0]).withCString { path in
                     guard let directory else { return allegro_spawn(path, argv, envp, input, output, error, nil, &code) }
                     return directory.withCString { allegro_spawn(path, argv, envp, input, output, error, $0, &code) }
                 }
             }
         }
-        guard pid > 0 else { throw SystemError("start \(arguments[0])", errno: code) }
+        guard pid > 0 else { throw SystemError("start \(executable ?? arguments[0])", errno: code) }
         return SpawnedProcess(pid: pid)
     }
 
-    /// Blocks until the process exits, and reaps it.
-    public func waitForExit() -> Exit {
-        var status: Int32 = 0
-        while true {
-            let result = waitpid(pid, &status, 0)
-            if result == pid { break }
-            if result == -1 && Glibc.errno == EINTR { continue }
-            // ECHILD: not ours any more (cannot happen to a child we alone reap); report it as lost.
-            reaped.withLock { $0 = true }
-            return .signaled(0)
+    /// Blocks until the process ends. Then, while its pid is still reserved (ended, not yet
+    /// reaped: no later process can have its pid or group id), `beforeReap` runs, to deal with
+    /// what is left of its group; then the process is reaped, after which `signalGroup` does
+    /// nothing.
+    public func waitForExit(beforeReap: (SpawnedProcess) -> Void = { _ in }) -> Exit {
+        var code: Int32 = 0
+        var signaled: Int32 = 0
+        let pid = pid
+        let outcome = SystemCall.run(.waitpid) { allegro_wait_ended(pid, &code, &signaled) }
+        if outcome.errno == nil { beforeReap(self) }
+        reaped.withLock { reaped in
+            // Under the lock: no signalGroup runs between the reap and the flag.
+            var status: Int32 = 0
+            _ = SystemCall.run(.waitpid) { waitpid(pid, &status, 0) }
+            reaped = true
         }
-        reaped.withLock { $0 = true }
-        // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import (macros).
-        if status & 0x7f == 0 { return .exited((status >> 8) & 0xff) }
-        return .signaled(status & 0x7f)
+        // ECHILD: not ours to wait for (cannot happen to a child only we reap); reported as lost.
+        guard outcome.errno == nil else { return .signaled(0) }
+        return signaled != 0 ? .signaled(code) : .exited(code)
     }
 
     /// Sends `signal` to the whole process group, unless the process is already reaped.
@@ -78,10 +84,25 @@ public final class SpawnedProcess: Sendable {
     @discardableResult
     public func signalGroup(_ signal: Int32) -> Bool {
         reaped.withLock { reaped in
-            // Under the lock: the waiter cannot reap (and free the pid) in between.
+            // Under the lock: the process cannot be reaped (and its pid freed) in between.
             guard !reaped else { return false }
             return SystemCall.run(.kill) { kill(-pid, signal) }.errno == nil
         }
+    }
+
+    /// The processes of this process's group other than itself (from /proc), for a caller that
+    /// waits for them to end; empty once they have (or were never there).
+    public func otherGroupMembers() -> [Int32] {
+        guard let entries = try? Directory.entries("/proc") else { return [] }
+        var members: [Int32] = []
+        for entry in entries {
+            guard let other = Int32(entry), other != pid, let text = try? File.readText("/proc/\(other)/stat", limitBytes: 4096),
+                  let close = text.lastIndex(of: ")") else { continue }
+            // After ')': the state, the parent, then the process group (field 5).
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            if fields.count > 2, fields[0] != "Z", Int32(fields[2]) == pid { members.append(other) }
+        }
+        return members
     }
 
     /// Sends `signal` to a process group known only by its id (a group left by an earlier run).

@@ -92,7 +92,7 @@ final class ServiceKeeper: Sendable {
             case let .probe(generation, result) where generation == state.generation:
                 probed(&state, result)
             case let .settled(generation) where generation == state.generation:
-                if state.tracker == nil { becameUp(&state) }
+                if state.tracker == nil && (state.command != nil || state.unitUp) { becameUp(&state) }
             case let .healthyDue(generation) where generation == state.generation:
                 if state.tracker.map({ $0.passed && !$0.unhealthy }) ?? true {
                     if state.schedule.healthy() {
@@ -132,8 +132,10 @@ final class ServiceKeeper: Sendable {
                 return
             }
             do {
-                let command = try CommandRun.start(service: spec.name, arguments: [program] + arguments.dropFirst(),
-                                                   environment: Executable.environment(spec.environment), directory: spec.directory, log: log)
+                let environment = Executable.environment(spec.environment, pass: spec.passEnvironment, withheld: spec.withheldPrefixes)
+                let command = try CommandRun.start(service: spec.name, executable: program.executable,
+                                                   arguments: [program.argument0] + arguments.dropFirst(), environment: environment,
+                                                   directory: spec.directory, log: log)
                 state.command = command
                 ledger.started(spec.name, pid: command.process.pid)
                 log.log(.info, "service_started", ["service": spec.name, "pid": String(command.process.pid)])
@@ -218,6 +220,17 @@ final class ServiceKeeper: Sendable {
     private func stop(_ state: inout State) async {
         for helper in state.helpers { helper.cancel() }
         state.helpers = []
+        // No longer supervised here (removed by a reload, or the supervisor stops): nothing of it
+        // may stay firing at Timmy for ever.
+        if let since = state.downSince {
+            reporter.alert("service_down", subject: spec.name, .resolved, .warning, summary: "\(spec.name) is no longer supervised here", sinceMillis: since)
+        }
+        if state.unhealthyFiring {
+            reporter.alert("service_unhealthy", subject: spec.name, .resolved, .warning, summary: "\(spec.name) is no longer supervised here", sinceMillis: wallMillis)
+        }
+        if state.schedule.crashLooping {
+            reporter.alert("service_crash_looping", subject: spec.name, .resolved, .critical, summary: "\(spec.name) is no longer supervised here", sinceMillis: wallMillis)
+        }
         guard let command = state.command else {
             board.update(spec.name, kind: kind) { $0.state = "stopped"; $0.backoffSeconds = 0 }
             return

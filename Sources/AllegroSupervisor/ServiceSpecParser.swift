@@ -5,10 +5,24 @@ import Foundation
 /// unknown key, a missing one, a value of the wrong type or range, two services of one name.
 /// Every error names the key path.
 public enum ServiceSpecParser {
-    static let serviceKeys: Set<String> = ["name", "command", "systemd", "environment", "directory", "probe", "stop_grace_ms"]
+    static let serviceKeys: Set<String> = ["name", "command", "systemd", "environment", "directory", "probe", "stop_grace_ms", "duty", "pass_environment"]
     static let probeKeys: Set<String> = ["http", "tcp", "command", "interval_ms", "timeout_ms", "failures", "grace_ms"]
     /// A limit on everything: more services than this is a mistake, not a host.
     public static let maxServices = 64
+
+    /// The file's `services` and `fleet` together: a service's duty must be one of the fleet's.
+    public static func parse(services: Any?, fleet: Any?) throws(ServiceSpecError) -> ([ServiceSpec]?, FleetSpec?) {
+        let specs = try services.map { value throws(ServiceSpecError) in try parse(value) }
+        let fleetSpec = try fleet.map { value throws(ServiceSpecError) in try FleetSpecParser.parse(value) }
+        for (index, spec) in (specs ?? []).enumerated() {
+            guard let duty = spec.duty else { continue }
+            guard let fleetSpec, fleetSpec.duties[duty] != nil else {
+                throw ServiceSpecError(key: "services[\(index)].duty", value: quoted(duty),
+                                       allowed: "a duty of fleet.duties (\(fleetSpec?.duties.keys.sorted().joined(separator: ", ") ?? "no fleet is configured"))")
+            }
+        }
+        return (specs, fleetSpec)
+    }
 
     public static func parse(_ value: Any) throws(ServiceSpecError) -> [ServiceSpec] {
         guard let list = value as? [Any] else {
@@ -57,6 +71,14 @@ public enum ServiceSpecParser {
                 spec.environment[key] = text
             }
         }
+        if let pass = map["pass_environment"] {
+            guard case .command = kind, let names = pass as? [Any], names.count <= 256,
+                  names.allSatisfy({ ($0 as? String).map { isVariable($0.hasSuffix("*") ? String($0.dropLast()) : $0) } == true }) else {
+                throw ServiceSpecError(key: path + ".pass_environment", value: shown(pass),
+                                       allowed: "a list of variable names (or prefixes ending in *) passed from the supervisor's environment, for a command")
+            }
+            spec.passEnvironment = names.compactMap { $0 as? String }
+        }
         if let directory = map["directory"] {
             guard case .command = kind, let text = directory as? String, text.hasPrefix("/") else {
                 throw ServiceSpecError(key: path + ".directory", value: shown(directory), allowed: "an absolute path, for a command")
@@ -67,6 +89,12 @@ public enum ServiceSpecParser {
             spec.stopGraceMillis = try integer(grace, at: path + ".stop_grace_ms", in: 0 ... 600_000)
         }
         if let probe = map["probe"] { spec.probe = try probeSpec(probe, at: path + ".probe") }
+        if let duty = map["duty"] {
+            guard let name = duty as? String, isName(name) else {
+                throw ServiceSpecError(key: path + ".duty", value: shown(duty), allowed: "a duty of fleet.duties")
+            }
+            spec.duty = name
+        }
         return spec
     }
 

@@ -40,11 +40,15 @@ public enum SupervisorProcess {
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
         let keepers = Keepers(board: board, reporter: reporter, ledger: ledger, http: http, log: log)
         await keepers.apply(services, policy: settings.restart, systemdPollMillis: settings.systemdPollMillis)
-
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: httpService(settings.http, board: board, log: log)),
-                       .init(service: KeeperService(keepers: keepers, reporter: reporter, reload: reload, log: log))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
+        let failover = settings.fleet.map {
+            Failover(fleet: $0, keepers: keepers, reporter: reporter, http: http, dataDirectory: settings.dataDirectory, log: log)
+        }
+        var members: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: httpService(settings.http, board: board, failover: failover, log: log)),
+            .init(service: KeeperService(keepers: keepers, reporter: reporter, reload: reload, log: log)),
+        ]
+        if let failover { members.append(.init(service: failover)) }
+        let group = ServiceGroup(configuration: .init(services: members, gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
         let outcome: Result<Void, any Error>
         do { try await group.run(); outcome = .success(()) } catch { outcome = .failure(error) }
         await keepers.stopAll()
@@ -91,7 +95,7 @@ public enum SupervisorProcess {
         }
     }
 
-    static func httpService(_ http: String, board: SupervisorBoard, log: EventLog) -> any Service {
+    static func httpService(_ http: String, board: SupervisorBoard, failover: Failover?, log: EventLog) -> any Service {
         guard http != "off", let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleUntilShutdown() }
         var httpLogger = Logger(label: "allegro.http")
         httpLogger.logLevel = max(log.logger.logLevel, .notice)
@@ -106,15 +110,34 @@ public enum SupervisorProcess {
         router.get("metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: board.metrics())))
         }
+        if let failover {
+            // What peers ask every check: this host's name and the duties it holds.
+            router.get("v1/duties") { _, _ in
+                let answer = Failover.Answer(host: failover.fleet.host, claims: failover.claims.withLock { $0 })
+                let data = (try? JSONEncoder().encode(answer)) ?? Data("{}".utf8)
+                return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                                body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            }
+        }
         router.get("v1/status") { _, _ in
+            struct Status: Encodable {
+                var services: [ServiceStatus]
+                /// Who holds each duty, as this host sees it (with a fleet). A list, not a
+                /// mapping: key strategies would rewrite duty names used as keys.
+                var duties: [DutyHolder]?
+            }
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
             encoder.outputFormatting = [.sortedKeys]
-            let data = (try? encoder.encode(["services": board.snapshot()])) ?? Data("{}".utf8)
+            let holders = failover.map { failover in
+                failover.view.withLock { $0 }.sorted { $0.key < $1.key }.map { DutyHolder(duty: $0.key, host: $0.value) }
+            }
+            let status = Status(services: board.snapshot(), duties: holders)
+            let data = (try? encoder.encode(status)) ?? Data("{}".utf8)
             return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
-        return Application(
+        let application = Application(
             router: router,
             configuration: .init(address: .hostname(address.hostText, port: Int(address.port)), serverName: "allegro-supervise"),
             onServerRunning: { channel in
@@ -123,7 +146,29 @@ public enum SupervisorProcess {
             },
             logger: httpLogger
         )
+        return PortService(application: application, address: http, log: log)
     }
+
+    /// The HTTP port, whose failure (the port taken) is logged and does not stop the
+    /// supervisor: its services matter more than its metrics.
+    struct PortService: Service {
+        let application: Application<RouterResponder<BasicRequestContext>>
+        let address: String
+        let log: EventLog
+
+        func run() async throws {
+            do { try await application.run() } catch {
+                log.log(.error, "http_failed", ["address": address, "reason": "\(error)", "meanwhile": "services kept; no /metrics or /v1/status"])
+                try? await gracefulShutdown()
+            }
+        }
+    }
+}
+
+/// Who holds a duty (`/v1/status`).
+public struct DutyHolder: Sendable, Codable, Equatable {
+    public var duty: String
+    public var host: String
 }
 
 /// Keeps a service group alive with no HTTP port.

@@ -42,6 +42,15 @@ struct SupervisorReporter: Sendable {
         publisher.publish(kind: "allegro.report", session: Self.session, payload: report.json, log: log)
     }
 
+    /// A Report of something done (a failover), complete.
+    func report(task: String, results: String) {
+        guard let publisher, let telemetry = try? AllegroReport.Telemetry(executions: 1, successRatePercent: 100, avgLatencyMillis: 0),
+              let report = try? AllegroReport(task: String(task.prefix(200)), status: .complete, duration: "0 s", results: results,
+                                              telemetry: telemetry, nextSteps: "None: Timmy is told.")
+        else { return }
+        publisher.publish(kind: "allegro.report", session: Self.session, payload: report.json, log: log)
+    }
+
     static func duration(_ millis: Int64) -> String {
         millis < 10_000 ? "\(Double(millis) / 1000) s" : millis < 600_000 ? "\(millis / 1000) s" : "\(millis / 60_000) min"
     }

@@ -12,6 +12,8 @@ public struct SupervisorSettings: Sendable, Equatable {
     public var systemdPollMillis = 2_000
     /// The services; nil: the relay alone (`ServiceSpec.defaultRelay`).
     public var services: [ServiceSpec]?
+    /// Failover between hosts (the file's `fleet`); nil: this host alone holds every duty.
+    public var fleet: FleetSpec?
 
     public init() {}
 

@@ -36,30 +36,35 @@ public struct UnitState: Sendable, Equatable {
 /// The `systemctl` the supervisor drives: found on PATH, run with a timeout, its output read.
 /// It only ever reads a unit's state and restarts a unit; it never edits one.
 struct Systemctl: Sendable {
-    static let timeoutMillis = 15_000
+    /// `show` answers at once; `restart` waits for the unit's start, which systemd itself
+    /// limits (TimeoutStartSec, 90 s by default): a little longer than that.
+    static let showTimeoutMillis = 15_000
+    static let restartTimeoutMillis = 100_000
 
     func show(_ unit: String) async throws(SupervisorError) -> UnitState {
-        let output = try await run(["show", "-p", "ActiveState,SubState,Result,NRestarts,ExecMainStatus", "--", unit])
+        let output = try await run(["show", "-p", "ActiveState,SubState,Result,NRestarts,ExecMainStatus", "--", unit],
+                                   timeoutMillis: Self.showTimeoutMillis)
         return UnitState(show: output)
     }
 
     func restart(_ unit: String) async throws(SupervisorError) {
-        _ = try await run(["restart", "--", unit])
+        _ = try await run(["restart", "--", unit], timeoutMillis: Self.restartTimeoutMillis)
     }
 
     /// Runs `systemctl ARGS`; its output (at most 64 KiB) when it exits 0.
-    private func run(_ arguments: [String]) async throws(SupervisorError) -> String {
+    private func run(_ arguments: [String], timeoutMillis: Int) async throws(SupervisorError) -> String {
         guard let program = Executable.resolve("systemctl") else { throw SupervisorError("systemctl is not on PATH") }
         do {
             let output = try PipeEnds()
             let null = try File.open("/dev/null")
             defer { null.close() }
-            let process = try SpawnedProcess.start([program] + arguments, environment: Executable.environment(["SYSTEMD_PAGER": "", "LC_ALL": "C"]),
+            let process = try SpawnedProcess.start([program.argument0] + arguments, executable: program.executable,
+                                                   environment: Executable.environment(["SYSTEMD_PAGER": "", "LC_ALL": "C"]),
                                                    input: null.descriptor.rawValue, output: output.write.rawValue,
                                                    error: null.descriptor.rawValue)
             output.write.close()
             let killer = Task {
-                try await Task.sleep(for: .milliseconds(Self.timeoutMillis))
+                try await Task.sleep(for: .milliseconds(timeoutMillis))
                 process.signalGroup(SIGKILL)
             }
             defer { killer.cancel() }
@@ -73,7 +78,7 @@ struct Systemctl: Sendable {
                         bytes += buffer[..<count]
                     }
                     output.read.close()
-                    continuation.resume(returning: (String(decoding: bytes, as: UTF8.self), process.waitForExit()))
+                    continuation.resume(returning: (String(decoding: bytes, as: UTF8.self), process.waitForExit { $0.signalGroup(SIGKILL) }))
                 }
                 reader.name = "allegro-systemctl"
                 reader.start()

@@ -85,4 +85,20 @@ static inline pid_t allegro_spawn(const char *path, char *const argv[], char *co
     return pid;
 }
 
+
+/* Waits until process `pid` has ended, without reaping it (waitid with WNOWAIT): its pid, which is
+ * also its process group's id, stays reserved until the caller reaps it, so what is left of the
+ * group can be signalled with no risk of reaching a later process. *code is the exit status, or
+ * the signal when *signaled is 1. Returns 0, or -1 with errno set. */
+static inline int allegro_wait_ended(pid_t pid, int *code, int *signaled) {
+    siginfo_t info;
+    info.si_pid = 0;
+    info.si_status = 0;
+    info.si_code = 0;
+    if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) != 0) return -1;
+    *code = info.si_status;
+    *signaled = (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED) ? 1 : 0;
+    return 0;
+}
+
 #endif

@@ -23,7 +23,15 @@ struct Status: AsyncParsableCommand {
                     StandardStreams.output(String(decoding: try await client.get("/v1/status"), as: UTF8.self))
                     return
                 }
-                StandardStreams.output(Self.render(try await client.decode(SupervisorStatus.self, from: "/v1/status").services))
+                let status = try await client.decode(SupervisorStatus.self, from: "/v1/status")
+                var text = Self.render(status.services)
+                if let duties = status.duties {
+                    var rows = [["DUTY", "HELD BY"]]
+                    for holder in duties { rows.append([holder.duty, holder.host]) }
+                    if duties.isEmpty { rows.append(["(no duty held by any host answering)", ""]) }
+                    text += "\n\n" + Table.render(rows)
+                }
+                StandardStreams.output(text)
                 return
             }
             let client = try ControlClient(address: http)
@@ -76,6 +84,8 @@ struct Status: AsyncParsableCommand {
     /// What `allegro supervise` answers on /v1/status.
     struct SupervisorStatus: Decodable {
         var services: [ServiceStatus]
+        /// Who holds each duty, with a fleet.
+        var duties: [DutyHolder]?
     }
 
     static func render(_ services: [ServiceStatus]) -> String {

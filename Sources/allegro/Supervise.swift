@@ -59,7 +59,9 @@ struct Supervise: AsyncParsableCommand {
     /// The settings, with the services resolved: none listed is the relay alone, with this file.
     static func load(file: String?, flags: [String: String]) async throws -> AllegroSettings {
         var settings = try await SettingsLoader(file: file, flags: flags).load().settings
-        if settings.supervisor.services == nil { settings.supervisor.services = [ServiceSpec.defaultRelay(configFile: file)] }
+        if settings.supervisor.services == nil {
+            settings.supervisor.services = [ServiceSpec.defaultRelay(configFile: file, listen: settings.relay.listen)]
+        }
         return settings
     }
 

@@ -65,6 +65,29 @@ import Testing
         #expect(services.contains(#"  - name: "relay""#) && services.contains(#"  - name: "bridge""#), "\(services)")
     }
 
+    @Test func aServicesListOrAFleetInTheFileChangesNoOtherValue() throws {
+        let scratch = try AllegroBinary.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        // Plain YAML scalars that a round trip through Swift values would change: off, 0123.
+        let settings = "http: off\nrelay_id: 0123\ndaily_report_at: 09:30\n"
+        let plain = scratch.appendingPathComponent("plain.yaml")
+        let listed = scratch.appendingPathComponent("listed.yaml")
+        try settings.write(to: plain, atomically: true, encoding: .utf8)
+        try (settings + "services:\n  - name: a\n    command: [\"/bin/true\"]\n    duty: d\n"
+             + "fleet: {host: one, peers: [{name: two, url: \"http://127.0.0.1:1\"}], duties: {d: [one, two]}}\n")
+            .write(to: listed, atomically: true, encoding: .utf8)
+        let first = try AllegroBinary.run(["config", "check", plain.path], timeout: 20)
+        let second = try AllegroBinary.run(["config", "check", listed.path], timeout: 20)
+        #expect(first.status == 0 && second.status == 0, "\(first.stderr) \(second.stderr)")
+        func values(_ output: String, _ file: URL) -> [String] {
+            output.components(separatedBy: "\nservices:")[0].replacingOccurrences(of: file.path, with: "FILE").split(separator: "\n")
+                .map(String.init).filter { !$0.hasPrefix("# services:") }
+        }
+        #expect(values(first.stdout, plain) == values(second.stdout, listed))
+        #expect(second.stdout.contains("http: off") && second.stdout.contains(#"relay_id: "0123""#))
+        #expect(second.stdout.contains(#"duty: "d""#) && second.stdout.contains(#"d: ["one", "two"]"#), "\(second.stdout)")
+    }
+
     @Test func aBadConfigurationIsRejectedNamingTheKey() throws {
         let scratch = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
