@@ -3,13 +3,15 @@
 ///
 /// The rules (config/README.md, "Failover"), for each duty and its ordered list of hosts:
 /// - **take**: every host before this one in the list is down (`failures` failed checks in a row),
-///   no reachable peer claims the duty, and every peer has been heard from (or counted down) since
-///   this host started, so its epoch is known. The new epoch is one more than any seen.
+///   no reachable peer claims the duty, and every peer has been asked at least once since this
+///   host started. The new epoch is unique to this host: (the highest round seen + 1) × 16 + this
+///   host's place in the list, so two hosts that take from the same knowledge (a partition, or a
+///   holder that died before anyone saw its claim) never share an epoch, and the later round wins.
 /// - **give back**: a host before this one has answered every check for `givebackMillis`: this
 ///   host stops, the other sees nobody holding and takes with a higher epoch (no flapping: one
 ///   good check is not enough).
-/// - **fence**: a reachable peer claims the duty with a higher (epoch, rank) than this host's
-///   claim: this host stops at once. After a partition heals, exactly one claim survives.
+/// - **fence**: a reachable peer claims the duty with a higher epoch than this host's claim: this
+///   host stops at once. After a partition heals, exactly one claim survives.
 ///
 /// Pure: checks and times come in as arguments, decisions go out as values; tested alone.
 public struct DutyElection: Sendable, Equatable {
@@ -101,7 +103,7 @@ public struct DutyElection: Sendable, Equatable {
             let higherDown = higher.allSatisfy { isDown($0) }
             let claimed = peers.values.contains { $0.claims.contains { $0.duty == duty } }
             guard everyoneHeard, higherDown, !claimed else { continue }
-            let epoch = (epochs[duty] ?? 0) + 1
+            let epoch = Self.epoch(after: epochs[duty] ?? 0, rank: rank)
             epochs[duty] = epoch
             held[duty] = epoch
             decisions.append(.take(duty: duty, epoch: epoch))
@@ -109,7 +111,16 @@ public struct DutyElection: Sendable, Equatable {
         return decisions
     }
 
-    /// A reachable peer's claim on `duty` that beats this host's (epoch, then place in the list).
+    /// Epochs per round: a host's place in a list is below this (`FleetSpec.maxHosts`).
+    static let ranksPerRound: Int64 = 16
+
+    /// The epoch a host of place `rank` takes after `seen`: the next round, plus its place.
+    static func epoch(after seen: Int64, rank: Int) -> Int64 {
+        (seen / ranksPerRound + 1) * ranksPerRound + Int64(rank)
+    }
+
+    /// A reachable peer's claim on `duty` that beats this host's: a higher epoch (epochs of
+    /// different hosts never tie; an equal one is this host's own claim, seen back).
     private func strongerClaim(_ duty: String, epoch: Int64, rank: Int, hosts: [String]) -> (String, Int64)? {
         for (name, peer) in peers.sorted(by: { $0.key < $1.key }) where peer.failures < policy.failures {
             guard let claim = peer.claims.first(where: { $0.duty == duty }) else { continue }

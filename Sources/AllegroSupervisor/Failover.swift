@@ -62,8 +62,10 @@ final class Failover: Service, Sendable {
                 saved = election.epochs
             }
             if !decisions.isEmpty {
-                claims.withLock { $0 = election.held.sorted { $0.key < $1.key }.map { .init(duty: $0.key, epoch: $0.value) } }
+                // The services first, the claims after: a duty given back is claimed until its
+                // services have stopped, so the next holder cannot start while they still run.
                 await keepers.hold(election.held)
+                claims.withLock { $0 = election.held.sorted { $0.key < $1.key }.map { .init(duty: $0.key, epoch: $0.value) } }
                 for decision in decisions { report(decision, downSince: downSince, now: now) }
             }
             view.withLock { view in
@@ -109,8 +111,9 @@ final class Failover: Service, Sendable {
             let order = fleet.duties[duty] ?? []
             let before = order.prefix { $0 != fleet.host }
             let from = before.first ?? "nobody"
-            let detection = before.compactMap { downSince[$0] }.max().map { "\(now - $0) ms after the last of \(before.joined(separator: ", ")) stopped answering" }
-                ?? "at start"
+            let detection = before.isEmpty ? "first in its list"
+                : before.compactMap { downSince[$0] }.max().map { "\(now - $0) ms after the last of \(before.joined(separator: ", ")) stopped answering" }
+                ?? "\(before.joined(separator: ", ")) not answering since this host started"
             let fields = ["Duty: \(duty)", "New holder: \(fleet.host)", "First holder: \(order.first ?? "")", "Epoch: \(epoch)", "Detected: \(detection)"]
             log.log(.warning, "duty_taken", ["duty": duty, "epoch": String(epoch), "detection": detection])
             reporter.report(task: "Failover of \(duty): taken by \(fleet.host)", results: fields.joined(separator: "\n"))

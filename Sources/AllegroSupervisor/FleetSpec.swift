@@ -60,10 +60,12 @@ public enum FleetSpecParser {
             guard ServiceSpecParser.isName(duty) else {
                 throw ServiceSpecError(key: "fleet.duties." + duty, value: "(a duty)", allowed: "a duty name: a-z, 0-9, _ and -")
             }
-            guard let hosts = order as? [Any], !hosts.isEmpty, hosts.allSatisfy({ ($0 as? String).map(names.contains) == true }),
-                  Set(hosts.compactMap { $0 as? String }).count == hosts.count else {
-                throw ServiceSpecError(key: "fleet.duties." + duty, value: ServiceSpecParser.shown(order),
-                                       allowed: "an ordered list of hosts, each once, each this host or a peer (\(names.sorted().joined(separator: ", ")))")
+            let allowed = "an ordered list of hosts, each once, each this host or a peer (\(names.sorted().joined(separator: ", ")))"
+            guard let hosts = order as? [Any], !hosts.isEmpty, Set(hosts.compactMap { $0 as? String }).count == hosts.count else {
+                throw ServiceSpecError(key: "fleet.duties." + duty, value: ServiceSpecParser.shown(order), allowed: allowed)
+            }
+            if let stranger = hosts.first(where: { ($0 as? String).map(names.contains) != true }) {
+                throw ServiceSpecError(key: "fleet.duties." + duty, value: ServiceSpecParser.shown(stranger), allowed: "not a host of the fleet: " + allowed)
             }
             orders[duty] = hosts.compactMap { $0 as? String }
         }

@@ -19,22 +19,22 @@ import Testing
         allegro.checked("ezra", answered: true, atMillis: 1_000)
         #expect(allegro.decide(atMillis: 1_000) == [])
         allegro.checked("bezalel", answered: false, atMillis: 1_000)
-        #expect(allegro.decide(atMillis: 1_000) == [.take(duty: "gitea", epoch: 1)], "not hermes: allegro is not in its list")
-        #expect(allegro.held == ["gitea": 1])
+        #expect(allegro.decide(atMillis: 1_000) == [.take(duty: "gitea", epoch: 16)], "round 1, place 0; not hermes: allegro is not in its list")
+        #expect(allegro.held == ["gitea": 16])
         #expect(allegro.decide(atMillis: 2_000) == [], "taken once")
     }
 
     @Test func theNextHostTakesOverAfterTheThresholdOfFailedChecksAndGivesBackWithoutFlapping() {
         var ezra = election("ezra")
-        ezra.checked("allegro", answered: true, claims: [.init(duty: "gitea", epoch: 4)], atMillis: 0)
+        ezra.checked("allegro", answered: true, claims: [.init(duty: "gitea", epoch: 64)], atMillis: 0)
         ezra.checked("bezalel", answered: true, atMillis: 0)
-        #expect(ezra.decide(atMillis: 0) == [.take(duty: "hermes", epoch: 1)])
+        #expect(ezra.decide(atMillis: 0) == [.take(duty: "hermes", epoch: 16)])
         for second in 1 ... 2 {
             ezra.checked("allegro", answered: false, atMillis: Int64(second) * 1000)
             #expect(ezra.decide(atMillis: Int64(second) * 1000) == [], "two failures are not three")
         }
         ezra.checked("allegro", answered: false, atMillis: 3_000)
-        #expect(ezra.decide(atMillis: 3_000) == [.take(duty: "gitea", epoch: 5)], "after the epoch allegro had")
+        #expect(ezra.decide(atMillis: 3_000) == [.take(duty: "gitea", epoch: 81)], "the round after allegro's, at ezra's place")
         // Allegro is back, holding nothing: one good check is not enough to give it back.
         ezra.checked("allegro", answered: true, atMillis: 4_000)
         #expect(ezra.decide(atMillis: 4_000) == [])
@@ -42,18 +42,18 @@ import Testing
         ezra.checked("allegro", answered: true, atMillis: 6_000)
         #expect(ezra.decide(atMillis: 15_000) == [])
         #expect(ezra.decide(atMillis: 16_000) == [.giveBack(duty: "gitea", to: "allegro")])
-        #expect(ezra.held == ["hermes": 1])
+        #expect(ezra.held == ["hermes": 16])
     }
 
     @Test func aHostDoesNotTakeADutyAReachablePeerHolds() {
         var bezalel = election("bezalel")
         bezalel.checked("allegro", answered: false, atMillis: 0)
-        bezalel.checked("ezra", answered: true, claims: [.init(duty: "gitea", epoch: 2)], atMillis: 0)
+        bezalel.checked("ezra", answered: true, claims: [.init(duty: "gitea", epoch: 33)], atMillis: 0)
         for second in 1 ... 5 { bezalel.checked("allegro", answered: false, atMillis: Int64(second) * 1000) }
         #expect(bezalel.decide(atMillis: 5_000) == [], "ezra is up: gitea is ezra's, hermes too")
         // Ezra goes silent too: bezalel takes both, with epochs past what it saw.
         for second in 6 ... 8 { bezalel.checked("ezra", answered: false, atMillis: Int64(second) * 1000) }
-        #expect(bezalel.decide(atMillis: 8_000) == [.take(duty: "gitea", epoch: 3), .take(duty: "hermes", epoch: 1)])
+        #expect(bezalel.decide(atMillis: 8_000) == [.take(duty: "gitea", epoch: 50), .take(duty: "hermes", epoch: 17)])
     }
 
     @Test func afterAPartitionTheStrongerClaimStandsAndTheOtherStopsAtOnce() {
@@ -62,25 +62,26 @@ import Testing
         var ezra = election("ezra")
         allegro.checked("ezra", answered: false, atMillis: 0)
         allegro.checked("bezalel", answered: false, atMillis: 0)
-        #expect(allegro.decide(atMillis: 0) == [.take(duty: "gitea", epoch: 1)])
+        #expect(allegro.decide(atMillis: 0) == [.take(duty: "gitea", epoch: 16)])
         for second in 0 ... 2 {
             ezra.checked("allegro", answered: false, atMillis: Int64(second) * 1000)
             ezra.checked("bezalel", answered: false, atMillis: Int64(second) * 1000)
         }
-        #expect(ezra.decide(atMillis: 2_000) == [.take(duty: "gitea", epoch: 1), .take(duty: "hermes", epoch: 1)])
-        // Healed: each hears the other's claim. Same epoch: the one earlier in the list wins.
-        ezra.checked("allegro", answered: true, claims: [.init(duty: "gitea", epoch: 1)], atMillis: 3_000)
-        allegro.checked("ezra", answered: true, claims: [.init(duty: "gitea", epoch: 1), .init(duty: "hermes", epoch: 1)], atMillis: 3_000)
-        #expect(ezra.decide(atMillis: 3_000) == [.fenced(duty: "gitea", by: "allegro", epoch: 1)])
-        #expect(allegro.decide(atMillis: 3_000) == [])
+        #expect(ezra.decide(atMillis: 2_000) == [.take(duty: "gitea", epoch: 17), .take(duty: "hermes", epoch: 16)], "never the same epoch as allegro's")
+        // Healed: each hears the other's claim; the higher epoch stands, the other stops at once.
+        ezra.checked("allegro", answered: true, claims: [.init(duty: "gitea", epoch: 16)], atMillis: 3_000)
+        allegro.checked("ezra", answered: true, claims: [.init(duty: "gitea", epoch: 17), .init(duty: "hermes", epoch: 16)], atMillis: 3_000)
+        #expect(allegro.decide(atMillis: 3_000) == [.fenced(duty: "gitea", by: "ezra", epoch: 17)])
+        #expect(ezra.decide(atMillis: 3_000) == [])
         // A higher epoch wins whatever the order.
         var late = election("allegro")
         late.checked("ezra", answered: false, atMillis: 0)
         late.checked("bezalel", answered: false, atMillis: 0)
         _ = late.decide(atMillis: 0)
-        late.checked("ezra", answered: true, claims: [.init(duty: "gitea", epoch: 9)], atMillis: 1_000)
-        #expect(late.decide(atMillis: 1_000) == [.fenced(duty: "gitea", by: "ezra", epoch: 9)])
-        #expect(late.epochs["gitea"] == 9, "the next take goes past it")
+        late.checked("ezra", answered: true, claims: [.init(duty: "gitea", epoch: 145)], atMillis: 1_000)
+        #expect(late.decide(atMillis: 1_000) == [.fenced(duty: "gitea", by: "ezra", epoch: 145)])
+        #expect(late.epochs["gitea"] == 145, "the next take goes past it")
+        #expect(DutyElection.epoch(after: 145, rank: 0) == 160)
     }
 
     @Test func aHostNotInADutysListNeverTakesIt() {
@@ -89,7 +90,7 @@ import Testing
             allegro.checked("ezra", answered: false, atMillis: Int64(second) * 1000)
             allegro.checked("bezalel", answered: false, atMillis: Int64(second) * 1000)
         }
-        #expect(allegro.decide(atMillis: 10_000) == [.take(duty: "gitea", epoch: 1)])
+        #expect(allegro.decide(atMillis: 10_000) == [.take(duty: "gitea", epoch: 16)])
         #expect(allegro.held["hermes"] == nil)
     }
 }
