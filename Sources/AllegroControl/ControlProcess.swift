@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import ServiceLifecycle
+import UnixSignals
 
 /// `allegro relay` as a process: the relay's event loop and the HTTP control port, run as one
 /// swift-service-lifecycle group that SIGTERM and SIGINT stop gracefully. The relay drains
@@ -18,6 +19,14 @@ public enum ControlProcess {
     public static func run(_ configuration: RelayConfiguration, http: String?, controlToken: String? = nil,
                            watch: RelayWatchSettings = RelayWatchSettings(), log: EventLog, metrics: MetricsExport) async throws {
         let address = try http.map { try AllegroPosix.SocketAddress(parsing: $0) }
+        // The relay listens (RelayRunner.start) before the service group traps SIGTERM and SIGINT:
+        // trapped from here on, one that comes in between stops it gracefully instead of killing it.
+        let early = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        let earlySignal = Task<Bool, Never> {
+            for await _ in early { return true }
+            return false
+        }
+        defer { earlySignal.cancel() }
         let monitor = RelayMonitor()
         let runner = try await RelayRunner.start(configuration, log: log, monitor: monitor, metrics: RelayMetrics())
         var services: [any Service] = []
@@ -54,6 +63,12 @@ public enum ControlProcess {
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: log.logger
         ))
+        // A signal before the group's own handlers: the group starts, then shuts down gracefully
+        // (a later one reaches both, and a second shutdown request changes nothing).
+        let forwarder = Task {
+            if await earlySignal.value { await group.triggerGracefulShutdown() }
+        }
+        defer { forwarder.cancel() }
         do {
             try await group.run()
         } catch let error as IOError {
