@@ -23,6 +23,8 @@ final class Failover: Service, Sendable {
     let claims = Mutex<[DutyElection.Claim]>([])
     /// Who holds what, as this host sees it, for `/v1/status`.
     let view = Mutex<[String: String]>([:])
+    /// Whether each peer answered its last check, for `/metrics`.
+    let peersUp = Mutex<[String: Bool]>([:])
 
     init(fleet: FleetSpec, keepers: Keepers, reporter: SupervisorReporter, http: HTTPClient, dataDirectory: String, log: EventLog) {
         self.fleet = fleet
@@ -68,6 +70,7 @@ final class Failover: Service, Sendable {
                 claims.withLock { $0 = election.held.sorted { $0.key < $1.key }.map { .init(duty: $0.key, epoch: $0.value) } }
                 for decision in decisions { report(decision, downSince: downSince, now: now) }
             }
+            peersUp.withLock { up in for peer in fleet.peers { up[peer.name] = (answers[peer.name] ?? nil) != nil } }
             view.withLock { view in
                 view = [:]
                 for duty in election.held.keys { view[duty] = fleet.host }
@@ -100,6 +103,20 @@ final class Failover: Service, Sendable {
             for await (name, answer) in group { answers[name] = answer }
             return answers
         }
+    }
+
+    /// Prometheus lines: which duties this host holds (of those it may), their epochs, its peers.
+    func metrics() -> String {
+        let held = Dictionary(claims.withLock { $0 }.map { ($0.duty, $0.epoch) }) { first, _ in first }
+        let mine = fleet.duties.filter { $0.value.contains(fleet.host) }.keys.sorted()
+        var lines = ["# HELP allegro_supervisor_duty_held 1 while this host holds the duty (of those it may hold).",
+                     "# TYPE allegro_supervisor_duty_held gauge"]
+        lines += mine.map { "allegro_supervisor_duty_held{duty=\"\($0)\"} \(held[$0] == nil ? 0 : 1)" }
+        lines += ["# HELP allegro_supervisor_duty_epoch The epoch of a duty this host holds.", "# TYPE allegro_supervisor_duty_epoch gauge"]
+        lines += held.keys.sorted().map { "allegro_supervisor_duty_epoch{duty=\"\($0)\"} \(held[$0] ?? 0)" }
+        lines += ["# HELP allegro_supervisor_peer_up 1 when the peer answered its last check.", "# TYPE allegro_supervisor_peer_up gauge"]
+        lines += peersUp.withLock { $0 }.sorted { $0.key < $1.key }.map { "allegro_supervisor_peer_up{peer=\"\($0.key)\"} \($0.value ? 1 : 0)" }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     /// A Report of every move; `duty_moved` fires while a duty is away from the first host of

@@ -108,7 +108,8 @@ public enum SupervisorProcess {
                             body: .init(byteBuffer: ByteBuffer(string: body)))
         }
         router.get("metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: board.metrics())))
+            let text = board.metrics() + (failover?.metrics() ?? "")
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         if let failover {
             // What peers ask every check: this host's name and the duties it holds.

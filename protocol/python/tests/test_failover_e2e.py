@@ -23,6 +23,7 @@ stop after SIGTERM (the two must not run together for that second)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -381,6 +382,23 @@ def test_at_start_the_first_host_of_each_list_holds_its_duty_in_the_first_round_
     assert_saved_before_started(fleet)
     assert fleet.saved_epochs("alpha")["gitea"] == 16
     assert fleet.saved_epochs("bravo")["hermes"] == 16
+    # /metrics says the same, per duty and peer.
+    bravo = metrics(fleet, "bravo")
+    assert bravo['allegro_supervisor_duty_held{duty="gitea"}'] == 0 and bravo['allegro_supervisor_duty_held{duty="hermes"}'] == 1
+    assert bravo['allegro_supervisor_duty_epoch{duty="hermes"}'] == 16 and 'allegro_supervisor_duty_epoch{duty="gitea"}' not in bravo
+    assert bravo['allegro_supervisor_peer_up{peer="alpha"}'] == 1 and bravo['allegro_supervisor_peer_up{peer="charlie"}'] == 1
+    assert 'allegro_supervisor_duty_held{duty="hermes"}' not in metrics(fleet, "alpha"), "alpha may not hold hermes"
+
+
+def metrics(fleet: Fleet, name: str) -> Dict[str, float]:
+    """`name`'s /metrics samples (checked by promtool where it is installed)."""
+    with OPENER.open("http://%s/metrics" % fleet.hosts[name].address, timeout=5) as answer:
+        text = answer.read().decode()
+    promtool = shutil.which("promtool")
+    if promtool:
+        checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
 
 
 # -- 2. the first host dies -------------------------------------------------------------------------------
