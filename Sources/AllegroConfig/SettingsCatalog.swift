@@ -129,6 +129,10 @@ enum SettingsCatalog {
         Setting(key: "supervisor.intensity_restarts", kind: .integer(\.supervisor.restart.intensityRestarts)),
         Setting(key: "supervisor.intensity_window_ms", kind: .integer(\.supervisor.restart.intensityWindowMillis)),
         Setting(key: "supervisor.systemd_poll_ms", kind: .integer(\.supervisor.systemdPollMillis)),
+        Setting(key: "supervisor.syncthing_url", kind: .text(\.supervisor.syncthing.url)),
+        Setting(key: "supervisor.syncthing_api_key_file", kind: .text(\.supervisor.syncthing.apiKeyFile)),
+        Setting(key: "supervisor.syncthing_check_ms", kind: .integer(\.supervisor.syncthing.checkMillis)),
+        Setting(key: "supervisor.syncthing_alert_ms", kind: .integer(\.supervisor.syncthing.alertMillis)),
     ]
 
     static let byKey: [String: Setting] = Dictionary(uniqueKeysWithValues: all.map { ($0.key, $0) })

@@ -43,11 +43,13 @@ public enum SupervisorProcess {
         let failover = settings.fleet.map {
             Failover(fleet: $0, keepers: keepers, reporter: reporter, http: http, dataDirectory: settings.dataDirectory, log: log)
         }
+        let syncthing = settings.syncthing.url.isEmpty ? nil : SyncthingWatch(settings: settings.syncthing, reporter: reporter, http: http, log: log)
         var members: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: httpService(settings.http, board: board, failover: failover, log: log)),
+            .init(service: httpService(settings.http, board: board, failover: failover, syncthing: syncthing, log: log)),
             .init(service: KeeperService(keepers: keepers, reporter: reporter, reload: reload, log: log)),
         ]
         if let failover { members.append(.init(service: failover)) }
+        if let syncthing { members.append(.init(service: syncthing)) }
         let group = ServiceGroup(configuration: .init(services: members, gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
         let outcome: Result<Void, any Error>
         do { try await group.run(); outcome = .success(()) } catch { outcome = .failure(error) }
@@ -95,7 +97,7 @@ public enum SupervisorProcess {
         }
     }
 
-    static func httpService(_ http: String, board: SupervisorBoard, failover: Failover?, log: EventLog) -> any Service {
+    static func httpService(_ http: String, board: SupervisorBoard, failover: Failover?, syncthing: SyncthingWatch?, log: EventLog) -> any Service {
         guard http != "off", let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleUntilShutdown() }
         var httpLogger = Logger(label: "allegro.http")
         httpLogger.logLevel = max(log.logger.logLevel, .notice)
@@ -108,7 +110,7 @@ public enum SupervisorProcess {
                             body: .init(byteBuffer: ByteBuffer(string: body)))
         }
         router.get("metrics") { _, _ in
-            let text = board.metrics() + (failover?.metrics() ?? "")
+            let text = board.metrics() + (failover?.metrics() ?? "") + (syncthing?.metrics() ?? "")
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         if let failover {
@@ -126,6 +128,8 @@ public enum SupervisorProcess {
                 /// Who holds each duty, as this host sees it (with a fleet). A list, not a
                 /// mapping: key strategies would rewrite duty names used as keys.
                 var duties: [DutyHolder]?
+                /// This host's Syncthing (with `supervisor.syncthing_url`).
+                var syncthing: SyncthingWatch.Status?
             }
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -133,7 +137,7 @@ public enum SupervisorProcess {
             let holders = failover.map { failover in
                 failover.view.withLock { $0 }.sorted { $0.key < $1.key }.map { DutyHolder(duty: $0.key, host: $0.value) }
             }
-            let status = Status(services: board.snapshot(), duties: holders)
+            let status = Status(services: board.snapshot(), duties: holders, syncthing: syncthing?.status())
             let data = (try? encoder.encode(status)) ?? Data("{}".utf8)
             return Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(bytes: data)))
