@@ -81,7 +81,12 @@ public enum BridgeProcess {
                                     nonces: try SQLiteNonceStore(path: settings.dataDirectory + "/approvals.sqlite"),
                                     store: store, publisher: publisher, log: log)
             }
-            let giteaCommands = GiteaCommands(settings: gitea, client: giteaClient, store: store, publisher: publisher, gate: gate, log: log)
+            var giteaCommands = GiteaCommands(settings: gitea, client: giteaClient, store: store, publisher: publisher, gate: gate, log: log)
+            let environment = ProcessInfo.processInfo.environment
+            if environment["ALLEGRO_DUTY"] != nil, let epoch = environment["ALLEGRO_DUTY_EPOCH"].flatMap(Int64.init) {
+                giteaCommands.dutyEpoch = epoch
+                log.log(.info, "bridge_duty", ["duty": environment["ALLEGRO_DUTY"] ?? "", "epoch": String(epoch)])
+            }
             if let commandToken = gitea.commandToken {
                 commandRoutes = CommandRoutes(commands: giteaCommands, token: Token(commandToken), log: log)
             }

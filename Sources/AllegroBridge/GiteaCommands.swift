@@ -29,6 +29,10 @@ struct GiteaCommands: Sendable {
     /// one in flight and then finds its outcome in the journal).
     let running = OperationLocks()
     let log: EventLog
+    /// The `gitea` duty's epoch when a supervisor runs this bridge as a duty (failover between
+    /// hosts; `ALLEGRO_DUTY_EPOCH`): every outcome names it, so Timmy can tell which holder did
+    /// what. Nil: not run as a duty.
+    var dutyEpoch: Int64? = nil
 
     /// Tries of a write whose answer was lost (each after looking again).
     static let writeAttempts = 4
@@ -99,6 +103,9 @@ struct GiteaCommands: Sendable {
                     return ["comment_id": found.id, "html_url": found.htmlURL ?? "", "written": attempt > 1 ? "found after a lost answer" : "found"]
                 }
                 let (_, made): (Int, GiteaComment?) = try await client.write(.POST, "/repos/\(repo)/issues/\(number)/comments", body: ["body": text])
+                if let made, let earlier = try await earlierCopy(of: made, repo: repo, number: number, marker: marker) {
+                    return ["comment_id": earlier.id, "html_url": earlier.htmlURL ?? "", "written": "found (a second copy was removed)"]
+                }
                 return ["comment_id": made?.id ?? 0, "html_url": made?.htmlURL ?? "", "written": "now"]
             } catch where error.retryable && attempt < Self.writeAttempts {
                 log.log(.warning, "gitea_command_retry", ["operation": operation, "reason": "\(error)", "next": "look, then write"])
@@ -108,6 +115,18 @@ struct GiteaCommands: Sendable {
             }
         }
         throw CommandError(status: 503, reason: "Gitea did not answer; the command stays journaled and is finished at the next try")
+    }
+
+    /// Looks again after a write: two bridges (a partition, both holding the `gitea` duty) can
+    /// each look, find nothing, and write. Every writer then keeps the copy with the lowest id
+    /// and removes its own if it is not that one, so one copy stays whoever looks last. Nil:
+    /// `made` is the copy that stays.
+    private func earlierCopy(of made: GiteaComment, repo: String, number: Int64, marker: String) async throws(GiteaError) -> GiteaComment? {
+        let comments: [GiteaComment] = try await client.get("/repos/\(repo)/issues/\(number)/comments").value
+        guard let first = comments.filter({ $0.body.contains(marker) }).min(by: { $0.id < $1.id }), first.id < made.id else { return nil }
+        let _: (Int, GiteaClient.Empty?) = try await client.write(.DELETE, "/repos/\(repo)/issues/comments/\(made.id)", body: nil)
+        log.log(.warning, "gitea_comment_twice", ["repo": repo, "number": String(number), "kept": String(first.id), "removed": String(made.id)])
+        return first
     }
 
     // MARK: Status
@@ -208,7 +227,8 @@ struct GiteaCommands: Sendable {
         let resuming = entry == .pending
         log.log(.info, "gitea_command", ["operation": operation, "command": kind, "repo": repo, "number": String(number)])
         do {
-            let result = try await body(resuming)
+            var result = try await body(resuming)
+            if let dutyEpoch { result["duty_epoch"] = dutyEpoch }
             finish(operation: operation, kind: kind, repo: repo, number: number, state: "done", result: result, started: started)
             return result
         } catch where error.status == 503 {
