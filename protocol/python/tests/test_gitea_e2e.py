@@ -200,11 +200,13 @@ RUNNING: List[BridgeProcess] = []
 @pytest.fixture
 def bridges(binary: str, tmp_path: Path) -> Iterator[Callable[..., BridgeProcess]]:
     """bridges(relay, gitea, **settings) starts a bridge (gitea__triage_status="" sets
-    gitea.triage_status); all are stopped at the end."""
+    gitea.triage_status; `env` adds to its environment); all are stopped at the end."""
     started: List[BridgeProcess] = []
 
-    def start(relay: Relay, fake: FakeGitea, name: str = "bridge", **settings: Any) -> BridgeProcess:
+    def start(relay: Relay, fake: FakeGitea, name: str = "bridge", env: Optional[Dict[str, str]] = None,
+              **settings: Any) -> BridgeProcess:
         bridge = BridgeProcess(binary, tmp_path / name, relay, fake, **settings)
+        bridge.env.update(env or {})
         started.append(bridge)
         RUNNING.append(bridge)
         return bridge.start()
@@ -446,6 +448,42 @@ def test_a_command_asked_again_while_its_first_call_is_still_running_is_done_onc
     time.sleep(0.5)
     bodies = [c["body"] for c in gitea.comments(REPO, number)]
     assert len(bodies) == 1, "one operation id, %d comments: %s; answers %s" % (len(bodies), bodies, outcomes)
+
+
+def test_two_bridges_that_both_looked_before_either_wrote_leave_one_comment_and_name_their_duty_epoch(
+        gitea, relay, bridges):
+    # A failover partition: two hosts both hold the `gitea` duty (epochs 16 and 33), each with its own
+    # data directory and journal, and Timmy's one command reaches both. Gitea is slow to list the
+    # issue's comments the first two times, so both bridges look, find no copy, and write.
+    number = gitea.create_issue(REPO, "Partitioned", user=ALEXANDER)["number"]
+    holders = [bridges(relay, gitea, name="host-%d" % epoch, gitea__triage_status="", gitea__triage_receipt="false",
+                       env={"ALLEGRO_DUTY": "gitea", "ALLEGRO_DUTY_EPOCH": str(epoch)}) for epoch in (16, 33)]
+    looks = r"/issues/%d/comments$" % number
+    gitea.slow_next(2, 2.0, method="GET", path=looks)
+    text = "Both hosts think they hold the duty."
+
+    calls = [Call(holder.client(attempts=1).comment_on_issue(REPO, number, text, operation_id="partitioned-ack"))
+             for holder in holders]
+    for call in calls:
+        call.join()
+    assert [call.error for call in calls] == [None, None], [call.error for call in calls]
+    answers = [call.result for call in calls]
+
+    posts = writes_to(gitea, "POST", r"/issues/%d/comments" % number)
+    deletes = writes_to(gitea, "DELETE", r"/issues/comments/\d+")
+    assert len(posts) == 2 and len(deletes) == 1, ("the race did not happen", [str(w) for w in gitea.writes()])
+    first_looks = [c for c in gitea.calls(method="GET") if re.search(looks, c.path)][:2]
+    assert all(look.at < min(post.at for post in posts) for look in first_looks), "a bridge looked after a write"
+    made = sorted(post.answer["id"] for post in posts)
+    [kept] = [c for c in gitea.comments(REPO, number) if MARKER.findall(c["body"]) == ["partitioned-ack"]]
+    assert len(gitea.comments(REPO, number)) == 1 and kept["id"] == made[0], (made, gitea.comments(REPO, number))
+    assert deletes[0].path.endswith("/issues/comments/%d" % made[1])
+    assert all(answer["comment_id"] == kept["id"] and answer["html_url"] == kept["html_url"] for answer in answers), answers
+    assert sorted(answer["written"] for answer in answers) == ["found (a second copy was removed)", "now"], answers
+    assert [answer["duty_epoch"] for answer in answers] == [16, 33], answers
+    [removed_by] = [holder for holder, answer in zip(holders, answers) if answer["written"] != "now"]
+    assert "gitea_comment_twice" in removed_by.output()
+    assert all("gitea_comment_twice" not in holder.output() for holder in holders if holder is not removed_by)
 
 
 def test_update_status_leaves_exactly_one_status_label(gitea, relay, bridges):
