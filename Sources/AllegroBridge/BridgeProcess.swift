@@ -60,7 +60,8 @@ public enum BridgeProcess {
     /// `gitea`: the Gitea duty's settings (off with no URL); `producerToken`: what the bridge
     /// presents to publish on the relay.
     public static func run(_ settings: BridgeSettings, relay: AllegroPosix.SocketAddress, relayHTTP: String?, token: String?,
-                           gitea: GiteaSettings = GiteaSettings(), producerToken: String? = nil, log: EventLog) async throws {
+                           gitea: GiteaSettings = GiteaSettings(), hermes: HermesSettings = HermesSettings(), producerToken: String? = nil,
+                           log: EventLog) async throws {
         var services: [any Service] = []
         var httpClient: HTTPClient?
         var giteaHealth: GiteaHealthBoard?
@@ -99,6 +100,19 @@ public enum BridgeProcess {
             services.append(GiteaPoller(settings: gitea, client: giteaClient, store: store, publisher: publisher, intake: intake,
                                         commands: giteaCommands, trigger: trigger, health: board, log: log))
         }
+        var hermesRoutes: HermesRoutes?
+        if hermes.isOn {
+            let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+            httpClient = client
+            let api = HermesAPIClient(http: client, baseURL: hermes.apiURL.hasSuffix("/") ? String(hermes.apiURL.dropLast()) : hermes.apiURL,
+                                      key: hermes.apiKey ?? "")
+            let sessions = HermesSessions(settings: hermes, api: api, log: log)
+            if let commandToken = hermes.commandToken {
+                hermesRoutes = HermesRoutes(sessions: sessions, settings: hermes, token: Token(commandToken), log: log)
+            } else {
+                log.log(.notice, "hermes_api_off", ["reason": "hermes.command_token is unset: Timmy cannot ask for sessions"])
+            }
+        }
         if let token, !settings.telegramChatID.isEmpty {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
             var options = CollectorOptions(relays: [relay])
@@ -117,10 +131,10 @@ public enum BridgeProcess {
                 ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"),
                 relayHealth: relayHTTP.map { RelayHealthProbe(http: client, url: "http://\($0)/health") },
                 health: notifierHealth, log: log))
-            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, webhook: webhook, log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, hermes: hermesRoutes, webhook: webhook, log: log), at: 0)
         } else {
             log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])
-            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, webhook: webhook, log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, hermes: hermesRoutes, webhook: webhook, log: log), at: 0)
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
@@ -140,13 +154,14 @@ public enum BridgeProcess {
         }
     }
 
-    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, commands: CommandRoutes?, webhook: GiteaWebhook?,
-                                    log: EventLog) -> any Service {
+    private static func httpService(_ settings: BridgeSettings, health: SharedHealth, commands: CommandRoutes?, hermes: HermesRoutes?,
+                                    webhook: GiteaWebhook?, log: EventLog) -> any Service {
         guard let http = settings.http, let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleService() }
         var httpLogger = Logger(label: "allegro.http")
         httpLogger.logLevel = max(log.logger.logLevel, .notice)
         let router = Router()
         commands?.add(to: router)
+        hermes?.add(to: router)
         webhook?.add(to: router)
         router.get("health") { _, _ in
             let notifier = health.notifier?.current

@@ -97,8 +97,13 @@ struct CommandRoutes: Sendable {
         GiteaCommands.Approval(statement: body["statement"] ?? "", signature: body["signature"] ?? "")
     }
 
-    /// Checks the token, runs `work`, logs the outcome and answers it.
     private func answer(_ name: String, _ request: Request, _ work: () async throws(CommandError) -> String) async -> Response {
+        await Self.answer(name, request, token: token, log: log, work)
+    }
+
+    /// Checks the token, runs `work`, logs the outcome and answers it.
+    static func answer(_ name: String, _ request: Request, token: Token, log: EventLog,
+                       _ work: () async throws(CommandError) -> String) async -> Response {
         let offered = request.headers[.authorization].flatMap { $0.hasPrefix("Bearer ") ? Array($0.utf8.dropFirst(7)) : nil } ?? []
         guard offered.withUnsafeBytes({ token.matches($0) }) else {
             log.log(.warning, "command_refused", ["command": name, "path": request.uri.path, "reason": "no or wrong bearer token"])

@@ -20,6 +20,8 @@ public struct AllegroSettings: Sendable, Equatable {
     public var bridge = BridgeSettings()
     /// `allegro bridge`'s Gitea duty: the `gitea:` section.
     public var gitea = GiteaSettings()
+    /// `allegro bridge`'s Hermes duty: the `hermes:` section.
+    public var hermes = HermesSettings()
     /// `allegro supervise`: the `supervisor:` section and the file's `services` list.
     public var supervisor = SupervisorSettings()
 

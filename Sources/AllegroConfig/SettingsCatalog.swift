@@ -115,6 +115,14 @@ enum SettingsCatalog {
         Setting(key: "gitea.command_token", kind: .secret(\.gitea.commandToken)),
         Setting(key: "gitea.allowed_signers", kind: .text(\.gitea.allowedSigners)),
         Setting(key: "gitea.webhook_secret", kind: .secret(\.gitea.webhookSecret)),
+        Setting(key: "hermes.api_url", kind: .text(\.hermes.apiURL)),
+        Setting(key: "hermes.api_key", kind: .secret(\.hermes.apiKey)),
+        Setting(key: "hermes.command_token", kind: .secret(\.hermes.commandToken)),
+        Setting(key: "hermes.max_sessions", kind: .integer(\.hermes.maxSessions)),
+        Setting(key: "hermes.max_queued", kind: .integer(\.hermes.maxQueued)),
+        Setting(key: "hermes.session_timeout_ms", kind: .integer(\.hermes.sessionTimeoutMillis)),
+        Setting(key: "hermes.models", kind: .list(\.hermes.models)),
+        Setting(key: "hermes.keep_results_ms", kind: .integer(\.hermes.keepResultsMillis)),
         Setting(key: "supervisor.http", kind: .parsed(parse: { settings, text in
             guard text == "off" || (try? SocketAddress(parsing: text)) != nil else { return "HOST:PORT with a numeric address, or off" }
             settings.supervisor.http = text
@@ -140,7 +148,7 @@ enum SettingsCatalog {
     static var keyList: String { all.map(\.key).joined(separator: ", ") }
 
     /// Sections of the file: a mapping whose keys are read as `SECTION.KEY`.
-    static let sections = ["bridge", "gitea", "supervisor"]
+    static let sections = ["bridge", "gitea", "hermes", "supervisor"]
 
     /// A key of the file that is not a setting: `allegro supervise`'s list of services, read
     /// from the file only (a list of mappings has no environment or `--set` form).

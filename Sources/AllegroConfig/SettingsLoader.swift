@@ -65,6 +65,7 @@ public struct SettingsLoader: Sendable {
         do {
             try settings.bridge.validate()
             try settings.gitea.validate(requireToken: false)
+            try settings.hermes.validate(requireKey: false)
         } catch {
             throw SettingsError(key: error.key, value: error.value, source: reporter.source(of: error.key), allowed: error.allowed)
         }

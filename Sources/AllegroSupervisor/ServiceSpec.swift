@@ -40,7 +40,7 @@ public struct ServiceSpec: Sendable, Equatable {
         var relay = ServiceSpec(name: "relay", kind: .command(["allegro", "relay"] + (configFile.map { ["--config", $0] } ?? [])))
         // The relay's own settings and tokens, and none of the bridge's or Gitea's.
         relay.passEnvironment = ["ALLEGRO_*"]
-        relay.withheldPrefixes = ["ALLEGRO_GITEA_", "ALLEGRO_TELEGRAM_", "ALLEGRO_BRIDGE_", "ALLEGRO_SUPERVISOR_"]
+        relay.withheldPrefixes = ["ALLEGRO_GITEA_", "ALLEGRO_TELEGRAM_", "ALLEGRO_BRIDGE_", "ALLEGRO_HERMES_", "ALLEGRO_SUPERVISOR_"]
         // Alive, not healthy: its /health fails while the spill cannot write, which a restart
         // does not mend (the relay pushes back meanwhile); a hung relay stops accepting.
         var probe = ProbeSpec(kind: .tcp(host: "127.0.0.1", port: 7400))

@@ -44,6 +44,10 @@ struct Bridge: AsyncParsableCommand {
                 throw SettingsError(key: "gitea.token", value: "(unset)", source: nil,
                                     allowed: "gitea.url is set, so the bridge needs the bot account's token: ALLEGRO_GITEA_TOKEN or gitea.token")
             }
+            if settings.hermes.isOn, settings.hermes.apiKey?.isEmpty ?? true {
+                throw SettingsError(key: "hermes.api_key", value: "(unset)", source: nil,
+                                    allowed: "hermes.api_url is set, so the bridge needs the Hermes API server's key: ALLEGRO_HERMES_API_KEY or hermes.api_key")
+            }
             if !settings.bridge.telegramChatID.isEmpty {
                 token = try BridgeProcess.botToken(settings.bridge, environment: ProcessInfo.processInfo.environment)
             }
@@ -56,7 +60,7 @@ struct Bridge: AsyncParsableCommand {
         var bridge = settings.bridge
         bridge.collectorToken = settings.relay.collectorToken
         do {
-            try await BridgeProcess.run(bridge, relay: relay, relayHTTP: relayHTTP, token: token, gitea: settings.gitea,
+            try await BridgeProcess.run(bridge, relay: relay, relayHTTP: relayHTTP, token: token, gitea: settings.gitea, hermes: settings.hermes,
                                         producerToken: settings.relay.producerToken, log: EventLog(minimum: level))
         } catch {
             StandardStreams.error("allegro bridge: \(error)")

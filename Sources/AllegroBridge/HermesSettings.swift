@@ -1,0 +1,55 @@
+/// The bridge's Hermes duty (the `hermes:` section; keys in config/README.md): Timmy's
+/// `run_session` through the API server of a Hermes gateway on this host. Off while `apiURL` is
+/// empty.
+public struct HermesSettings: Sendable, Equatable {
+    /// The Hermes gateway's API server, `http://127.0.0.1:8642`; empty: no Hermes duty.
+    public var apiURL = ""
+    /// Its key (`API_SERVER_KEY` on Hermes' side; `ALLEGRO_HERMES_API_KEY` here).
+    public var apiKey: String?
+    /// Bearer token of Timmy's Hermes API (`ALLEGRO_HERMES_COMMAND_TOKEN`); unset: no API.
+    public var commandToken: String?
+    /// Sessions run at once; more wait in the queue.
+    public var maxSessions = 2
+    /// Sessions waiting; beyond, a new one is refused (429).
+    public var maxQueued = 16
+    /// A session still running after this is stopped and reported `interrupted`.
+    public var sessionTimeoutMillis = 1_800_000
+    /// Models Timmy may ask for by name (Hermes' `model_routes` aliases); the default model
+    /// (Hermes' own) is always allowed.
+    public var models: [String] = []
+    /// A finished session's result is kept this long for Timmy to read, then forgotten (no
+    /// longer than the relay's buffer keeps the session's telemetry).
+    public var keepResultsMillis = 86_400_000
+
+    /// A limit on everything: what Timmy's prompt and Hermes' answers may weigh.
+    static let maxPromptBytes = 64 << 10
+    static let maxKeptResults = 1_000
+
+    public init() {}
+
+    public var isOn: Bool { !apiURL.isEmpty }
+
+    /// `requireKey`: only the bridge needs it (the relay reads the same file and must never hold it).
+    public func validate(requireKey: Bool) throws(BridgeSettings.Invalid) {
+        guard isOn else { return }
+        guard BridgeSettings.isSafeBaseURL(apiURL) else {
+            throw BridgeSettings.Invalid(key: "hermes.api_url", value: apiURL,
+                                         allowed: "the Hermes API server's URL: https://, or plain http only to a loopback address (its key travels with every request)")
+        }
+        if requireKey, apiKey?.isEmpty ?? true {
+            throw BridgeSettings.Invalid(key: "hermes.api_key", value: "(unset)", allowed: "the Hermes API server's key, in ALLEGRO_HERMES_API_KEY or the file")
+        }
+        if let commandToken, commandToken.utf8.count < 16 || commandToken.utf8.count > 255 {
+            throw BridgeSettings.Invalid(key: "hermes.command_token", value: "(\(commandToken.utf8.count) bytes)", allowed: "16 ... 255 bytes")
+        }
+        for (key, value, range) in [("hermes.max_sessions", maxSessions, 1 ... 64),
+                                    ("hermes.max_queued", maxQueued, 0 ... 10_000),
+                                    ("hermes.session_timeout_ms", sessionTimeoutMillis, 1_000 ... 86_400_000),
+                                    ("hermes.keep_results_ms", keepResultsMillis, 60_000 ... 7 * 86_400_000)] where !range.contains(value) {
+            throw BridgeSettings.Invalid(key: key, value: String(value), allowed: "\(range.lowerBound) ... \(range.upperBound)")
+        }
+        for model in models where !HermesSessionQueue.isModelName(model) {
+            throw BridgeSettings.Invalid(key: "hermes.models", value: "\"\(model)\"", allowed: "model names of 1 ... 200 characters of letters, digits, - _ . : /")
+        }
+    }
+}
