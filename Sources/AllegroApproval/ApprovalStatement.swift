@@ -8,12 +8,14 @@ public struct ApprovalStatement: Sendable, Equatable {
     public static let header = "allegro-approval/v1"
     public static let audience = "allegro"
     /// Every key, in the order a statement lists them.
-    public static let keyOrder = ["action", "repo", "issue", "pull", "head", "head_sha", "base", "not_after", "nonce", "audience"]
+    public static let keyOrder = ["action", "repo", "issue", "pull", "head", "head_sha", "base", "request", "command_sha256",
+                                  "not_after", "nonce", "audience"]
     /// Each action's target keys (between `action` and `not_after`).
     public static let targetKeys: [String: [String]] = [
         "create_pr": ["repo", "head", "head_sha", "base"],
         "close_issue": ["repo", "issue"],
         "merge_pr": ["repo", "pull", "head", "head_sha", "base"],
+        "hermes_approve": ["request", "command_sha256"],
     ]
 
     /// The exact bytes that were signed.
@@ -111,6 +113,14 @@ public struct ApprovalStatement: Sendable, Equatable {
             guard bytes.count == 40 || bytes.count == 64, bytes.allSatisfy(isLowerHex) else {
                 return "expected 40 or 64 lowercase hex digits (a commit id)"
             }
+            return nil
+        case "request":
+            guard (1 ... 128).contains(bytes.count), bytes.allSatisfy({
+                isAlphanumeric($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: "-")
+            }) else { return "expected a request id: 1 to 128 of A-Z a-z 0-9 . _ : -" }
+            return nil
+        case "command_sha256":
+            guard bytes.count == 64, bytes.allSatisfy(isLowerHex) else { return "expected 64 lowercase hex digits (the command's SHA-256)" }
             return nil
         case "not_after": return UTCTimestamp.seconds(value) == nil ? "expected YYYY-MM-DDTHH:MM:SSZ (UTC), a real date" : nil
         case "nonce":

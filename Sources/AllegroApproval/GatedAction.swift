@@ -38,6 +38,15 @@ public struct MergePullRequest: GatedAction, Equatable {
     }
 }
 
+/// Let Hermes run one command it asked approval for: the Allegro Request `request` forwarded
+/// it, and `commandSHA256` is the SHA-256 (lowercase hex) of the command's exact text.
+public struct HermesApproval: GatedAction, Equatable {
+    public static let approvalName = "hermes_approve"
+    public var request: String, commandSHA256: String
+    public init(request: String, commandSHA256: String) { (self.request, self.commandSHA256) = (request, commandSHA256) }
+    public var approvalTarget: [String: String] { ["request": request, "command_sha256": commandSHA256] }
+}
+
 /// Proof that Timmy approved exactly this action: only `ApprovalVerifier` makes one (its
 /// initializer is internal to this module), after every check in protocol/APPROVAL.md. Every
 /// gated call takes one, so a path that skips approval does not compile. Right before the side

@@ -4,11 +4,14 @@ import AllegroPosix
 import Foundation
 
 /// Timmy's signed approvals for the bridge's gated commands (protocol/APPROVAL.md): the trusted
-/// keys are read from `gitea.allowed_signers` at every check (a key removed is refused at once),
+/// keys are read from the `allowed_signers` file (`gitea.` or `hermes.allowed_signers`, named by
+/// `setting`) at every check (a key removed is refused at once),
 /// nonces are kept in `bridge.data_dir/approvals.sqlite`, and every verdict, accepted or refused,
 /// is logged and put on the stream as an `allegro.approval` record (session: the nonce).
 struct ApprovalGate: Sendable {
     let allowedSignersPath: String
+    /// The configuration key of `allowedSignersPath`, for messages.
+    var setting = "gitea.allowed_signers"
     let nonces: SQLiteNonceStore
     let store: BridgeStore
     let publisher: OutboxPublisher
@@ -18,12 +21,12 @@ struct ApprovalGate: Sendable {
 
     private func verifier() throws(CommandError) -> ApprovalVerifier {
         guard let data = FileManager.default.contents(atPath: allowedSignersPath) else {
-            throw CommandError(status: 503, reason: "cannot read gitea.allowed_signers \(allowedSignersPath)")
+            throw CommandError(status: 503, reason: "cannot read \(setting) \(allowedSignersPath)")
         }
         do {
             return ApprovalVerifier(allowedSigners: try AllowedSigners(text: Array(data), source: allowedSignersPath), nonces: nonces)
         } catch {
-            throw CommandError(status: 503, reason: "gitea.allowed_signers \(allowedSignersPath): \(error)")
+            throw CommandError(status: 503, reason: "\(setting) \(allowedSignersPath): \(error)")
         }
     }
 

@@ -67,20 +67,28 @@ public enum BridgeProcess {
         var giteaHealth: GiteaHealthBoard?
         var commandRoutes: CommandRoutes?
         var webhook: GiteaWebhook?
-        if gitea.isOn {
+        // The duties that talk to the outside world share one outbox (what they put on the
+        // stream) and one nonce store (Timmy's approvals are accepted once, whichever duty).
+        var outbox: (store: BridgeStore, publisher: OutboxPublisher)?
+        var nonces: SQLiteNonceStore?
+        if gitea.isOn || hermes.isOn {
             try FileManager.default.createDirectory(atPath: settings.dataDirectory, withIntermediateDirectories: true)
             let store = try BridgeStore(path: settings.dataDirectory + "/bridge.sqlite")
+            outbox = (store, OutboxPublisher(store: store, relay: relay, token: producerToken,
+                                             producerID: gitea.isOn ? "allegro-bridge-gitea" : "allegro-bridge-hermes", log: log))
+            if !gitea.allowedSigners.isEmpty || !hermes.allowedSigners.isEmpty {
+                nonces = try SQLiteNonceStore(path: settings.dataDirectory + "/approvals.sqlite")
+            }
+        }
+        if gitea.isOn, let (store, publisher) = outbox {
             let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
             let board = GiteaHealthBoard(GiteaHealth())
             giteaHealth = board
-            let publisher = OutboxPublisher(store: store, relay: relay, token: producerToken, producerID: "allegro-bridge-gitea", log: log)
             let giteaClient = GiteaClient(http: client, url: gitea.url, token: gitea.token ?? "")
             var gate: ApprovalGate?
-            if !gitea.allowedSigners.isEmpty {
-                gate = ApprovalGate(allowedSignersPath: gitea.allowedSigners,
-                                    nonces: try SQLiteNonceStore(path: settings.dataDirectory + "/approvals.sqlite"),
-                                    store: store, publisher: publisher, log: log)
+            if !gitea.allowedSigners.isEmpty, let nonces {
+                gate = ApprovalGate(allowedSignersPath: gitea.allowedSigners, nonces: nonces, store: store, publisher: publisher, log: log)
             }
             var giteaCommands = GiteaCommands(settings: gitea, client: giteaClient, store: store, publisher: publisher, gate: gate, log: log)
             let environment = ProcessInfo.processInfo.environment
@@ -101,12 +109,17 @@ public enum BridgeProcess {
                                         commands: giteaCommands, trigger: trigger, health: board, log: log))
         }
         var hermesRoutes: HermesRoutes?
-        if hermes.isOn {
+        if hermes.isOn, let (store, publisher) = outbox {
             let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
             let api = HermesAPIClient(http: client, baseURL: hermes.apiURL.hasSuffix("/") ? String(hermes.apiURL.dropLast()) : hermes.apiURL,
                                       key: hermes.apiKey ?? "")
-            let sessions = HermesSessions(settings: hermes, api: api, log: log)
+            var gate: ApprovalGate?
+            if !hermes.allowedSigners.isEmpty, let nonces {
+                gate = ApprovalGate(allowedSignersPath: hermes.allowedSigners, setting: "hermes.allowed_signers", nonces: nonces, store: store,
+                                    publisher: publisher, log: log)
+            }
+            let sessions = HermesSessions(settings: hermes, api: api, gate: gate, store: store, publisher: publisher, log: log)
             if let commandToken = hermes.commandToken {
                 hermesRoutes = HermesRoutes(sessions: sessions, settings: hermes, token: Token(commandToken), log: log)
             } else {

@@ -151,7 +151,9 @@ enum HermesRunEvent: Sendable, Equatable {
         case "tool.started": self = .toolStarted(tool: text("tool"), preview: String(text("preview").prefix(2_000)))
         case "tool.completed":
             self = .toolCompleted(tool: text("tool"), durationMillis: (object["duration"] as? Double).map { Int64($0 * 1000) }, error: object["error"] as? Bool)
-        case "approval.request": self = .approvalRequest(command: String(text("command").prefix(8_000)), description: String(text("description").prefix(2_000)))
+        // The command whole, never cut: what Timmy approves is what runs (an event is at most
+        // `maxEventBytes`; the bridge denies a command too long to show).
+        case "approval.request": self = .approvalRequest(command: text("command"), description: String(text("description").prefix(2_000)))
         case "run.completed": self = .completed(output: text("output"), usage: Self.usage(object["usage"]))
         case "run.failed": self = .failed(error: String(text("error").prefix(2_000)))
         case "run.cancelled": self = .cancelled

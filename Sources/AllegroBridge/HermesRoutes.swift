@@ -1,3 +1,4 @@
+import AllegroApproval
 import AllegroLog
 import AllegroWire
 import Foundation
@@ -12,6 +13,9 @@ import Hummingbird
 /// - `GET /v1/hermes/sessions/{operation_id}?wait_ms=N`: the session, after waiting up to N ms
 ///   (at most 60000) for it to end.
 /// - `POST /v1/hermes/sessions/{operation_id}/cancel`: stops it; the session as it is then.
+/// - `GET /v1/hermes/approvals`: the approvals Hermes waits for (request id, command, its SHA-256,
+///   deadline); `POST /v1/hermes/approvals/{request}/approve` `{"statement","signature"}` (Timmy's
+///   signed `hermes_approve` of that request and command) or `.../deny` `{}`.
 struct HermesRoutes: Sendable {
     let sessions: HermesSessions
     let settings: HermesSettings
@@ -20,6 +24,7 @@ struct HermesRoutes: Sendable {
     static let maxWaitMillis = 60_000
 
     func add(to router: Router<BasicRequestContext>) {
+        addApprovals(to: router)
         let group = router.group("v1/hermes/sessions")
         group.post { request, _ in
             await CommandRoutes.answer("run_session", request, token: token, log: log) { () async throws(CommandError) in
@@ -59,6 +64,37 @@ struct HermesRoutes: Sendable {
         }
     }
 
+    /// Timmy's answers to Hermes' approval requests.
+    func addApprovals(to router: Router<BasicRequestContext>) {
+        let group = router.group("v1/hermes/approvals")
+        group.get { request, _ in
+            await CommandRoutes.answer("hermes_approvals", request, token: token, log: log) { () async throws(CommandError) in
+                let waiting = await sessions.pendingApprovals().map(Self.approval)
+                return GiteaRecords.json(["approvals": waiting])
+            }
+        }
+        group.post(":id/approve") { request, context in
+            await CommandRoutes.answer("hermes_approve", request, token: token, log: log) { () async throws(CommandError) in
+                let body = try await CommandRoutes.body(request, keys: ["statement", "signature"])
+                let approved = try await sessions.approve(try Self.id(context), statement: body["statement"] ?? "", signature: body["signature"] ?? "")
+                return GiteaRecords.json(Self.approval(approved).merging(["decision": "approve"]) { a, _ in a })
+            }
+        }
+        group.post(":id/deny") { request, context in
+            await CommandRoutes.answer("hermes_deny", request, token: token, log: log) { () async throws(CommandError) in
+                _ = try await CommandRoutes.body(request, keys: [])
+                let denied = try await sessions.deny(try Self.id(context))
+                return GiteaRecords.json(Self.approval(denied).merging(["decision": "deny"]) { a, _ in a })
+            }
+        }
+    }
+
+    static func approval(_ waiting: HermesSessions.PendingApproval) -> [String: Any] {
+        ["request": waiting.request, "session": waiting.session, "run_id": waiting.runID, "command": waiting.command,
+         "description": waiting.description, "command_sha256": waiting.commandSHA256,
+         "deadline": UTCTimestamp.text(waiting.deadlineWallMillis / 1000)]
+    }
+
     static func id(_ context: BasicRequestContext) throws(CommandError) -> String {
         let id = context.parameters.get("id") ?? ""
         try GiteaCommands.checkOperation(id)
@@ -79,7 +115,7 @@ struct HermesRoutes: Sendable {
             "error": optional(session.error),
             "usage": usage,
             "tool_calls": session.toolCalls.map { ["tool": $0.tool, "preview": $0.preview, "duration_ms": optional($0.durationMs), "error": optional($0.error)] },
-            "approvals": session.approvals.map { ["command": $0.command, "description": $0.description, "decision": $0.decision, "why": $0.why] },
+            "approvals": session.approvals.map { ["request": $0.request, "command": $0.command, "description": $0.description, "decision": $0.decision, "why": $0.why] },
             "duration_ms": optional(session.startedMillis.flatMap { started in session.endedMillis.map { $0 - started } }),
             "waited_ms": optional(session.startedMillis.map { $0 - session.submittedMillis }),
         ]

@@ -19,9 +19,11 @@ struct HermesSessionQueue: Sendable {
 
     /// An approval Hermes asked for during the session, and what it was answered.
     struct Approval: Sendable, Equatable, Codable {
+        /// The Allegro Request that asked Timmy.
+        var request: String
         var command: String
         var description: String
-        /// "approve" or "deny".
+        /// "pending", then "approve" or "deny".
         var decision: String
         var why: String
     }

@@ -1,15 +1,24 @@
+import AllegroApproval
 import AllegroLog
+import AllegroMessages
 import AllegroPosix
+import Crypto
 import Foundation
 
 /// Runs Timmy's Hermes sessions through the gateway's API server: the `HermesSessionQueue`
 /// decides what runs; this actor starts each run, follows its events to the end, stops it past
 /// `hermes.session_timeout_ms` or when Timmy cancels, and keeps the outcome for Timmy to read.
-/// It never decides on Hermes' output. Hermes' approval requests are denied here for now
-/// (forwarding them to Timmy comes next); a denial is Hermes' own default when nobody answers.
+/// It never decides on Hermes' output, nor on Hermes' approval requests: each goes to Timmy as
+/// an Allegro Request (and an alert, `hermes_approval_pending`) on the stream, and Hermes is
+/// answered only with Timmy's signed approval of exactly that command (`hermes_approve`) or a
+/// denial; no answer before `hermes.approval_timeout_ms` is a denial.
 actor HermesSessions {
     let settings: HermesSettings
     let api: HermesAPIClient
+    /// Timmy's approvals; nil (no `hermes.allowed_signers`): only denials are possible.
+    let gate: ApprovalGate?
+    let store: BridgeStore
+    let publisher: OutboxPublisher
     let log: EventLog
     private var queue: HermesSessionQueue
     /// How each running session's events said it ended, until `run` finishes it.
@@ -20,9 +29,31 @@ actor HermesSessions {
     static let lookMillis = 25
     static let statusPollMillis = 500
 
-    init(settings: HermesSettings, api: HermesAPIClient, log: EventLog) {
+    /// An approval Hermes asked for, waiting for Timmy.
+    struct PendingApproval: Sendable {
+        var request: String
+        var session: String
+        var runID: String
+        var command: String
+        var description: String
+        var commandSHA256: String
+        var deadlineWallMillis: Int64
+    }
+
+    private var pending: [String: PendingApproval] = [:]
+    /// Approvals asked per run, for their request ids.
+    private var asked: [String: Int] = [:]
+    /// A limit on everything: approvals waiting at once (each holds a run still).
+    static let maxPending = 256
+    /// The longest command shown to Timmy (in a Request, whole); a longer one is denied.
+    static let maxCommandBytes = 16 << 10
+
+    init(settings: HermesSettings, api: HermesAPIClient, gate: ApprovalGate?, store: BridgeStore, publisher: OutboxPublisher, log: EventLog) {
         self.settings = settings
         self.api = api
+        self.gate = gate
+        self.store = store
+        self.publisher = publisher
         self.log = log
         queue = HermesSessionQueue(maxRunning: settings.maxSessions, maxQueued: settings.maxQueued,
                                    keepMillis: Int64(settings.keepResultsMillis), maxKept: HermesSettings.maxKeptResults)
@@ -69,6 +100,115 @@ actor HermesSessions {
             break  // starting: stopped as soon as its run id is known
         }
         return queue.sessions[id] ?? HermesSessionQueue.Session(id: id, prompt: "", submittedMillis: 0)
+    }
+
+    // MARK: Approvals
+
+    /// The approvals waiting for Timmy, oldest first.
+    func pendingApprovals() -> [PendingApproval] {
+        pending.values.sorted { $0.request < $1.request }
+    }
+
+    /// Timmy's signed approval of `request`: Hermes runs the command, once.
+    func approve(_ request: String, statement: String, signature: String) async throws(CommandError) -> PendingApproval {
+        guard let waiting = pending[request] else {
+            throw CommandError(status: 404, reason: "no approval \(request) is waiting (answered, past its deadline, or never asked)")
+        }
+        guard let gate else {
+            throw CommandError(status: 403, reason: "hermes.allowed_signers is empty: this bridge takes no approvals, only denials")
+        }
+        _ = try gate.approve(HermesApproval(request: request, commandSHA256: waiting.commandSHA256), statement: statement, signature: signature,
+                             resuming: false)
+        await decide(request, approve: true, why: "approved by Timmy (signed)")
+        return waiting
+    }
+
+    func deny(_ request: String) async throws(CommandError) -> PendingApproval {
+        guard let waiting = pending[request] else {
+            throw CommandError(status: 404, reason: "no approval \(request) is waiting (answered, past its deadline, or never asked)")
+        }
+        await decide(request, approve: false, why: "denied by Timmy")
+        return waiting
+    }
+
+    /// Hermes asks: Timmy is told (a Request and an alert on the stream) and the deadline set.
+    private func ask(command: String, description: String, id: String, runID: String) async {
+        let number = (asked[runID] ?? 0) + 1
+        asked[runID] = number
+        let request = "hermes-\(runID)-\(number)"
+        let hash = SHA256.hash(data: Array(command.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        let deadline = Int64(Clock.wallNanos / 1_000_000) + Int64(settings.approvalTimeoutMillis)
+        queue.update(id) { $0.approvals.append(.init(request: request, command: command, description: description, decision: "pending", why: "asked Timmy")) }
+        guard pending.count < Self.maxPending, command.utf8.count <= Self.maxCommandBytes else {
+            let why = pending.count < Self.maxPending ? "denied: the command is longer than \(Self.maxCommandBytes >> 10) KiB, too long to show Timmy whole"
+                : "denied: \(Self.maxPending) approvals wait already"
+            log.log(.warning, "hermes_approval_denied", ["session": id, "request": request, "why": why])
+            await answer(runID: runID, session: id, request: request, approve: false, why: why)
+            return
+        }
+        let waiting = PendingApproval(request: request, session: id, runID: runID, command: command, description: description,
+                                      commandSHA256: hash, deadlineWallMillis: deadline)
+        pending[request] = waiting
+        log.log(.warning, "hermes_approval_asked", ["session": id, "run": runID, "request": request, "description": description])
+        tellTimmy(waiting)
+        let timeout = settings.approvalTimeoutMillis
+        Task {
+            try? await Task.sleep(for: .milliseconds(timeout))
+            await self.decide(request, approve: false, why: "no answer from Timmy within hermes.approval_timeout_ms (\(timeout) ms)")
+        }
+    }
+
+    /// The one answer to a pending approval (the first of Timmy's answer and the deadline).
+    private func decide(_ request: String, approve: Bool, why: String) async {
+        guard let waiting = pending.removeValue(forKey: request) else { return }
+        log.log(approve ? .info : .warning, approve ? "hermes_approval_approved" : "hermes_approval_denied",
+                ["session": waiting.session, "request": request, "why": why])
+        publish(AllegroAlert.kind, request, try? AllegroAlert(alert: "hermes_approval_pending", subject: request, status: .resolved, severity: .warning,
+                                                               summary: "\(approve ? "Approved" : "Denied"): \(why)", details: "",
+                                                               sinceMillis: Int64(Clock.wallNanos / 1_000_000)).json)
+        await answer(runID: waiting.runID, session: waiting.session, request: request, approve: approve, why: why)
+    }
+
+    private func answer(runID: String, session: String, request: String, approve: Bool, why: String) async {
+        queue.update(session) { session in
+            if let index = session.approvals.lastIndex(where: { $0.request == request }) {
+                session.approvals[index].decision = approve ? "approve" : "deny"
+                session.approvals[index].why = why
+            }
+        }
+        do { try await api.answerApproval(runID: runID, choice: approve ? "once" : "deny") } catch {
+            log.log(.warning, "hermes_approval_not_answered", ["session": session, "run": runID, "request": request, "reason": error.description])
+        }
+    }
+
+    /// The Request (what to approve, how, by when) and the alert that it waits.
+    private func tellTimmy(_ waiting: PendingApproval) {
+        let deadline = UTCTimestamp.text(waiting.deadlineWallMillis / 1000)
+        let question = "Hermes asks to run this command (\(waiting.description)):\n\n" + waiting.command
+            + "\n\nrequest=\(waiting.request)\ncommand_sha256=\(waiting.commandSHA256)"
+        let request = try? AllegroRequest(
+            type: .approval, urgency: .high,
+            context: "Hermes session \(waiting.session) (run \(waiting.runID)) waits for approval \(waiting.request)",
+            question: question,
+            options: ["approve: sign hermes_approve for this request and command_sha256", "deny"],
+            recommendation: "None: Allegro does not decide. Hermes flagged the command as: \(waiting.description)",
+            timeConstraint: "Answer before \(deadline); no answer by then is a denial.")
+        if request == nil { log.log(.error, "hermes_request_not_made", ["request": waiting.request]) }
+        publish("allegro.request", waiting.request, request?.json)
+        publish(AllegroAlert.kind, waiting.request, try? AllegroAlert(
+            alert: "hermes_approval_pending", subject: waiting.request, status: .firing, severity: .warning,
+            summary: "Hermes waits for Timmy's approval to run: \(String(waiting.command.prefix(200)).replacingOccurrences(of: "\n", with: " "))",
+            details: "Flagged as: \(waiting.description)\nDeadline: \(deadline)", sinceMillis: Int64(Clock.wallNanos / 1_000_000)).json)
+    }
+
+    private func publish(_ kind: String, _ session: String, _ payload: String?) {
+        guard let payload else { return }
+        do {
+            try store.enqueueRecords([(kind, session, payload)], nowMillis: Int64(Clock.wallNanos / 1_000_000))
+            publisher.poke()
+        } catch {
+            log.log(.error, "hermes_record_not_published", ["kind": kind, "reason": "\(error)"])
+        }
     }
 
     // MARK: Running
@@ -133,12 +273,7 @@ actor HermesSessions {
                 }
             }
         case let .approvalRequest(command, description):
-            let why = "approvals are not forwarded to Timmy yet: the bridge denies them, as Hermes does when nobody answers"
-            queue.update(id) { $0.approvals.append(.init(command: command, description: description, decision: "deny", why: why)) }
-            log.log(.warning, "hermes_approval_denied", ["session": id, "run": runID, "description": description])
-            do { try await api.answerApproval(runID: runID, choice: "deny") } catch {
-                log.log(.warning, "hermes_approval_not_answered", ["session": id, "run": runID, "reason": error.description])
-            }
+            await ask(command: command, description: description, id: id, runID: runID)
         case let .completed(output, usage):
             queue.update(id) { session in
                 session.answer = output
@@ -156,6 +291,21 @@ actor HermesSessions {
     }
 
     private func finish(id: String, outcome: HermesSessionQueue.State?, status: HermesAPIClient.RunStatus?) {
+        // Approvals the run no longer waits for (it was stopped, or failed, meanwhile).
+        for waiting in pending.values where waiting.session == id {
+            pending[waiting.request] = nil
+            let why = "the run ended before Timmy answered"
+            publish(AllegroAlert.kind, waiting.request, try? AllegroAlert(alert: "hermes_approval_pending", subject: waiting.request, status: .resolved,
+                                                                          severity: .warning, summary: why, details: "",
+                                                                          sinceMillis: Int64(Clock.wallNanos / 1_000_000)).json)
+            queue.update(id) { session in
+                if let index = session.approvals.lastIndex(where: { $0.request == waiting.request }) {
+                    session.approvals[index].decision = "deny"
+                    session.approvals[index].why = why
+                }
+            }
+        }
+        if let runID = queue.sessions[id]?.runID { asked[runID] = nil }
         queue.update(id) { session in
             session.sessionID = status?.sessionID ?? session.sessionID
             if session.answer == nil, let output = status?.output { session.answer = output }

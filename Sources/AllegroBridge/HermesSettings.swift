@@ -20,6 +20,12 @@ public struct HermesSettings: Sendable, Equatable {
     /// A finished session's result is kept this long for Timmy to read, then forgotten (no
     /// longer than the relay's buffer keeps the session's telemetry).
     public var keepResultsMillis = 86_400_000
+    /// Timmy's public keys (an OpenSSH `allowed_signers` file) for `hermes_approve`; empty:
+    /// every approval Hermes asks for is denied (Timmy can only deny).
+    public var allowedSigners = ""
+    /// How long an approval Hermes asks for waits for Timmy's answer; then it is denied. Hermes'
+    /// own `approvals.timeout` must be longer, or Hermes denies first.
+    public var approvalTimeoutMillis = 120_000
 
     /// A limit on everything: what Timmy's prompt and Hermes' answers may weigh.
     static let maxPromptBytes = 64 << 10
@@ -45,7 +51,8 @@ public struct HermesSettings: Sendable, Equatable {
         for (key, value, range) in [("hermes.max_sessions", maxSessions, 1 ... 64),
                                     ("hermes.max_queued", maxQueued, 0 ... 10_000),
                                     ("hermes.session_timeout_ms", sessionTimeoutMillis, 1_000 ... 86_400_000),
-                                    ("hermes.keep_results_ms", keepResultsMillis, 60_000 ... 7 * 86_400_000)] where !range.contains(value) {
+                                    ("hermes.keep_results_ms", keepResultsMillis, 60_000 ... 7 * 86_400_000),
+                                    ("hermes.approval_timeout_ms", approvalTimeoutMillis, 1_000 ... 86_400_000)] where !range.contains(value) {
             throw BridgeSettings.Invalid(key: key, value: String(value), allowed: "\(range.lowerBound) ... \(range.upperBound)")
         }
         for model in models where !HermesSessionQueue.isModelName(model) {

@@ -123,6 +123,8 @@ enum SettingsCatalog {
         Setting(key: "hermes.session_timeout_ms", kind: .integer(\.hermes.sessionTimeoutMillis)),
         Setting(key: "hermes.models", kind: .list(\.hermes.models)),
         Setting(key: "hermes.keep_results_ms", kind: .integer(\.hermes.keepResultsMillis)),
+        Setting(key: "hermes.allowed_signers", kind: .text(\.hermes.allowedSigners)),
+        Setting(key: "hermes.approval_timeout_ms", kind: .integer(\.hermes.approvalTimeoutMillis)),
         Setting(key: "supervisor.http", kind: .parsed(parse: { settings, text in
             guard text == "off" || (try? SocketAddress(parsing: text)) != nil else { return "HOST:PORT with a numeric address, or off" }
             settings.supervisor.http = text

@@ -31,13 +31,16 @@ struct Verify: ParsableCommand {
     @Option(name: .customLong("allowed-signers"), help: "OpenSSH allowed_signers file with Timmy's public key(s).") var allowedSigners: String
     @Option(help: "The armored signature (ssh-keygen -Y sign writes STATEMENT.sig).") var signature: String
     @Option(help: "The statement file that was signed.") var statement: String
-    @Option(help: "The action the approval must be for: create_pr, close_issue or merge_pr.") var action: String?
+    @Option(help: "The action the approval must be for: create_pr, close_issue, merge_pr or hermes_approve.") var action: String?
     @Option(help: "Target repository, owner/name.") var repo: String?
     @Option(help: "Target issue number (close_issue).") var issue: Int64?
     @Option(help: "Target pull request number (merge_pr).") var pull: Int64?
     @Option(help: "Head branch (create_pr, merge_pr).") var head: String?
     @Option(name: .customLong("head-sha"), help: "Head commit id (create_pr, merge_pr).") var headSHA: String?
     @Option(help: "Base branch (create_pr, merge_pr).") var base: String?
+    @Option(help: "The Allegro Request that forwarded Hermes' approval prompt (hermes_approve).") var request: String?
+    @Option(name: .customLong("command-sha256"), help: "SHA-256 of the command Hermes asked to run, lowercase hex (hermes_approve).")
+    var commandSHA256: String?
     @Option(help: "Data directory whose approvals.sqlite keeps used nonces.") var data: String?
     @Option(help: "Check as of this time, YYYY-MM-DDTHH:MM:SSZ (default: now).") var now: String?
     @Option(help: "Also publish the verdict to this relay, HOST:PORT (token: $ALLEGRO_PRODUCER_TOKEN).") var publish: String?
@@ -110,8 +113,11 @@ struct Verify: ParsableCommand {
             _ = try verifier.approve(MergePullRequest(repo: need(repo, "--repo"), pull: need(pull, "--pull"), head: need(head, "--head"),
                                                       headSHA: need(headSHA, "--head-sha"), base: need(base, "--base")),
                                      statement: statement, signature: signature, atSeconds: now)
+        case HermesApproval.approvalName:
+            _ = try verifier.approve(HermesApproval(request: need(request, "--request"), commandSHA256: need(commandSHA256, "--command-sha256")),
+                                     statement: statement, signature: signature, atSeconds: now)
         default:
-            throw usage("--action must be create_pr, close_issue or merge_pr, not \(name)")
+            throw usage("--action must be create_pr, close_issue, merge_pr or hermes_approve, not \(name)")
         }
     }
 

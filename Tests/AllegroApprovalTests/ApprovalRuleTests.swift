@@ -64,6 +64,32 @@ import Testing
         }?.check == .expiry)
     }
 
+    @Test func aHermesApprovalIsOfOneRequestAndTheExactCommandItNames() throws {
+        let timmy = try keygen.key("timmy")
+        let hash = String(repeating: "0f", count: 32)
+        let text = statement("hermes_approve", now: now, target: [("request", "hermes-run_0a1b-1"), ("command_sha256", hash)])
+        let signature = try keygen.sign(text, key: "timmy")
+        let verifier = ApprovalVerifier(allowedSigners: try signers([line(timmy)]), nonces: MemoryNonceStore())
+        let other = refusal { () throws(ApprovalRefusal) in
+            _ = try verifier.approve(HermesApproval(request: "hermes-run_0a1b-1", commandSHA256: String(repeating: "1f", count: 32)),
+                                     statement: text, signature: signature, atSeconds: now)
+        }
+        #expect(other != nil, "another command is not approved")
+        let approved = try verifier.approve(HermesApproval(request: "hermes-run_0a1b-1", commandSHA256: hash), statement: text, signature: signature,
+                                            atSeconds: now)
+        #expect(approved.action.commandSHA256 == hash)
+        for (key, value) in [("request", "has space"), ("request", String(repeating: "r", count: 129)), ("command_sha256", String(hash.dropLast())),
+                             ("command_sha256", hash.uppercased())] {
+            let target = [("request", key == "request" ? value : "r-1"), ("command_sha256", key == "command_sha256" ? value : hash)]
+            let bad = refusal { () throws(ApprovalRefusal) in _ = try ApprovalStatement(statement("hermes_approve", now: now, target: target)) }
+            #expect(bad?.check == .statement && bad?.reason.hasPrefix(key) == true, "\(key)=\(value): \(String(describing: bad))")
+        }
+        let withRepo = refusal { () throws(ApprovalRefusal) in
+            _ = try ApprovalStatement(statement("hermes_approve", now: now, target: [("repo", "timmy/home"), ("request", "r-1"), ("command_sha256", hash)]))
+        }
+        #expect(withRepo?.reason.contains("repo does not belong to action hermes_approve") == true, "\(String(describing: withRepo))")
+    }
+
     @Test func expiryHoldsAtReceiptAndAgainAtExecution() throws {
         let timmy = try keygen.key("timmy")
         let verifier = ApprovalVerifier(allowedSigners: try signers([line(timmy)]), nonces: MemoryNonceStore())

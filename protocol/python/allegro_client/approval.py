@@ -7,6 +7,9 @@ and sign it with Timmy's own OpenSSH Ed25519 key.
                             key_path="~/.ssh/id_ed25519")
     made.statement     # "allegro-approval/v1\\naction=merge_pr\\n..."
     made.signature     # "-----BEGIN SSH SIGNATURE-----\\n...-----END SSH SIGNATURE-----\\n"
+    # Let Hermes run one command it asked approval for (the Request's id and exact command text):
+    approval.approve("hermes_approve", request="hermes-run_0123abcd-1",
+                     command_sha256=approval.hash_command("rm -rf build"), key_path="~/.ssh/id_ed25519")
 
 Signing runs `ssh-keygen -Y sign -n allegro-approval -f KEY statement.txt`: Python only passes the
 key's path to ssh-keygen (or to `ssh-keygen -l`, which says the key's type); it never opens, reads
@@ -17,6 +20,7 @@ is checked once more (Ed25519, namespace, sha512) before it is handed out.
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import re
@@ -30,6 +34,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = ["Approval", "ApprovalError", "SigningError", "statement", "parse_statement", "sign", "approve", "main",
+           "hash_command",
            "VERSION_LINE", "NAMESPACE", "AUDIENCE", "FIELD_ORDER", "ACTIONS", "MAX_VALID_FOR", "MAX_STATEMENT_BYTES"]
 
 VERSION_LINE = "allegro-approval/v1"
@@ -42,19 +47,22 @@ MAX_VALID_FOR = timedelta(hours=24)
 MAX_NUMBER = 9223372036854775807
 
 # The global order of keys; every action lists its keys in this order (APPROVAL.md, "Statement").
-FIELD_ORDER: Tuple[str, ...] = ("action", "repo", "issue", "pull", "head", "head_sha", "base", "not_after", "nonce",
-                                "audience")
+FIELD_ORDER: Tuple[str, ...] = ("action", "repo", "issue", "pull", "head", "head_sha", "base", "request",
+                                "command_sha256", "not_after", "nonce", "audience")
 
 ACTIONS: Dict[str, Tuple[str, ...]] = {
     "create_pr": ("action", "repo", "head", "head_sha", "base", "not_after", "nonce", "audience"),
     "close_issue": ("action", "repo", "issue", "not_after", "nonce", "audience"),
     "merge_pr": ("action", "repo", "pull", "head", "head_sha", "base", "not_after", "nonce", "audience"),
+    "hermes_approve": ("action", "request", "command_sha256", "not_after", "nonce", "audience"),
 }
 
 _REPO_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _NUMBER = re.compile(r"[1-9][0-9]*")
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
+_REQUEST = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_COMMAND_SHA256 = re.compile(r"[0-9a-f]{64}")
 _ACTION = re.compile(r"[a-z_]{1,64}")
 _AUDIENCE = re.compile(r"[a-z0-9._-]{1,64}")
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
@@ -136,6 +144,34 @@ def _check_sha(value: object) -> str:
     return value
 
 
+def _check_request(value: object) -> str:
+    if not isinstance(value, str) or not _REQUEST.fullmatch(value):
+        raise ApprovalError("request %r is not a request id: 1 to 128 characters of A-Z a-z 0-9 . _ : -" % (value,))
+    return value
+
+
+def _check_command_sha256(value: object) -> str:
+    if not isinstance(value, str) or not _COMMAND_SHA256.fullmatch(value):
+        hint = " (lowercase, please)" if isinstance(value, str) and _COMMAND_SHA256.fullmatch(value.lower()) else ""
+        raise ApprovalError("command_sha256 %r is not a SHA-256: 64 lowercase hex digits%s" % (value, hint))
+    return value
+
+
+def hash_command(command: Union[str, bytes]) -> str:
+    """The command_sha256 of a command: the SHA-256 of its UTF-8 bytes (of `command` itself if
+    bytes), as 64 lowercase hex digits. Give the text exactly as Allegro's Request shows it."""
+    if isinstance(command, str):
+        try:
+            data = command.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApprovalError("command is not valid UTF-8 text") from None
+    elif isinstance(command, (bytes, bytearray)):
+        data = bytes(command)
+    else:
+        raise ApprovalError("command must be text, not %r" % (command,))
+    return hashlib.sha256(data).hexdigest()
+
+
 def _check_nonce(value: object) -> str:
     if not isinstance(value, str) or not _NONCE.fullmatch(value):
         raise ApprovalError("nonce %r is not 32 lowercase hex digits" % (value,))
@@ -161,12 +197,16 @@ def _utc(name: str, value: datetime) -> datetime:
 
 # -- the statement -----------------------------------------------------------------------------------
 
-def statement(action: str, repo: str, *, issue: Optional[Union[int, str]] = None,
+def statement(action: str, repo: Optional[str] = None, *, issue: Optional[Union[int, str]] = None,
               pull: Optional[Union[int, str]] = None, head: Optional[str] = None, head_sha: Optional[str] = None,
-              base: Optional[str] = None, valid_for: timedelta = timedelta(hours=1),
-              not_after: Optional[datetime] = None, nonce: Optional[str] = None,
-              now: Optional[datetime] = None) -> str:
+              base: Optional[str] = None, request: Optional[str] = None, command_sha256: Optional[str] = None,
+              valid_for: timedelta = timedelta(hours=1), not_after: Optional[datetime] = None,
+              nonce: Optional[str] = None, now: Optional[datetime] = None) -> str:
     """The canonical statement approving `action` on exactly this target.
+
+    The target is the action's fields (ACTIONS): `repo` and `issue`, `pull`, `head`, `head_sha`,
+    `base` for the forge actions; `request` and `command_sha256` (hash_command) for hermes_approve,
+    which takes no repo.
 
     It expires `valid_for` after `now` (rounded down to the second; at most 24 hours), or at
     `not_after` if given (which must lie in (now, now + 24 h]). The nonce is 128 fresh random
@@ -174,7 +214,8 @@ def statement(action: str, repo: str, *, issue: Optional[Union[int, str]] = None
     if action not in ACTIONS:
         raise ApprovalError("action %r is not one of %s" % (action, ", ".join(sorted(ACTIONS))))
     wanted = ACTIONS[action]
-    given = {"issue": issue, "pull": pull, "head": head, "head_sha": head_sha, "base": base}
+    given = {"repo": repo, "issue": issue, "pull": pull, "head": head, "head_sha": head_sha, "base": base,
+             "request": request, "command_sha256": command_sha256}
     for name, value in given.items():
         if name in wanted and value is None:
             raise ApprovalError("%s needs %s" % (action, name))
@@ -183,12 +224,14 @@ def statement(action: str, repo: str, *, issue: Optional[Union[int, str]] = None
 
     values: Dict[str, Optional[str]] = {
         "action": action,
-        "repo": _check_repo(repo),
+        "repo": _check_repo(repo) if repo is not None else None,
         "issue": _check_number("issue", issue) if issue is not None else None,
         "pull": _check_number("pull", pull) if pull is not None else None,
         "head": _check_branch("head", head) if head is not None else None,
         "head_sha": _check_sha(head_sha) if head_sha is not None else None,
         "base": _check_branch("base", base) if base is not None else None,
+        "request": _check_request(request) if request is not None else None,
+        "command_sha256": _check_command_sha256(command_sha256) if command_sha256 is not None else None,
         "not_after": "",
         "nonce": _check_nonce(nonce) if nonce is not None else secrets.token_hex(16),
         "audience": AUDIENCE,
@@ -261,7 +304,8 @@ def parse_statement(text: Union[str, bytes]) -> Dict[str, str]:
         raise ApprovalError("statement: %s takes no %s" % (action, ", ".join(extra)))
     checks: Dict[str, Callable[[str], object]] = {"repo": _check_repo, "head_sha": _check_sha, "nonce": _check_nonce, "not_after": _check_time,
               "issue": lambda value: _check_number("issue", value), "pull": lambda value: _check_number("pull", value),
-              "head": lambda value: _check_branch("head", value), "base": lambda value: _check_branch("base", value)}
+              "head": lambda value: _check_branch("head", value), "base": lambda value: _check_branch("base", value),
+              "request": _check_request, "command_sha256": _check_command_sha256}
     for key, value in fields.items():
         try:
             if key in checks:
@@ -353,13 +397,15 @@ def sign(statement_text: str, key_path: Union[str, "os.PathLike[str]"], ssh_keyg
     return armored
 
 
-def approve(action: str, repo: str, *, key_path: Union[str, "os.PathLike[str]"], issue: Optional[Union[int, str]] = None,
-            pull: Optional[Union[int, str]] = None, head: Optional[str] = None, head_sha: Optional[str] = None,
-            base: Optional[str] = None, valid_for: timedelta = timedelta(hours=1), not_after: Optional[datetime] = None,
-            nonce: Optional[str] = None, now: Optional[datetime] = None, ssh_keygen: str = "ssh-keygen") -> Approval:
+def approve(action: str, repo: Optional[str] = None, *, key_path: Union[str, "os.PathLike[str]"],
+            issue: Optional[Union[int, str]] = None, pull: Optional[Union[int, str]] = None, head: Optional[str] = None,
+            head_sha: Optional[str] = None, base: Optional[str] = None, request: Optional[str] = None,
+            command_sha256: Optional[str] = None, valid_for: timedelta = timedelta(hours=1),
+            not_after: Optional[datetime] = None, nonce: Optional[str] = None, now: Optional[datetime] = None,
+            ssh_keygen: str = "ssh-keygen") -> Approval:
     """statement() and sign() in one call."""
-    text = statement(action, repo, issue=issue, pull=pull, head=head, head_sha=head_sha, base=base,
-                     valid_for=valid_for, not_after=not_after, nonce=nonce, now=now)
+    text = statement(action, repo, issue=issue, pull=pull, head=head, head_sha=head_sha, base=base, request=request,
+                     command_sha256=command_sha256, valid_for=valid_for, not_after=not_after, nonce=nonce, now=now)
     return Approval(text, sign(text, key_path, ssh_keygen=ssh_keygen))
 
 
@@ -372,12 +418,19 @@ def _parser() -> argparse.ArgumentParser:
                     "SSH key. Prints {\"statement\": ..., \"signature\": ...} as JSON, or with --out DIR "
                     "writes DIR/statement.txt and DIR/statement.txt.sig.")
     parser.add_argument("--action", required=True, choices=sorted(ACTIONS))
-    parser.add_argument("--repo", required=True, help="OWNER/NAME")
+    parser.add_argument("--repo", help="OWNER/NAME (create_pr, close_issue, merge_pr)")
     parser.add_argument("--issue", help="the issue number (close_issue)")
     parser.add_argument("--pull", help="the pull request number (merge_pr)")
     parser.add_argument("--head", help="the head branch (create_pr, merge_pr)")
     parser.add_argument("--head-sha", dest="head_sha", help="the head commit, 40 or 64 lowercase hex digits")
     parser.add_argument("--base", help="the base branch (create_pr, merge_pr)")
+    parser.add_argument("--request", metavar="ID",
+                        help="the id of the Allegro Request that forwarded Hermes' prompt (hermes_approve)")
+    command = parser.add_mutually_exclusive_group()
+    command.add_argument("--command-sha256", dest="command_sha256", metavar="HEX",
+                         help="the SHA-256 of the command's UTF-8 bytes, 64 lowercase hex digits (hermes_approve)")
+    command.add_argument("--command", metavar="TEXT",
+                         help="the command exactly as the Request shows it; its SHA-256 is computed (hermes_approve)")
     parser.add_argument("--key", required=True, help="Timmy's Ed25519 key (private, or public with ssh-agent)")
     parser.add_argument("--valid-for", dest="valid_for", type=int, default=60, metavar="MINUTES",
                         help="minutes until the approval expires (1 to 1440, default 60)")
@@ -393,9 +446,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.valid_for <= 1440:
         parser.error("--valid-for %d is not from 1 to 1440 minutes (at most 24 hours)" % args.valid_for)
+    if args.action == "hermes_approve" and args.command is None and args.command_sha256 is None:
+        parser.error("hermes_approve needs command_sha256: give --command-sha256 HEX or --command TEXT")
+    if args.action != "hermes_approve" and args.command is not None:
+        parser.error("%s takes no command (--command is for hermes_approve)" % args.action)
     try:
+        command_sha256 = hash_command(args.command) if args.command is not None else args.command_sha256
         text = statement(args.action, args.repo, issue=args.issue, pull=args.pull, head=args.head,
-                         head_sha=args.head_sha, base=args.base, valid_for=timedelta(minutes=args.valid_for))
+                         head_sha=args.head_sha, base=args.base, request=args.request, command_sha256=command_sha256,
+                         valid_for=timedelta(minutes=args.valid_for))
     except ApprovalError as error:
         parser.error(str(error))
     try:

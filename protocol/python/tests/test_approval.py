@@ -2,6 +2,7 @@
 signatures checked by OpenSSH's own `ssh-keygen -Y verify` and by `allegro approval verify`."""
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -23,18 +24,27 @@ NOW = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=timezone.utc)
 SHA1 = "8d3f0c6a1e2b4d5f60718293a4b5c6d7e8f90123"
 SHA256 = "4f1c" * 16
 NONCE = "5f2c9a1e7b3d4c6f8a0b1c2d3e4f5a6b"
+REQUEST = "hermes-run_0123abcd.ef:42-1"
+ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # SHA-256 of b"abc" (FIPS 180-2)
 
 # The actions table of APPROVAL.md, section 2, written out again here so the module cannot drift from it.
 FIELDS = {
     "create_pr": ["action", "repo", "head", "head_sha", "base", "not_after", "nonce", "audience"],
     "close_issue": ["action", "repo", "issue", "not_after", "nonce", "audience"],
     "merge_pr": ["action", "repo", "pull", "head", "head_sha", "base", "not_after", "nonce", "audience"],
+    "hermes_approve": ["action", "request", "command_sha256", "not_after", "nonce", "audience"],
 }
 TARGETS: Dict[str, Dict[str, Any]] = {
     "create_pr": {"head": "feature/approvals", "head_sha": SHA1, "base": "main"},
     "close_issue": {"issue": 16},
     "merge_pr": {"pull": 42, "head": "feature/approvals", "head_sha": SHA1, "base": "main"},
+    "hermes_approve": {"request": REQUEST, "command_sha256": ABC_SHA256},
 }
+
+
+def target(action: str) -> Dict[str, Any]:
+    """The action's target fields as keyword arguments, with repo for the actions that have one."""
+    return dict({"repo": "timmy/allegro"} if "repo" in FIELDS[action] else {}, **TARGETS[action])
 
 
 def keygen(directory: Path, name: str, kind: str = "ed25519") -> Path:
@@ -97,11 +107,12 @@ def test_each_action_is_written_byte_for_byte_in_the_canonical_form() -> None:
 
 
 def test_the_statement_of_each_action_has_exactly_its_keys_in_the_global_order() -> None:
-    order = ["action", "repo", "issue", "pull", "head", "head_sha", "base", "not_after", "nonce", "audience"]
+    order = ["action", "repo", "issue", "pull", "head", "head_sha", "base", "request", "command_sha256", "not_after",
+             "nonce", "audience"]
     assert list(approval.FIELD_ORDER) == order
     assert sorted(approval.ACTIONS) == sorted(FIELDS)
     for action, keys in FIELDS.items():
-        lines = approval.statement(action, "timmy/allegro", now=NOW, **TARGETS[action]).split("\n")
+        lines = approval.statement(action, now=NOW, **target(action)).split("\n")
         assert lines[0] == "allegro-approval/v1" and lines[-1] == ""
         assert [line.split("=", 1)[0] for line in lines[1:-1]] == keys
         assert keys == sorted(keys, key=order.index)
@@ -149,7 +160,7 @@ def test_not_after_is_now_plus_valid_for_rounded_down_and_at_most_24_hours_ahead
 
 
 BAD_INPUTS = [
-    ({"action": "delete_repo"}, "action 'delete_repo' is not one of close_issue, create_pr, merge_pr"),
+    ({"action": "delete_repo"}, "action 'delete_repo' is not one of close_issue, create_pr, hermes_approve, merge_pr"),
     ({"repo": "timmy"}, "repo 'timmy' is not OWNER/NAME"),
     ({"repo": "timmy/allegro/extra"}, "is not OWNER/NAME"),
     ({"repo": ".hidden/allegro"}, "is not OWNER/NAME"),
@@ -208,6 +219,108 @@ def test_close_issue_takes_no_branch_and_create_pr_takes_no_number() -> None:
         approval.statement("create_pr", "a/b", pull=1, head="x", head_sha=SHA1, base="main", now=NOW)
     with pytest.raises(ApprovalError, match="close_issue needs issue"):
         approval.statement("close_issue", "a/b", now=NOW)
+
+
+def test_repo_stays_the_second_positional_argument_and_may_also_be_given_by_keyword() -> None:
+    positional = approval.statement("close_issue", "o/r", issue=7, nonce=NONCE, now=NOW)
+    assert positional == approval.statement("close_issue", repo="o/r", issue=7, nonce=NONCE, now=NOW)
+    assert approval.parse_statement(positional)["repo"] == "o/r"
+    with pytest.raises(ApprovalError, match="close_issue needs repo"):
+        approval.statement("close_issue", issue=7, now=NOW)
+
+
+# -- hermes_approve ----------------------------------------------------------------------------------
+
+def test_a_hermes_approve_statement_is_written_byte_for_byte_with_its_fields_in_order() -> None:
+    made = approval.statement("hermes_approve", request=REQUEST, command_sha256=ABC_SHA256, nonce=NONCE, now=NOW)
+    assert made.encode("ascii") == (b"allegro-approval/v1\naction=hermes_approve\nrequest=hermes-run_0123abcd.ef:42-1\n"
+                                    b"command_sha256=ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\n"
+                                    b"not_after=2026-03-14T10:26:53Z\nnonce=5f2c9a1e7b3d4c6f8a0b1c2d3e4f5a6b\n"
+                                    b"audience=allegro\n")
+    assert list(approval.parse_statement(made).items()) == [
+        ("action", "hermes_approve"), ("request", REQUEST), ("command_sha256", ABC_SHA256),
+        ("not_after", "2026-03-14T10:26:53Z"), ("nonce", NONCE), ("audience", "allegro")]
+
+
+def test_hash_command_is_the_sha256_of_the_commands_utf8_bytes_in_lowercase_hex() -> None:
+    assert approval.hash_command("abc") == ABC_SHA256 == approval.hash_command(b"abc")
+    assert approval.hash_command("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    command = "rm -rf build/ && echo 'caf\u00e9'\n"
+    assert approval.hash_command(command) == hashlib.sha256(command.encode("utf-8")).hexdigest()
+    assert approval.hash_command(command) != approval.hash_command(command.rstrip("\n"))
+    with pytest.raises(ApprovalError, match="command is not valid UTF-8"):
+        approval.hash_command("rm \udcff")
+
+
+def test_a_request_id_of_128_characters_of_the_whole_alphabet_is_accepted() -> None:
+    request = ("AZaz09._:-" * 13)[:128]
+    fields = approval.parse_statement(approval.statement("hermes_approve", request=request,
+                                                         command_sha256=ABC_SHA256, now=NOW))
+    assert fields["request"] == request and len(request) == 128
+
+
+BAD_HERMES_INPUTS = [
+    ({"request": ""}, "request '' is not a request id: 1 to 128 characters of A-Z a-z 0-9 . _ : -"),
+    ({"request": "r" * 129}, "is not a request id"),
+    ({"request": "hermes run-1"}, "request 'hermes run-1' is not a request id"),
+    ({"request": "hermes/run-1"}, "is not a request id"),
+    ({"request": "hermes-run-1\n"}, "is not a request id"),
+    ({"request": "hermes-run-1\naction=merge_pr"}, "is not a request id"),
+    ({"request": "caf\u00e9"}, "is not a request id"),
+    ({"request": 42}, "request 42 is not a request id"),
+    ({"command_sha256": ABC_SHA256.upper()}, "is not a SHA-256: 64 lowercase hex digits (lowercase, please)"),
+    ({"command_sha256": ABC_SHA256[:-1]},
+     "command_sha256 '%s' is not a SHA-256: 64 lowercase hex digits" % ABC_SHA256[:-1]),
+    ({"command_sha256": ABC_SHA256 + "0"}, "command_sha256 '%s0' is not a SHA-256" % ABC_SHA256),
+    ({"command_sha256": SHA1}, "command_sha256 '%s' is not a SHA-256" % SHA1),
+    ({"command_sha256": "g" * 64}, "is not a SHA-256"),
+    ({"command_sha256": "rm -rf build"}, "command_sha256 'rm -rf build' is not a SHA-256"),
+    ({"request": None}, "hermes_approve needs request"),
+    ({"command_sha256": None}, "hermes_approve needs command_sha256"),
+    ({"repo": "timmy/allegro"}, "hermes_approve takes no repo (its fields: action, request, command_sha256, not_after"),
+    ({"pull": 42}, "hermes_approve takes no pull"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_HERMES_INPUTS, ids=[repr(case[0]) for case in BAD_HERMES_INPUTS])
+def test_a_bad_request_id_or_command_hash_is_refused_with_a_message_naming_the_key(change: Dict[str, Any],
+                                                                                     message: str) -> None:
+    arguments: Dict[str, Any] = {"action": "hermes_approve", "now": NOW, **TARGETS["hermes_approve"]}
+    arguments.update(change)
+    with pytest.raises(ApprovalError) as refused:
+        approval.statement(**arguments)
+    assert message in str(refused.value)
+
+
+def test_the_forge_actions_take_no_request_or_command_hash() -> None:
+    with pytest.raises(ApprovalError, match="close_issue takes no request"):
+        approval.statement("close_issue", "a/b", issue=1, request=REQUEST, now=NOW)
+    with pytest.raises(ApprovalError, match="merge_pr takes no command_sha256"):
+        approval.statement("merge_pr", "a/b", command_sha256=ABC_SHA256, now=NOW, **TARGETS["merge_pr"])
+
+
+HERMES = approval.statement("hermes_approve", nonce=NONCE, now=NOW, **TARGETS["hermes_approve"])
+HERMES_NOT_CANONICAL = [
+    (HERMES.replace("action=hermes_approve\n", "action=hermes_approve\nrepo=timmy/allegro\n"),
+     "hermes_approve takes no repo"),
+    (HERMES.replace("request=%s\n" % REQUEST, ""), "hermes_approve needs request"),
+    (HERMES.replace("request=%s\ncommand_sha256=%s\n" % (REQUEST, ABC_SHA256),
+                    "command_sha256=%s\nrequest=%s\n" % (ABC_SHA256, REQUEST)), "request comes after command_sha256"),
+    (HERMES.replace("command_sha256=%s\n" % ABC_SHA256, "command_sha256=%s\nbase=main\n" % ABC_SHA256),
+     "base comes after command_sha256"),
+    (HERMES.replace("request=" + REQUEST, "request=hermes run"), "request 'hermes run' is not a request id"),
+    (HERMES.replace("command_sha256=" + ABC_SHA256, "command_sha256=" + ABC_SHA256.upper()),
+     "command_sha256 '%s' is not a SHA-256" % ABC_SHA256.upper()),
+    (HERMES.replace("command_sha256=" + ABC_SHA256, "command_sha256=" + SHA1), "is not a SHA-256"),
+]
+
+
+@pytest.mark.parametrize("text, message", HERMES_NOT_CANONICAL, ids=[case[1] for case in HERMES_NOT_CANONICAL])
+def test_parse_statement_refuses_a_hermes_approve_statement_with_a_repo_or_a_bad_value(text: str,
+                                                                                       message: str) -> None:
+    with pytest.raises(ApprovalError) as refused:
+        approval.parse_statement(text)
+    assert str(refused.value).startswith("statement: ") and message in str(refused.value)
 
 
 GOOD = approval.statement("merge_pr", "timmy/allegro", nonce=NONCE, now=NOW, **TARGETS["merge_pr"])
@@ -271,6 +384,30 @@ def test_the_signature_verifies_with_ssh_keygen_in_the_allegro_approval_namespac
     assert ssh_verify(allowed_signers(tmp_path, other), signature, statement.read_bytes()).returncode != 0
 
 
+def test_a_hermes_approve_signed_by_approve_verifies_with_ssh_keygen_and_not_for_another_command(
+        tmp_path: Path) -> None:
+    key = keygen(tmp_path, "timmy")
+    command = "rm -rf build/ && make"
+    made = approval.approve("hermes_approve", request=REQUEST, command_sha256=approval.hash_command(command),
+                            key_path=key, ssh_keygen=SSH_KEYGEN)
+    assert made.fields["command_sha256"] == hashlib.sha256(command.encode()).hexdigest()
+    assert list(made.fields) == FIELDS["hermes_approve"]
+    statement, signature = write_approval(tmp_path, made)
+    signers = allowed_signers(tmp_path, key)
+
+    good = ssh_verify(signers, signature, statement.read_bytes())
+    assert good.returncode == 0, good.stderr
+    assert b'Good "allegro-approval" signature for timmy with ED25519 key ' + fingerprint(key).encode() in good.stdout
+    assert len(blob_of(made.signature)) == 186
+
+    other_command = statement.read_bytes().replace(made.fields["command_sha256"].encode(),
+                                                   approval.hash_command("rm -rf /").encode())
+    assert approval.parse_statement(other_command)["command_sha256"] == approval.hash_command("rm -rf /")
+    assert ssh_verify(signers, signature, other_command).returncode != 0
+    other_request = statement.read_bytes().replace(REQUEST.encode(), b"hermes-run_0123abcd.ef:42-2")
+    assert ssh_verify(signers, signature, other_request).returncode != 0
+
+
 def test_sign_refuses_a_statement_that_is_not_canonical_before_running_ssh_keygen(tmp_path: Path) -> None:
     with pytest.raises(ApprovalError, match="contains a CR"):
         approval.sign(GOOD.replace("\n", "\r\n"), tmp_path / "no-such-key", ssh_keygen="/nonexistent/ssh-keygen")
@@ -312,6 +449,61 @@ def test_allegro_approve_prints_the_statement_and_signature_as_json_without_out(
     assert list(approval.parse_statement(printed["statement"])) == FIELDS["close_issue"]
     statement, signature = write_approval(tmp_path, approval.Approval(printed["statement"], printed["signature"]))
     assert ssh_verify(allowed_signers(tmp_path, key), signature, statement.read_bytes()).returncode == 0
+
+
+def test_allegro_approve_with_command_signs_the_sha256_of_the_command_text(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = keygen(tmp_path, "timmy")
+    command = "git push --force origin feature/x && echo 'd\u00e9j\u00e0 vu'"
+    assert approval.main(["--action", "hermes_approve", "--request", REQUEST, "--command", command,
+                          "--key", str(key), "--ssh-keygen", SSH_KEYGEN]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    fields = approval.parse_statement(printed["statement"])
+    assert list(fields) == FIELDS["hermes_approve"]
+    assert fields["request"] == REQUEST
+    assert fields["command_sha256"] == hashlib.sha256(command.encode("utf-8")).hexdigest()
+    statement, signature = write_approval(tmp_path, approval.Approval(printed["statement"], printed["signature"]))
+    verdict = ssh_verify(allowed_signers(tmp_path, key), signature, statement.read_bytes())
+    assert verdict.returncode == 0, verdict.stderr
+
+
+def test_allegro_approve_with_command_sha256_writes_the_hash_as_given(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = keygen(tmp_path, "timmy")
+    out = tmp_path / "approval"
+    assert approval.main(["--action", "hermes_approve", "--request", REQUEST, "--command-sha256", ABC_SHA256,
+                          "--key", str(key), "--out", str(out), "--ssh-keygen", SSH_KEYGEN]) == 0
+    assert "hermes_approve" in capsys.readouterr().err
+    fields = approval.parse_statement((out / "statement.txt").read_bytes())
+    assert fields["command_sha256"] == ABC_SHA256 and "repo" not in fields
+
+
+HERMES_CLI_ERRORS = [
+    (["--command", "ls", "--command-sha256", ABC_SHA256], "not allowed with argument"),
+    ([], "hermes_approve needs command_sha256: give --command-sha256 HEX or --command TEXT"),
+    (["--command-sha256", ABC_SHA256.upper()], "command_sha256 '%s' is not a SHA-256" % ABC_SHA256.upper()),
+    (["--command", "ls", "--repo", "timmy/allegro"], "hermes_approve takes no repo"),
+]
+
+
+@pytest.mark.parametrize("extra, message", HERMES_CLI_ERRORS, ids=[case[1] for case in HERMES_CLI_ERRORS])
+def test_allegro_approve_hermes_approve_takes_exactly_one_of_command_and_command_sha256_and_no_repo(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: List[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        approval.main(["--action", "hermes_approve", "--request", REQUEST, "--key", str(tmp_path / "key"),
+                       "--ssh-keygen", "/nonexistent/ssh-keygen"] + extra)
+    captured = capsys.readouterr()
+    assert exited.value.code == 2 and captured.out == ""
+    assert message in captured.err
+
+
+def test_allegro_approve_refuses_command_for_a_forge_action(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        approval.main(["--action", "close_issue", "--repo", "a/b", "--issue", "1", "--command", "ls",
+                       "--key", str(tmp_path / "key"), "--ssh-keygen", "/nonexistent/ssh-keygen"])
+    assert exited.value.code == 2
+    assert "close_issue takes no command (--command is for hermes_approve)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kind, named", [("rsa", "RSA"), ("ecdsa", "ECDSA")])
