@@ -139,8 +139,9 @@ actor HermesSessions {
         let hash = SHA256.hash(data: Array(command.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
         let deadline = Int64(Clock.wallNanos / 1_000_000) + Int64(settings.approvalTimeoutMillis)
         queue.update(id) { $0.approvals.append(.init(request: request, command: command, description: description, decision: "pending", why: "asked Timmy")) }
-        guard pending.count < Self.maxPending, command.utf8.count <= Self.maxCommandBytes else {
-            let why = pending.count < Self.maxPending ? "denied: the command is longer than \(Self.maxCommandBytes >> 10) KiB, too long to show Timmy whole"
+        guard gate != nil, pending.count < Self.maxPending, command.utf8.count <= Self.maxCommandBytes else {
+            let why = gate == nil ? "denied: hermes.allowed_signers is empty, so no approval is possible here"
+                : pending.count < Self.maxPending ? "denied: the command is longer than \(Self.maxCommandBytes >> 10) KiB, too long to show Timmy whole"
                 : "denied: \(Self.maxPending) approvals wait already"
             log.log(.warning, "hermes_approval_denied", ["session": id, "request": request, "why": why])
             await answer(runID: runID, session: id, request: request, approve: false, why: why)

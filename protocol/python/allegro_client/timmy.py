@@ -9,6 +9,11 @@ his commands to Gitea through `allegro bridge` (protocol/GITEA.md; at the end of
         await event.commit()
     summary = await bridge.get_session_summary("20261201_190121_d0353d")   # SessionSummary
 
+    # Hermes sessions, run by `allegro bridge` on Hermes' API server (bridge: its HTTP port).
+    sessions = HermesBridge(bridge_url="http://vps1:7402", bridge_token="...")
+    result = await sessions.run_session("Summarise issue 7", operation_id="plan-7-summary")
+    result.answer, result.session_id, result.usage          # HermesResult
+
 `stream_telemetry()` reads every relay at once, each through its own durable subscription (one
 cursor per relay, kept by that relay and keyed by the relay's identity from WELCOME), and merges
 them as batches arrive. A producer that failed over from relay A to relay B resends to B what A
@@ -39,7 +44,8 @@ __all__ = ["HermesBridge", "TelemetryEvent", "SessionSummary", "KindCount", "Pro
            "SessionNotFound", "ControlError", "Gap", "AuthFailed", "UnknownCollector", "CollectorBusy",
            "CollectorError", "ConnectionLost", "CursorUnavailable", "PermanentRelayError", "ProtocolViolation",
            "RelayError", "ShuttingDown", "TransientRelayError", "GiteaBridge", "GiteaBridgeError", "Issue",
-           "IssueComment", "Approval", "read_approval"]
+           "IssueComment", "Approval", "read_approval", "HermesResult", "HermesToolCall", "HermesApproval",
+           "HermesSessionError"]
 
 
 # -- cross-relay duplicates ------------------------------------------------------------------------
@@ -228,6 +234,162 @@ class SessionNotFound(LookupError):
     """No control port asked holds the session (never seen, or removed by retention)."""
 
 
+# -- Hermes sessions, through the bridge -----------------------------------------------------------
+
+HERMES_STATES = ("queued", "running", "completed", "failed", "interrupted")
+HERMES_ENDED = frozenset({"completed", "failed", "interrupted"})
+
+
+@dataclass
+class HermesToolCall:
+    """One tool call of a session, as Hermes reported it: the tool's name, a preview of its
+    arguments, how long it took, and its error (Hermes says only whether it failed: True/False;
+    text when the bridge has it)."""
+
+    tool: str
+    preview: Optional[str] = None
+    duration_ms: Optional[int] = None
+    error: Union[bool, str, None] = None
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "HermesToolCall":
+        if not isinstance(data, dict):
+            raise ValueError("a tool call is a JSON object, not %s" % type(data).__name__)
+        error = data.get("error")
+        return cls(tool=str(data.get("tool") or ""), preview=_optional_text(data, "preview"),
+                   duration_ms=_optional_int(data, "duration_ms"),
+                   error=error if isinstance(error, (bool, str)) or error is None else str(error))
+
+
+@dataclass
+class HermesApproval:
+    """One approval Hermes asked for during a session (a dangerous command): what it was, and what
+    was decided ("deny", or the choice made) and why."""
+
+    command: str
+    description: Optional[str] = None
+    decision: Optional[str] = None
+    why: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Dict[str, Any]) -> "HermesApproval":
+        if not isinstance(data, dict):
+            raise ValueError("an approval is a JSON object, not %s" % type(data).__name__)
+        return cls(command=str(data.get("command") or ""), description=_optional_text(data, "description"),
+                   decision=_optional_text(data, "decision"), why=_optional_text(data, "why"))
+
+
+@dataclass
+class HermesResult:
+    """One Hermes session run for Timmy by `allegro bridge` (its session JSON).
+
+    operation_id: Timmy's id of the session (the bridge runs each id once).
+    status: "queued", "running", "completed", "failed" or "interrupted" (cancelled, or stopped at
+        the bridge's hermes.session_timeout_ms); `ended` is True for the last three.
+    session_id: Hermes' own session id (the `session` of the session's telemetry records); None
+        until Hermes reported it. run_id: the run on Hermes' API server.
+    answer: Hermes' final answer (completed sessions). error: why it failed or was interrupted.
+    usage: tokens by model: {model: {"input_tokens", "output_tokens", "total_tokens"}}.
+    tool_calls, approvals: what Hermes did and asked for, in order.
+    duration_ms: how long it ran; waited_ms: how long it was queued before it started.
+    """
+
+    operation_id: str
+    status: str
+    session_id: Optional[str] = None
+    run_id: Optional[str] = None
+    model: Optional[str] = None
+    answer: Optional[str] = None
+    error: Optional[str] = None
+    usage: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    tool_calls: List[HermesToolCall] = field(default_factory=list)
+    approvals: List[HermesApproval] = field(default_factory=list)
+    duration_ms: Optional[int] = None
+    waited_ms: Optional[int] = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status in HERMES_ENDED
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @classmethod
+    def from_json(cls, data: Any, operation_id: str = "") -> "HermesResult":
+        """From the bridge's session JSON; ValueError when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("a session is a JSON object, not %s" % type(data).__name__)
+        state = data.get("state")
+        if state not in HERMES_STATES:
+            raise ValueError("state: one of %s, not %r" % (", ".join(HERMES_STATES), state))
+        usage_in = data.get("usage") or {}
+        tools_in = data.get("tool_calls") or []
+        approvals_in = data.get("approvals") or []
+        if not isinstance(usage_in, dict) or not isinstance(tools_in, list) or not isinstance(approvals_in, list):
+            raise ValueError("usage is an object, tool_calls and approvals are lists")
+        usage: Dict[str, Dict[str, int]] = {}
+        for model, counts in usage_in.items():
+            if not isinstance(counts, dict):
+                raise ValueError("usage of %r is not an object" % model)
+            usage[str(model)] = {str(key): _int(value, "usage %s %s" % (model, key)) for key, value in counts.items()}
+        identifier = data.get("id")
+        return cls(operation_id=str(identifier) if isinstance(identifier, str) and identifier else operation_id,
+                   status=state, session_id=_optional_text(data, "session_id"), run_id=_optional_text(data, "run_id"),
+                   model=_optional_text(data, "model"), answer=_optional_text(data, "answer"),
+                   error=_optional_text(data, "error"), usage=usage,
+                   tool_calls=[HermesToolCall.from_json(item) for item in tools_in],
+                   approvals=[HermesApproval.from_json(item) for item in approvals_in],
+                   duration_ms=_optional_int(data, "duration_ms"), waited_ms=_optional_int(data, "waited_ms"))
+
+
+def _optional_text(data: Dict[str, Any], key: str) -> Optional[str]:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("%s: text or null, not %r" % (key, value))
+    return value
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError("%s: a number, not %r" % (what, value))
+    return int(value)
+
+
+def _optional_int(data: Dict[str, Any], key: str) -> Optional[int]:
+    value = data.get(key)
+    return None if value is None else _int(value, key)
+
+
+class HermesSessionError(Exception):
+    """The bridge refused or failed a session request, or could not be asked.
+
+    `status` is the HTTP status (400 a wrong request or a model not in hermes.models, 401 a wrong
+    token, 404 no session of that operation id, 409 the operation id was used for another prompt
+    or model, 429 the bridge's queue is full; 502/503/504 were asked again first), or 0 when no
+    answer came or run_session's `timeout` passed. `operation_id` is the session's id: asking again with it is
+    safe (the bridge runs an id at most once). `result` is the session as last seen, if any."""
+
+    def __init__(self, status: int, reason: str, operation_id: Optional[str] = None,
+                 result: Optional[HermesResult] = None) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+        self.operation_id = operation_id
+        self.result = result
+
+    def __str__(self) -> str:
+        return "HTTP %d: %s" % (self.status, self.reason) if self.status else self.reason
+
+
+# The longest wait_ms the bridge takes on GET /v1/hermes/sessions/{id}.
+_HERMES_MAX_WAIT_MS = 60_000
+# The most one session answer may be (an answer, tool previews and approvals).
+_MAX_SESSION_ANSWER = 16 << 20
+
+
 class ControlError(Exception):
     """A control port answered with an error (status and its message), or could not be reached."""
 
@@ -350,18 +512,40 @@ class HermesBridge:
         with more than one relay (one relay never delivers a record twice).
     gaps: also yield `Gap` markers (relay sequences a relay skipped after a crash, or lost to
         retention) from stream_telemetry(); they are always logged and counted in `stats`.
+    bridge_url: the HTTP port of `allegro bridge` ("HOST:PORT" or "http://HOST:PORT"), for
+        run_session, session and cancel_session (the bridge runs Hermes sessions for Timmy on
+        Hermes' API server). With it, `relays` may be empty (no telemetry, sessions only).
+    bridge_token: the bearer token of the bridge's Hermes API (its hermes.command_token; default
+        $ALLEGRO_HERMES_COMMAND_TOKEN).
+    bridge_timeout: seconds for connecting to the bridge and for each read of an answer (beyond
+        the wait asked for). bridge_attempts, bridge_retry_delay: a request that finds the bridge
+        unreachable (refused, reset, closed unanswered, no answer in time) or answered
+        502/503/504 is asked again, at most bridge_attempts times in a row, after
+        bridge_retry_delay, 2 x bridge_retry_delay, ... seconds (at most 5 s). Always with the
+        same operation id, which the bridge runs once, so a retry never starts a second session.
     Other keyword arguments go to each relay's Collector (commit_interval_ms, idle_timeout_ms, ...).
     """
 
-    def __init__(self, relays: Sequence[str], collector: Optional[str] = "timmy", token: Optional[str] = None,
+    def __init__(self, relays: Sequence[str] = (), collector: Optional[str] = "timmy", token: Optional[str] = None,
                  control: Union[str, Sequence[str], None] = None, *, control_token: Optional[str] = None,
                  start: Union[str, int] = "committed", window: int = 4096, dedup_ranges: int = 1024,
                  dedup_producers: int = 100_000, gaps: bool = False, control_timeout: float = 10.0,
+                 bridge_url: Optional[str] = None, bridge_token: Optional[str] = None, bridge_timeout: float = 30.0,
+                 bridge_attempts: int = 6, bridge_retry_delay: float = 0.5,
                  **collector_options: Any):
         if isinstance(relays, str):
             relays = [relays]
-        if not relays:
-            raise ValueError("at least one relay address is needed")
+        if not relays and not bridge_url:
+            raise ValueError("at least one relay address is needed (or bridge_url, for sessions alone)")
+        if bridge_url is not None and _http_address(bridge_url) is None:
+            raise ValueError("bridge_url %r: expected HOST:PORT or http://HOST:PORT" % bridge_url)
+        if bridge_timeout <= 0 or bridge_attempts < 1 or bridge_retry_delay < 0:
+            raise ValueError("bridge_timeout above 0, bridge_attempts at least 1, bridge_retry_delay not negative")
+        self.bridge_url = bridge_url or None
+        self.bridge_token = bridge_token if bridge_token is not None else os.environ.get("ALLEGRO_HERMES_COMMAND_TOKEN")
+        self.bridge_timeout = bridge_timeout
+        self.bridge_attempts = bridge_attempts
+        self.bridge_retry_delay = bridge_retry_delay
         if isinstance(start, int) and not isinstance(start, bool):
             if len(relays) != 1:
                 raise ValueError("a start sequence names a place in one relay's stream: give one relay")
@@ -432,12 +616,16 @@ class HermesBridge:
 
     async def stream_telemetry(self) -> AsyncIterator[TelemetryEvent]:
         """Every event from every relay, once, as it arrives (see the module's notes on order)."""
+        if not self.collectors:
+            raise ValueError("no relay configured: HermesBridge([\"HOST:7400\", ...])")
         await self.start()
         async for event in self._handout.items():
             yield event
 
     async def stream_batches(self) -> AsyncIterator[List[TelemetryEvent]]:
         """The same stream as lists (one relay frame each, duplicates removed): less overhead per event."""
+        if not self.collectors:
+            raise ValueError("no relay configured: HermesBridge([\"HOST:7400\", ...])")
         await self.start()
         async for events in self._handout.lists():
             yield events
@@ -515,6 +703,130 @@ class HermesBridge:
             message = data.get("error", "") if isinstance(data, dict) else ""
             raise ControlError("the control port at %s answered %d: %s" % (base, status, message))
         return SessionSummary.from_json(data, base)
+
+    # -- Hermes sessions run by the bridge ------------------------------------------------
+
+    async def run_session(self, prompt: str, model: Optional[str] = None, *, operation_id: Optional[str] = None,
+                          timeout: Optional[float] = None) -> HermesResult:
+        """Runs `prompt` as one Hermes session through the bridge and returns it once it ended
+        (status completed, failed or interrupted): Hermes' answer, its session id (the `session`
+        of the session's telemetry on stream_telemetry()), usage, tool calls and approvals.
+
+        model: one of the bridge's hermes.models, or None for Hermes' default model.
+        operation_id: Timmy's id of the session (a new uuid4-based one when None). The bridge runs
+            an id once: the same id again, with the same prompt and model, is the same session
+            (also after this call gave up or the connection was lost), so asking again is safe.
+        timeout: seconds to wait for the end; past it, HermesSessionError (status 0, with the
+            session as last seen in `result`). The session goes on: ask session(operation_id)
+            later, or cancel_session(operation_id). None: wait as long as it runs (the bridge
+            stops a session at its hermes.session_timeout_ms).
+
+        Raises HermesSessionError for a refusal (400 a model not allowed, 409 the id was used for
+        another prompt or model, 429 the bridge's queue is full) or a bridge that stays
+        unreachable; ValueError for a wrong argument."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("prompt: the text Hermes is asked, not %r" % (prompt,))
+        if model is not None and not isinstance(model, str):
+            raise ValueError("model: a model name or None, not %r" % (model,))
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout: above 0 seconds, or None")
+        operation = self._operation(operation_id) if operation_id is not None else _new_operation("session")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        result = await self._session_call("POST", "/v1/hermes/sessions", operation,
+                                          {"operation_id": operation, "prompt": prompt, "model": model or ""},
+                                          deadline=deadline)
+        while not result.ended:
+            wait = _HERMES_MAX_WAIT_MS
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise HermesSessionError(0, "session %s is still %s after %g s" % (operation, result.status, timeout),
+                                             operation, result)
+                wait = max(1, min(wait, int(remaining * 1000)))
+            result = await self._session_call("GET", self._session_path(operation, wait), operation, wait_ms=wait,
+                                              deadline=deadline, last=result)
+        return result
+
+    async def session(self, operation_id: str, *, wait_ms: int = 0) -> HermesResult:
+        """The session of `operation_id` as the bridge holds it now (or, with wait_ms up to 60000,
+        once it ended or wait_ms passed). HermesSessionError 404 when the bridge has no such
+        session (never asked, or ended longer ago than its hermes.keep_results_ms)."""
+        operation = self._operation(operation_id)
+        if isinstance(wait_ms, bool) or not isinstance(wait_ms, int) or not 0 <= wait_ms <= _HERMES_MAX_WAIT_MS:
+            raise ValueError("wait_ms: 0 to %d, not %r" % (_HERMES_MAX_WAIT_MS, wait_ms))
+        return await self._session_call("GET", self._session_path(operation, wait_ms), operation, wait_ms=wait_ms)
+
+    async def cancel_session(self, operation_id: str) -> HermesResult:
+        """Cancels the session: a queued one ends at once (interrupted); a running one is stopped
+        through Hermes and becomes interrupted shortly (its status may still say running in the
+        answer: wait with session(operation_id, wait_ms=...)). An ended one is left as it is."""
+        operation = self._operation(operation_id)
+        return await self._session_call("POST", "/v1/hermes/sessions/%s/cancel" % urllib.parse.quote(operation, safe=""),
+                                        operation, {})
+
+    @staticmethod
+    def _operation(operation_id: str) -> str:
+        if not isinstance(operation_id, str) or not operation_id:
+            raise ValueError("operation_id: a non-empty string, not %r" % (operation_id,))
+        return operation_id
+
+    @staticmethod
+    def _session_path(operation: str, wait_ms: int) -> str:
+        return "/v1/hermes/sessions/%s?wait_ms=%d" % (urllib.parse.quote(operation, safe=""), wait_ms)
+
+    async def _session_call(self, method: str, path: str, operation: str, body: Optional[Dict[str, str]] = None, *,
+                            wait_ms: int = 0, deadline: Optional[float] = None,
+                            last: Optional[HermesResult] = None) -> HermesResult:
+        """One request of the bridge's Hermes API, asked again (same operation id, bounded) while the
+        bridge is unreachable or unavailable; the session it answers, or HermesSessionError."""
+        if self.bridge_url is None:
+            raise ValueError("no bridge configured: HermesBridge(..., bridge_url=\"HOST:PORT\")")
+        if not self.bridge_token:
+            raise ValueError("the bridge's Hermes API needs its token: bridge_token= or $ALLEGRO_HERMES_COMMAND_TOKEN")
+        loop = asyncio.get_running_loop()
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
+        what = "%s %s" % (method, path.split("?")[0])
+        error = HermesSessionError(0, "not asked", operation, last)
+        for attempt in range(1, self.bridge_attempts + 1):
+            if attempt > 1:
+                delay = min(self.bridge_retry_delay * 2 ** (attempt - 2), 5.0)
+                if deadline is not None and loop.time() + delay >= deadline:
+                    break
+                await asyncio.sleep(delay)
+            read_timeout = self.bridge_timeout + wait_ms / 1000.0
+            if deadline is not None:
+                read_timeout = min(read_timeout, max(deadline - loop.time(), 0.0) + self.bridge_timeout)
+            try:
+                status, answer = await _http_exchange(self.bridge_url, method, path, self.bridge_token, read_timeout,
+                                                      data, label="bridge", max_bytes=_MAX_SESSION_ANSWER)
+            except asyncio.TimeoutError:
+                # The bridge runs an operation id once: asking again cannot start a second session.
+                error = HermesSessionError(0, "the bridge at %s did not answer %s within %g s"
+                                           % (self.bridge_url, what, read_timeout), operation, last)
+                continue
+            except (OSError, _NoAnswer) as failure:
+                error = HermesSessionError(0, "cannot reach the bridge at %s: %s" % (
+                    self.bridge_url, failure or type(failure).__name__), operation, last)
+                continue
+            except _BadAnswer as failure:
+                raise HermesSessionError(0, str(failure), operation, last) from None
+            try:
+                parsed = json.loads(answer.decode("utf-8")) if answer else None
+            except (UnicodeDecodeError, ValueError):
+                parsed = None
+            if status == 200:
+                try:
+                    return HermesResult.from_json(parsed, operation)
+                except (TypeError, ValueError) as failure:
+                    raise HermesSessionError(200, "the bridge answered %s with no session: %s" % (what, failure),
+                                             operation, last) from None
+            reason = parsed.get("error") if isinstance(parsed, dict) else None
+            error = HermesSessionError(status, str(reason) if reason else "the bridge answered HTTP %d" % status,
+                                       operation, last)
+            if status not in _UNAVAILABLE:
+                raise error
+        raise error
 
 
 # -- Gitea, through the bridge -------------------------------------------------------------------
