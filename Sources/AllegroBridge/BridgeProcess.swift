@@ -109,7 +109,15 @@ public enum BridgeProcess {
                                         commands: giteaCommands, trigger: trigger, health: board, log: log))
         }
         var hermesRoutes: HermesRoutes?
-        if hermes.isOn, let (store, publisher) = outbox {
+        var modelProxy: ModelProxy?
+        if hermes.offersModels, let (store, publisher) = outbox {
+            let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
+            httpClient = client
+            let base = hermes.modelBaseURL.isEmpty ? "http://\(settings.http ?? "127.0.0.1:7402")/v1/model" : hermes.modelBaseURL
+            modelProxy = ModelProxy(settings: hermes, baseURL: base.hasSuffix("/") ? String(base.dropLast()) : base, store: store,
+                                    publisher: publisher, http: client, commandToken: hermes.commandToken.map(Token.init), log: log)
+        }
+        if !hermes.apiURL.isEmpty, let (store, publisher) = outbox {
             let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
             let api = HermesAPIClient(http: client, baseURL: hermes.apiURL.hasSuffix("/") ? String(hermes.apiURL.dropLast()) : hermes.apiURL,
@@ -144,10 +152,10 @@ public enum BridgeProcess {
                 ledger: NotifierLedger(path: settings.dataDirectory + "/notifier.json"),
                 relayHealth: relayHTTP.map { RelayHealthProbe(http: client, url: "http://\($0)/health") },
                 health: notifierHealth, log: log))
-            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, hermes: hermesRoutes, webhook: webhook, log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: notifierHealth, gitea: giteaHealth), commands: commandRoutes, hermes: hermesRoutes, models: modelProxy, webhook: webhook, log: log), at: 0)
         } else {
             log.log(.notice, "notifier_off", ["reason": "bridge.telegram_chat_id is empty"])
-            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, hermes: hermesRoutes, webhook: webhook, log: log), at: 0)
+            services.insert(httpService(settings, health: SharedHealth(notifier: nil, gitea: giteaHealth), commands: commandRoutes, hermes: hermesRoutes, models: modelProxy, webhook: webhook, log: log), at: 0)
         }
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: log.logger))
@@ -168,13 +176,14 @@ public enum BridgeProcess {
     }
 
     private static func httpService(_ settings: BridgeSettings, health: SharedHealth, commands: CommandRoutes?, hermes: HermesRoutes?,
-                                    webhook: GiteaWebhook?, log: EventLog) -> any Service {
+                                    models: ModelProxy?, webhook: GiteaWebhook?, log: EventLog) -> any Service {
         guard let http = settings.http, let address = try? AllegroPosix.SocketAddress(parsing: http) else { return IdleService() }
         var httpLogger = Logger(label: "allegro.http")
         httpLogger.logLevel = max(log.logger.logLevel, .notice)
         let router = Router()
         commands?.add(to: router)
         hermes?.add(to: router)
+        models?.add(to: router)
         webhook?.add(to: router)
         router.get("health") { _, _ in
             let notifier = health.notifier?.current

@@ -19,6 +19,7 @@ import GRDB
 /// - `gitea_cache`: the latest record of each issue and pull request, so Timmy's "issues since"
 ///   is answered while Gitea is slow; forgotten with `gitea_seen`.
 /// - `commands`: Timmy's commands, journaled before their Gitea call (`CommandJournal`).
+/// - `model_keys`: the scoped keys of `provide_model_access` (`ModelKeyStore`).
 public final class BridgeStore: Sendable {
     let pool: DatabasePool
 
@@ -76,6 +77,7 @@ public final class BridgeStore: Sendable {
                                                      number INTEGER NOT NULL, request TEXT NOT NULL, state TEXT NOT NULL,
                                                      result TEXT NOT NULL, made_ms INTEGER NOT NULL, done_ms INTEGER NOT NULL) WITHOUT ROWID;
                 """)
+            try db.execute(sql: Self.modelKeysTable)
             try db.execute(sql: "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', ?)",
                            arguments: [Int64(Clock.wallNanos / 1000)])
         }

@@ -232,6 +232,8 @@ actor HermesSessions {
             return
         }
         queue.update(id) { $0.runID = runID }
+        // Hermes' session id from the start, so Timmy can match the live telemetry to it.
+        if let sessionID = try? await api.status(runID: runID).sessionID { queue.update(id) { $0.sessionID = sessionID } }
         log.log(.info, "hermes_session_started", ["session": id, "run": runID, "model": session.model ?? "(default)"])
         let timeout = Int64(settings.sessionTimeoutMillis)
         let watchdog = Task {

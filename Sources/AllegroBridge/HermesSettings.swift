@@ -27,22 +27,39 @@ public struct HermesSettings: Sendable, Equatable {
     /// own `approvals.timeout` must be longer, or Hermes denies first.
     public var approvalTimeoutMillis = 120_000
 
+    /// `provide_model_access`: the OpenAI-compatible provider the bridge forwards to, with
+    /// Allegro's own key; empty: no model access.
+    public var providerURL = ""
+    /// Allegro's provider key (`ALLEGRO_HERMES_PROVIDER_KEY`): never shown to Timmy, never logged.
+    public var providerKey: String?
+    /// The models a scoped key may be issued for.
+    public var providerModels: [String] = []
+    /// A scoped key's lifetime when Timmy names none; the longest he may ask for is a day.
+    public var modelKeyMillis = 3_600_000
+    static let maxModelKeyMillis = 86_400_000
+    /// The base URL given to Timmy with a key (this bridge's model endpoint as he reaches it);
+    /// empty: `http://` + `bridge.http` + `/v1/model`.
+    public var modelBaseURL = ""
+
+    public var offersModels: Bool { !providerURL.isEmpty }
+
     /// A limit on everything: what Timmy's prompt and Hermes' answers may weigh.
     static let maxPromptBytes = 64 << 10
     static let maxKeptResults = 1_000
 
     public init() {}
 
-    public var isOn: Bool { !apiURL.isEmpty }
+    /// Either half of the duty: sessions (`api_url`) or model access (`provider_url`).
+    public var isOn: Bool { !apiURL.isEmpty || offersModels }
 
     /// `requireKey`: only the bridge needs it (the relay reads the same file and must never hold it).
     public func validate(requireKey: Bool) throws(BridgeSettings.Invalid) {
         guard isOn else { return }
-        guard BridgeSettings.isSafeBaseURL(apiURL) else {
+        if !apiURL.isEmpty, !BridgeSettings.isSafeBaseURL(apiURL) {
             throw BridgeSettings.Invalid(key: "hermes.api_url", value: apiURL,
                                          allowed: "the Hermes API server's URL: https://, or plain http only to a loopback address (its key travels with every request)")
         }
-        if requireKey, apiKey?.isEmpty ?? true {
+        if requireKey, !apiURL.isEmpty, apiKey?.isEmpty ?? true {
             throw BridgeSettings.Invalid(key: "hermes.api_key", value: "(unset)", allowed: "the Hermes API server's key, in ALLEGRO_HERMES_API_KEY or the file")
         }
         if let commandToken, commandToken.utf8.count < 16 || commandToken.utf8.count > 255 {
@@ -55,7 +72,25 @@ public struct HermesSettings: Sendable, Equatable {
                                     ("hermes.approval_timeout_ms", approvalTimeoutMillis, 1_000 ... 86_400_000)] where !range.contains(value) {
             throw BridgeSettings.Invalid(key: key, value: String(value), allowed: "\(range.lowerBound) ... \(range.upperBound)")
         }
-        for model in models where !HermesSessionQueue.isModelName(model) {
+        if offersModels {
+            guard BridgeSettings.isSafeBaseURL(providerURL) else {
+                throw BridgeSettings.Invalid(key: "hermes.provider_url", value: providerURL,
+                                             allowed: "the provider's OpenAI-compatible base URL: https://, or plain http only to a loopback address")
+            }
+            if requireKey, providerKey?.isEmpty ?? true {
+                throw BridgeSettings.Invalid(key: "hermes.provider_key", value: "(unset)", allowed: "Allegro's provider key, in ALLEGRO_HERMES_PROVIDER_KEY or the file")
+            }
+            guard !providerModels.isEmpty else {
+                throw BridgeSettings.Invalid(key: "hermes.provider_models", value: "[]", allowed: "the models a scoped key may be issued for (at least one)")
+            }
+        }
+        guard (60_000 ... Self.maxModelKeyMillis).contains(modelKeyMillis) else {
+            throw BridgeSettings.Invalid(key: "hermes.model_key_ms", value: String(modelKeyMillis), allowed: "60000 ... \(Self.maxModelKeyMillis)")
+        }
+        if !modelBaseURL.isEmpty, !(modelBaseURL.hasPrefix("http://") || modelBaseURL.hasPrefix("https://")) {
+            throw BridgeSettings.Invalid(key: "hermes.model_base_url", value: modelBaseURL, allowed: "http(s)://HOST:PORT/v1/model as Timmy reaches this bridge, or empty")
+        }
+        for model in models + providerModels where !HermesSessionQueue.isModelName(model) {
             throw BridgeSettings.Invalid(key: "hermes.models", value: "\"\(model)\"", allowed: "model names of 1 ... 200 characters of letters, digits, - _ . : /")
         }
     }

@@ -125,6 +125,11 @@ enum SettingsCatalog {
         Setting(key: "hermes.keep_results_ms", kind: .integer(\.hermes.keepResultsMillis)),
         Setting(key: "hermes.allowed_signers", kind: .text(\.hermes.allowedSigners)),
         Setting(key: "hermes.approval_timeout_ms", kind: .integer(\.hermes.approvalTimeoutMillis)),
+        Setting(key: "hermes.provider_url", kind: .text(\.hermes.providerURL)),
+        Setting(key: "hermes.provider_key", kind: .secret(\.hermes.providerKey)),
+        Setting(key: "hermes.provider_models", kind: .list(\.hermes.providerModels)),
+        Setting(key: "hermes.model_key_ms", kind: .integer(\.hermes.modelKeyMillis)),
+        Setting(key: "hermes.model_base_url", kind: .text(\.hermes.modelBaseURL)),
         Setting(key: "supervisor.http", kind: .parsed(parse: { settings, text in
             guard text == "off" || (try? SocketAddress(parsing: text)) != nil else { return "HOST:PORT with a numeric address, or off" }
             settings.supervisor.http = text

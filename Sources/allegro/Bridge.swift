@@ -44,7 +44,11 @@ struct Bridge: AsyncParsableCommand {
                 throw SettingsError(key: "gitea.token", value: "(unset)", source: nil,
                                     allowed: "gitea.url is set, so the bridge needs the bot account's token: ALLEGRO_GITEA_TOKEN or gitea.token")
             }
-            if settings.hermes.isOn, settings.hermes.apiKey?.isEmpty ?? true {
+            if settings.hermes.offersModels, settings.hermes.providerKey?.isEmpty ?? true {
+                throw SettingsError(key: "hermes.provider_key", value: "(unset)", source: nil,
+                                    allowed: "hermes.provider_url is set, so the bridge needs Allegro's provider key: ALLEGRO_HERMES_PROVIDER_KEY or hermes.provider_key")
+            }
+            if !settings.hermes.apiURL.isEmpty, settings.hermes.apiKey?.isEmpty ?? true {
                 throw SettingsError(key: "hermes.api_key", value: "(unset)", source: nil,
                                     allowed: "hermes.api_url is set, so the bridge needs the Hermes API server's key: ALLEGRO_HERMES_API_KEY or hermes.api_key")
             }

@@ -263,20 +263,22 @@ class HermesToolCall:
 
 @dataclass
 class HermesApproval:
-    """One approval Hermes asked for during a session (a dangerous command): what it was, and what
-    was decided ("deny", or the choice made) and why."""
+    """One approval Hermes asked for during a session (a dangerous command): what it was, what was
+    decided ("pending", "approve" or "deny") and why, and the bridge's id of the request."""
 
     command: str
     description: Optional[str] = None
     decision: Optional[str] = None
     why: Optional[str] = None
+    request: Optional[str] = None
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "HermesApproval":
         if not isinstance(data, dict):
             raise ValueError("an approval is a JSON object, not %s" % type(data).__name__)
         return cls(command=str(data.get("command") or ""), description=_optional_text(data, "description"),
-                   decision=_optional_text(data, "decision"), why=_optional_text(data, "why"))
+                   decision=_optional_text(data, "decision"), why=_optional_text(data, "why"),
+                   request=_optional_text(data, "request"))
 
 
 @dataclass
