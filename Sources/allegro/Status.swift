@@ -31,6 +31,7 @@ struct Status: AsyncParsableCommand {
                     if duties.isEmpty { rows.append(["(no duty held by any host answering)", ""]) }
                     text += "\n\n" + Table.render(rows)
                 }
+                if let syncthing = status.syncthing { text += "\n\n" + Self.render(syncthing) }
                 StandardStreams.output(text)
                 return
             }
@@ -86,6 +87,32 @@ struct Status: AsyncParsableCommand {
         var services: [ServiceStatus]
         /// Who holds each duty, with a fleet.
         var duties: [DutyHolder]?
+        /// This host's Syncthing, when watched.
+        var syncthing: Syncthing?
+    }
+
+    /// The supervisor's view of Syncthing (its `/v1/status`, keys from snake case).
+    struct Syncthing: Decodable {
+        struct Peer: Decodable { var name: String; var connected: Bool }
+        struct FolderPeer: Decodable { var name: String; var completionPercent: Double; var lagMs: Int64; var lastCatchUpMs: Int64? }
+        struct Folder: Decodable { var id: String; var state: String; var peers: [FolderPeer] }
+        var up: Bool
+        var peers: [Peer]
+        var folders: [Folder]
+    }
+
+    static func render(_ syncthing: Syncthing) -> String {
+        var rows = [["SYNCTHING", syncthing.up ? "answers" : "DOES NOT ANSWER", "", ""], ["PEER", "CONNECTED", "", ""]]
+        rows += syncthing.peers.map { [$0.name, $0.connected ? "yes" : "NO", "", ""] }
+        rows.append(["FOLDER TO PEER", "STATE", "COMPLETE", "LAG (LAST CATCH-UP)"])
+        for folder in syncthing.folders {
+            for peer in folder.peers {
+                let last = peer.lastCatchUpMs.map { " (\(Table.seconds(Double($0) / 1000)))" } ?? ""
+                rows.append(["\(folder.id) to \(peer.name)", folder.state, "\((peer.completionPercent * 10).rounded() / 10) %",
+                             Table.seconds(Double(peer.lagMs) / 1000) + last])
+            }
+        }
+        return Table.render(rows)
     }
 
     static func render(_ services: [ServiceStatus]) -> String {
