@@ -24,10 +24,13 @@ actor HermesSessions {
     /// How each running session's events said it ended, until `run` finishes it.
     private var outcomes: [String: HermesSessionQueue.State] = [:]
 
-    /// How often a wait looks again, and how often a run's status is read when its event stream
-    /// ended early.
-    static let lookMillis = 25
+    /// How often a run's status is read when its event stream ended early.
     static let statusPollMillis = 500
+    /// Timmy's calls waiting for a session to end, woken when it does (or at their time).
+    private var waiters: [String: [Int: CheckedContinuation<Void, Never>]] = [:]
+    private var nextWaiter = 0
+    /// A limit on everything: calls waiting at once (each holds an HTTP request open).
+    static let maxWaiters = 1_024
 
     /// An approval Hermes asked for, waiting for Timmy.
     struct PendingApproval: Sendable {
@@ -80,11 +83,28 @@ actor HermesSessions {
 
     /// The session once it has ended, or as it is after `waitMillis`.
     func wait(_ id: String, upToMillis waitMillis: Int) async -> HermesSessionQueue.Session? {
-        let deadline = Self.nowMillis + Int64(waitMillis)
-        while let session = queue.sessions[id], !session.state.ended, Self.nowMillis < deadline, !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(Self.lookMillis))
+        guard let session = queue.sessions[id], !session.state.ended, waitMillis > 0,
+              waiters.values.reduce(0, { $0 + $1.count }) < Self.maxWaiters else { return queue.sessions[id] }
+        nextWaiter += 1
+        let token = nextWaiter
+        let timer = Task {
+            try? await Task.sleep(for: .milliseconds(waitMillis))
+            await self.wake(id, token: token)
         }
+        // The closure runs on this actor before it suspends, so the timer cannot wake it first.
+        await withCheckedContinuation { continuation in waiters[id, default: [:]][token] = continuation }
+        timer.cancel()
         return queue.sessions[id]
+    }
+
+    private func wake(_ id: String, token: Int) {
+        waiters[id]?.removeValue(forKey: token)?.resume()
+        if waiters[id]?.isEmpty == true { waiters[id] = nil }
+    }
+
+    /// The session ended: every call waiting for it answers now.
+    private func ended(_ id: String) {
+        for continuation in (waiters.removeValue(forKey: id) ?? [:]).values { continuation.resume() }
     }
 
     func cancel(_ id: String) async throws(CommandError) -> HermesSessionQueue.Session {
@@ -92,6 +112,7 @@ actor HermesSessions {
         case .unknown: throw CommandError(status: 404, reason: "no session \(id) (or it ended long ago and was forgotten)")
         case .dropped:
             log.log(.info, "hermes_session_cancelled", ["session": id, "state": "queued"])
+            ended(id)
             pump()
         case let .stop(runID?):
             log.log(.info, "hermes_session_cancelled", ["session": id, "run": runID])
@@ -229,6 +250,7 @@ actor HermesSessions {
         } catch {
             log.log(.warning, "hermes_session_failed", ["session": id, "reason": error.description])
             queue.end(id, .failed, error: "Hermes did not start the run: \(error.description)", atMillis: Self.nowMillis)
+            ended(id)
             return
         }
         queue.update(id) { $0.runID = runID }
@@ -324,6 +346,7 @@ actor HermesSessions {
         let error = state == .failed && queue.sessions[id]?.error == nil
             ? (status.map { $0.error ?? "the run ended (\($0.status)) without telling how" } ?? "Hermes' API server did not answer about the run") : nil
         queue.end(id, state, error: error, atMillis: Self.nowMillis)
+        ended(id)
         log.log(state == .completed ? .info : .warning, "hermes_session_ended", ["session": id, "state": state.rawValue])
     }
 
