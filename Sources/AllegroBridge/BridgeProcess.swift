@@ -113,8 +113,8 @@ public enum BridgeProcess {
         if hermes.offersModels, let (store, publisher) = outbox {
             let client = httpClient ?? HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .disallow))
             httpClient = client
-            let base = hermes.modelBaseURL.isEmpty ? "http://\(settings.http ?? "127.0.0.1:7402")/v1/model" : hermes.modelBaseURL
-            modelProxy = ModelProxy(settings: hermes, baseURL: base.hasSuffix("/") ? String(base.dropLast()) : base, store: store,
+            let base = hermes.modelBaseURL.isEmpty ? nil : hermes.modelBaseURL.hasSuffix("/") ? String(hermes.modelBaseURL.dropLast()) : hermes.modelBaseURL
+            modelProxy = ModelProxy(settings: hermes, configuredBaseURL: base, store: store,
                                     publisher: publisher, http: client, commandToken: hermes.commandToken.map(Token.init), log: log)
         }
         if !hermes.apiURL.isEmpty, let (store, publisher) = outbox {
@@ -209,6 +209,7 @@ public enum BridgeProcess {
             configuration: .init(address: .hostname(address.hostText, port: Int(address.port)), serverName: "allegro-bridge"),
             onServerRunning: { channel in
                 let bound = channel.localAddress.map { "\($0.ipAddress ?? address.hostText):\($0.port ?? 0)" } ?? http
+                if let local = channel.localAddress { models?.boundBaseURL.set(host: local.ipAddress ?? address.hostText, port: local.port ?? 0) }
                 log.log(.info, "http_listening", ["address": bound])
             },
             logger: httpLogger

@@ -8,6 +8,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// `provide_model_access`: Timmy gets a `ModelEndpoint` (base URL, model, a scoped key, its
 /// expiry) for an OpenAI-compatible endpoint on this bridge, which forwards to the configured
@@ -25,8 +26,20 @@ import NIOCore
 /// log line or a record (an upstream error that repeats it is redacted).
 struct ModelProxy: Sendable {
     let settings: HermesSettings
-    /// What Timmy is given as the base URL.
-    let baseURL: String
+    /// What Timmy is given as the base URL: `hermes.model_base_url`, else the bridge's port as
+    /// bound (known once it listens: `bridge.http` may name port 0).
+    let configuredBaseURL: String?
+    let boundBaseURL = BoundURL()
+
+    /// The base URL as bound, set once the port listens.
+    final class BoundURL: Sendable {
+        private let value = Mutex<String?>(nil)
+        func set(host: String, port: Int) {
+            let shown = host.contains(":") ? "[\(host)]" : host
+            value.withLock { $0 = "http://\(shown):\(port)/v1/model" }
+        }
+        var current: String? { value.withLock { $0 } }
+    }
     let store: BridgeStore
     let publisher: OutboxPublisher
     let http: HTTPClient
@@ -85,7 +98,8 @@ struct ModelProxy: Sendable {
                     throw CommandError(status: 500, reason: "cannot keep the key: \(error)")
                 }
                 log.log(.info, "model_key_issued", ["key_id": id, "model": model, "expires_ms": String(expires)])
-                return GiteaRecords.json(["key_id": id, "base_url": baseURL, "model": model, "key": key,
+                let base = configuredBaseURL ?? boundBaseURL.current ?? ""
+                return GiteaRecords.json(["key_id": id, "base_url": base, "model": model, "key": key,
                                           "expires_at": UTCTimestamp.text(expires / 1000)])
             }
         }
@@ -167,6 +181,11 @@ struct ModelProxy: Sendable {
         guard response.status == .ok else {
             let text = (try? await response.body.collect(upTo: Self.maxErrorBytes)).map { String(buffer: $0) } ?? ""
             log.log(.warning, "model_upstream_refused", ["key_id": key.id, "model": model, "status": String(response.status.code)])
+            // The provider refusing Allegro's own key is Allegro's problem, not Timmy's key's.
+            if response.status == .unauthorized || response.status == .forbidden {
+                return Self.openAIError(502, "the provider refused Allegro's credentials (\(response.status.code)); Timmy's key is fine",
+                                        code: "upstream_auth_failed")
+            }
             return Response(status: .init(code: Int(response.status.code)), headers: [.contentType: "application/json", .cacheControl: "no-store"],
                             body: .init(byteBuffer: ByteBuffer(string: redacted(text))))
         }

@@ -10,7 +10,8 @@ from .collector import (AuthFailed, Collector, CollectorBusy, CollectorError, Co
 from .messages import AllegroAlert, AllegroReport, AllegroRequest, MessageError, Telemetry
 from .producer import BufferFull, Producer, RecordTooLarge, RelayRefused
 from .timmy import (GiteaBridge, GiteaBridgeError, HermesApproval, HermesBridge, HermesResult, HermesSessionError,
-                    HermesToolCall, Issue, IssueComment, read_approval)
+                    HermesToolCall, Issue, IssueComment, ModelAccessKey, ModelEndpoint, PendingHermesApproval,
+                    read_approval)
 from .wire import ProtocolError
 
 __all__ = ["Producer", "BufferFull", "RecordTooLarge", "RelayRefused", "ProtocolError", "Collector", "TelemetryEvent", "Gap",
@@ -18,4 +19,5 @@ __all__ = ["Producer", "BufferFull", "RecordTooLarge", "RelayRefused", "Protocol
            "UnknownCollector", "CursorUnavailable", "CollectorBusy", "ShuttingDown", "ProtocolViolation",
            "ConnectionLost", "Approval", "ApprovalError", "SigningError", "AllegroRequest", "AllegroReport",
            "AllegroAlert", "Telemetry", "MessageError", "GiteaBridge", "GiteaBridgeError", "Issue", "IssueComment",
-           "read_approval", "HermesBridge", "HermesResult", "HermesSessionError", "HermesToolCall", "HermesApproval"]
+           "read_approval", "HermesBridge", "HermesResult", "HermesSessionError", "HermesToolCall", "HermesApproval",
+           "PendingHermesApproval", "ModelEndpoint", "ModelAccessKey"]

@@ -13,6 +13,13 @@ his commands to Gitea through `allegro bridge` (protocol/GITEA.md; at the end of
     sessions = HermesBridge(bridge_url="http://vps1:7402", bridge_token="...")
     result = await sessions.run_session("Summarise issue 7", operation_id="plan-7-summary")
     result.answer, result.session_id, result.usage          # HermesResult
+    for waiting in await sessions.pending_approvals():      # PendingHermesApproval: a command Hermes flagged
+        if looks_fine(waiting.command):
+            await sessions.approve_hermes(waiting.request, command=waiting.command, key_path="~/.ssh/id_ed25519")
+        else:
+            await sessions.deny_hermes(waiting.request)
+    endpoint = await sessions.provide_model_access("gpt-4o-mini", ttl_ms=600_000)   # ModelEndpoint
+    openai.OpenAI(base_url=endpoint.base_url, api_key=endpoint.key)   # a scoped key; revoke_model_access(endpoint.key_id)
 
 `stream_telemetry()` reads every relay at once, each through its own durable subscription (one
 cursor per relay, kept by that relay and keyed by the relay's identity from WELCOME), and merges
@@ -32,9 +39,10 @@ import re
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple, Union
 
+from . import approval as _approval
 from .approval import Approval
 from .collector import (Collector, Gap, TelemetryEvent, _Batch, _Handout, _Inbox, _RelayState, AuthFailed, CollectorBusy,
                         CollectorError, ConnectionLost, CursorUnavailable, PermanentRelayError, ProtocolViolation,
@@ -45,7 +53,7 @@ __all__ = ["HermesBridge", "TelemetryEvent", "SessionSummary", "KindCount", "Pro
            "CollectorError", "ConnectionLost", "CursorUnavailable", "PermanentRelayError", "ProtocolViolation",
            "RelayError", "ShuttingDown", "TransientRelayError", "GiteaBridge", "GiteaBridgeError", "Issue",
            "IssueComment", "Approval", "read_approval", "HermesResult", "HermesToolCall", "HermesApproval",
-           "HermesSessionError"]
+           "HermesSessionError", "PendingHermesApproval", "ModelEndpoint", "ModelAccessKey"]
 
 
 # -- cross-relay duplicates ------------------------------------------------------------------------
@@ -365,14 +373,119 @@ def _optional_int(data: Dict[str, Any], key: str) -> Optional[int]:
     return None if value is None else _int(value, key)
 
 
-class HermesSessionError(Exception):
-    """The bridge refused or failed a session request, or could not be asked.
+@dataclass
+class PendingHermesApproval:
+    """An approval Hermes waits for (GET /v1/hermes/approvals): a command it flagged as dangerous
+    during one of Timmy's sessions, which runs only with Timmy's signed `hermes_approve` of exactly
+    this request and command (approve_hermes) and never after a denial (deny_hermes) or the deadline.
 
-    `status` is the HTTP status (400 a wrong request or a model not in hermes.models, 401 a wrong
-    token, 404 no session of that operation id, 409 the operation id was used for another prompt
-    or model, 429 the bridge's queue is full; 502/503/504 were asked again first), or 0 when no
-    answer came or run_session's `timeout` passed. `operation_id` is the session's id: asking again with it is
-    safe (the bridge runs an id at most once). `result` is the session as last seen, if any."""
+    request: the bridge's id of the request (`hermes-RUN-N`; the session of its allegro.request
+        record and the subject of its hermes_approval_pending alert).
+    session: the operation id of Timmy's session that asked; run_id: its run on Hermes' API server.
+    command: the exact command text; command_sha256: the SHA-256 of its UTF-8 bytes (what is signed).
+    description: why Hermes flagged it. deadline: when no answer becomes a denial (aware, UTC).
+    decision: None while it waits; "approve" or "deny" in the answer to approve_hermes/deny_hermes.
+    """
+
+    request: str
+    session: str
+    run_id: str
+    command: str
+    command_sha256: str
+    description: Optional[str] = None
+    deadline: Optional[datetime] = None
+    decision: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> "PendingHermesApproval":
+        """From the bridge's JSON of one approval; ValueError when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("an approval is a JSON object, not %s" % type(data).__name__)
+        texts = {}
+        for key in ("request", "session", "run_id", "command", "command_sha256"):
+            value = data.get(key)
+            if not isinstance(value, str) or (not value and key != "command"):
+                raise ValueError("%s: text, not %r" % (key, value))
+            texts[key] = value
+        if not re.fullmatch(r"[0-9a-f]{64}", texts["command_sha256"]):
+            raise ValueError("command_sha256: 64 lowercase hex digits, not %r" % texts["command_sha256"])
+        return cls(description=_optional_text(data, "description"), deadline=_time_field(data, "deadline"),
+                   decision=_optional_text(data, "decision"), **texts)
+
+
+@dataclass
+class ModelEndpoint:
+    """Model access for Timmy (provide_model_access): an OpenAI-compatible endpoint on the bridge,
+    `base_url` (as for any OpenAI client: `BASE_URL/chat/completions`, `BASE_URL/models`), for one
+    `model`, with a scoped `key` (the bearer token: `openai.OpenAI(base_url=e.base_url, api_key=e.key)`)
+    that works until `expires_at` (aware, UTC) or until revoke_model_access(key_id). The bridge shows
+    the key once and keeps only its SHA-256; it is left out of repr() so it is not logged by accident."""
+
+    base_url: str
+    model: str
+    key: str = field(repr=False)
+    expires_at: datetime
+    key_id: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ModelEndpoint":
+        """From the bridge's answer to POST /v1/hermes/model-access; ValueError when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError("a model endpoint is a JSON object, not %s" % type(data).__name__)
+        texts = {}
+        for key in ("key_id", "base_url", "model", "key"):
+            value = data.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValueError("%s: missing or not text" % key if key == "key" else "%s: text, not %r" % (key, value))
+            texts[key] = value
+        expires = _time_field(data, "expires_at", required=True)
+        assert expires is not None
+        return cls(base_url=texts["base_url"].rstrip("/"), model=texts["model"], key=texts["key"], expires_at=expires,
+                   key_id=texts["key_id"])
+
+
+@dataclass
+class ModelAccessKey:
+    """One scoped key as the bridge lists it (never the key itself): its models, expiry, state
+    ("valid", "expired" or "revoked") and the usage counted against it (answers and tokens)."""
+
+    key_id: str
+    models: List[str]
+    expires_at: datetime
+    state: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ModelAccessKey":
+        if not isinstance(data, dict):
+            raise ValueError("a key is a JSON object, not %s" % type(data).__name__)
+        key_id, state, models = data.get("key_id"), data.get("state"), data.get("models")
+        if not isinstance(key_id, str) or not key_id:
+            raise ValueError("key_id: text, not %r" % (key_id,))
+        if state not in ("valid", "expired", "revoked"):
+            raise ValueError("state: valid, expired or revoked, not %r" % (state,))
+        if not isinstance(models, list) or not all(isinstance(model, str) for model in models):
+            raise ValueError("models: a list of names, not %r" % (models,))
+        expires = _time_field(data, "expires_at", required=True)
+        assert expires is not None
+        return cls(key_id=key_id, models=list(models), expires_at=expires, state=state,
+                   requests=_optional_int(data, "requests") or 0, input_tokens=_optional_int(data, "input_tokens") or 0,
+                   output_tokens=_optional_int(data, "output_tokens") or 0)
+
+
+class HermesSessionError(Exception):
+    """The bridge's Hermes API refused or failed a request, or could not be asked: sessions,
+    approvals and model access alike.
+
+    `status` is the HTTP status (400 a wrong request or a model not in hermes.models or
+    hermes.provider_models, 401 a wrong token, 403 a refused approval, 404 no session of that
+    operation id, no approval waiting under that request id or no such key, 409 the operation id was
+    used for another prompt or model, 429 the bridge's queue is full; 502/503/504 were asked again
+    first), or 0 when no answer came or run_session's `timeout` passed. For a session,
+    `operation_id` is its id: asking again with it is safe (the bridge runs an id at most once);
+    `result` is the session as last seen, if any. For the other calls both are None."""
 
     def __init__(self, status: int, reason: str, operation_id: Optional[str] = None,
                  result: Optional[HermesResult] = None) -> None:
@@ -516,7 +629,9 @@ class HermesBridge:
         retention) from stream_telemetry(); they are always logged and counted in `stats`.
     bridge_url: the HTTP port of `allegro bridge` ("HOST:PORT" or "http://HOST:PORT"), for
         run_session, session and cancel_session (the bridge runs Hermes sessions for Timmy on
-        Hermes' API server). With it, `relays` may be empty (no telemetry, sessions only).
+        Hermes' API server), Timmy's answers to Hermes' approvals (pending_approvals,
+        approve_hermes, deny_hermes) and model access (provide_model_access, model_access_keys,
+        revoke_model_access). With it, `relays` may be empty (no telemetry, sessions only).
     bridge_token: the bearer token of the bridge's Hermes API (its hermes.command_token; default
         $ALLEGRO_HERMES_COMMAND_TOKEN).
     bridge_timeout: seconds for connecting to the bridge and for each read of an answer (beyond
@@ -766,6 +881,166 @@ class HermesBridge:
         operation = self._operation(operation_id)
         return await self._session_call("POST", "/v1/hermes/sessions/%s/cancel" % urllib.parse.quote(operation, safe=""),
                                         operation, {})
+
+    # -- Hermes' approvals: Timmy's answers ---------------------------------------------------
+
+    async def pending_approvals(self) -> List[PendingHermesApproval]:
+        """The approvals Hermes waits for now, oldest first: each a command it flagged as dangerous
+        in one of Timmy's sessions, held until Timmy answers (approve_hermes, deny_hermes) or its
+        deadline passes (then it is denied)."""
+        answer = await self._api_call("GET", "/v1/hermes/approvals")
+        items = answer.get("approvals")
+        if not isinstance(items, list):
+            raise HermesSessionError(200, "the bridge answered GET /v1/hermes/approvals with no list of approvals")
+        try:
+            return [PendingHermesApproval.from_json(item) for item in items]
+        except ValueError as failure:
+            raise HermesSessionError(200, "the bridge's list of approvals holds one that is not: %s" % failure) from None
+
+    async def approve_hermes(self, request: str, *, key_path: Union[str, "os.PathLike[str]"],
+                             command_sha256: Optional[str] = None, command: Optional[str] = None,
+                             valid_for: timedelta = timedelta(minutes=10),
+                             ssh_keygen: str = "ssh-keygen") -> PendingHermesApproval:
+        """Lets Hermes run the command of the pending approval `request`, once: signs Timmy's
+        `hermes_approve` of exactly that request and command (approval.approve with `key_path`;
+        the key is only passed to ssh-keygen) and gives it to the bridge, which checks it against
+        hermes.allowed_signers and answers Hermes.
+
+        command_sha256: the SHA-256 of the command Timmy approves (as the Request showed it); or
+        command: its exact text, hashed here. With neither, the pending approval is looked up and
+        its command_sha256 signed (whatever command that is: read it first, pending_approvals()).
+        valid_for: the approval's own expiry (it never extends the request's deadline).
+
+        Returns the approval with decision "approve". HermesSessionError 403 when the bridge refuses
+        the approval (another command's hash, a key it does not trust, no hermes.allowed_signers),
+        404 when nothing waits under `request` (answered, past its deadline, never asked);
+        approval.ApprovalError / SigningError when the statement cannot be made or signed."""
+        self._request_id(request)
+        if command is not None:
+            digest = _approval.hash_command(command)
+            if command_sha256 is not None and command_sha256 != digest:
+                raise ValueError("command_sha256 %s is not the SHA-256 of the command given (%s)" % (command_sha256, digest))
+            command_sha256 = digest
+        if command_sha256 is None:
+            found = [item for item in await self.pending_approvals() if item.request == request]
+            if not found:
+                raise HermesSessionError(404, "no approval %s is waiting (answered, past its deadline, or never asked)"
+                                         % request)
+            command_sha256 = found[0].command_sha256
+        loop = asyncio.get_running_loop()
+        # ssh-keygen runs in a thread: the event loop (and Timmy's other work) goes on meanwhile.
+        made = await loop.run_in_executor(None, lambda: _approval.approve(
+            "hermes_approve", request=request, command_sha256=command_sha256, key_path=key_path, valid_for=valid_for,
+            ssh_keygen=ssh_keygen))
+        answer = await self._api_call("POST", "/v1/hermes/approvals/%s/approve" % urllib.parse.quote(request, safe=""),
+                                      {"statement": made.statement, "signature": made.signature})
+        return self._pending(answer, "approve")
+
+    async def deny_hermes(self, request: str) -> PendingHermesApproval:
+        """Denies the pending approval `request` (no signature: denying is always safe); Hermes
+        does not run the command. Returns the approval with decision "deny"; HermesSessionError
+        404 when nothing waits under `request`."""
+        self._request_id(request)
+        answer = await self._api_call("POST", "/v1/hermes/approvals/%s/deny" % urllib.parse.quote(request, safe=""), {})
+        return self._pending(answer, "deny")
+
+    @staticmethod
+    def _request_id(request: str) -> None:
+        if not isinstance(request, str) or not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", request):
+            raise ValueError("request: the approval's request id (1 to 128 of A-Z a-z 0-9 . _ : -), not %r" % (request,))
+
+    @staticmethod
+    def _pending(answer: Dict[str, Any], decision: str) -> PendingHermesApproval:
+        try:
+            decided = PendingHermesApproval.from_json(answer)
+        except ValueError as failure:
+            raise HermesSessionError(200, "the bridge's answer is not the approval: %s" % failure) from None
+        if decided.decision != decision:
+            raise HermesSessionError(200, "the bridge answered decision %r, not %r" % (decided.decision, decision))
+        return decided
+
+    # -- model access ----------------------------------------------------------------------
+
+    async def provide_model_access(self, model: str, *, ttl_ms: Optional[int] = None) -> ModelEndpoint:
+        """A scoped key for `model` (one of the bridge's hermes.provider_models) on the bridge's
+        OpenAI-compatible endpoint, which forwards to the provider with Allegro's own key (never
+        shown to Timmy). ttl_ms: the key's lifetime (the bridge takes 1000 ... 86400000); None: the
+        bridge's hermes.model_key_ms. HermesSessionError 400 for a model not offered or a ttl out
+        of range. Not asked again once the request may have reached the bridge and its answer did
+        not come in time (a key whose answer was lost is never seen by anyone, and expires)."""
+        if not isinstance(model, str) or not model:
+            raise ValueError("model: a model name, not %r" % (model,))
+        if ttl_ms is not None and (isinstance(ttl_ms, bool) or not isinstance(ttl_ms, int) or ttl_ms < 1):
+            raise ValueError("ttl_ms: milliseconds above 0, or None for the bridge's default, not %r" % (ttl_ms,))
+        answer = await self._api_call("POST", "/v1/hermes/model-access",
+                                      {"model": model, "ttl_ms": "" if ttl_ms is None else str(ttl_ms)})
+        try:
+            return ModelEndpoint.from_json(answer)
+        except ValueError as failure:
+            raise HermesSessionError(200, "the bridge's answer is not a model endpoint: %s" % failure) from None
+
+    async def model_access_keys(self) -> List[ModelAccessKey]:
+        """The scoped keys the bridge holds (never a key itself), oldest first, with their state
+        and the usage counted against each."""
+        answer = await self._api_call("GET", "/v1/hermes/model-access")
+        items = answer.get("keys")
+        if not isinstance(items, list):
+            raise HermesSessionError(200, "the bridge answered GET /v1/hermes/model-access with no list of keys")
+        try:
+            return [ModelAccessKey.from_json(item) for item in items]
+        except ValueError as failure:
+            raise HermesSessionError(200, "the bridge's list of keys holds one that is not: %s" % failure) from None
+
+    async def revoke_model_access(self, key_id: str) -> None:
+        """Revokes the key at once (its next request is refused, 401). Revoking a revoked key again
+        is fine; HermesSessionError 404 when the bridge holds no such key."""
+        if not isinstance(key_id, str) or not key_id:
+            raise ValueError("key_id: the key's id (ModelEndpoint.key_id), not %r" % (key_id,))
+        await self._api_call("POST", "/v1/hermes/model-access/%s/revoke" % urllib.parse.quote(key_id, safe=""), {})
+
+    async def _api_call(self, method: str, path: str, body: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+        """One request of the bridge's Hermes API outside sessions: its JSON object, or
+        HermesSessionError. Asked again (bounded, as _session_call) while the bridge is unreachable
+        or answers 502/503/504; a POST whose answer did not come in time is not asked again (the
+        bridge may have done it: an approval then is no longer pending, a key was issued)."""
+        if self.bridge_url is None:
+            raise ValueError("no bridge configured: HermesBridge(..., bridge_url=\"HOST:PORT\")")
+        if not self.bridge_token:
+            raise ValueError("the bridge's Hermes API needs its token: bridge_token= or $ALLEGRO_HERMES_COMMAND_TOKEN")
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8") if body is not None else None
+        what = "%s %s" % (method, path.split("?")[0])
+        error = HermesSessionError(0, "not asked")
+        for attempt in range(1, self.bridge_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(min(self.bridge_retry_delay * 2 ** (attempt - 2), 5.0))
+            try:
+                status, answer = await _http_exchange(self.bridge_url, method, path, self.bridge_token, self.bridge_timeout,
+                                                      data, label="bridge", max_bytes=_MAX_SESSION_ANSWER)
+            except asyncio.TimeoutError:
+                error = HermesSessionError(0, "the bridge at %s did not answer %s within %g s"
+                                           % (self.bridge_url, what, self.bridge_timeout))
+                if method != "GET":
+                    raise error from None
+                continue
+            except (OSError, _NoAnswer) as failure:
+                error = HermesSessionError(0, "cannot reach the bridge at %s: %s" % (
+                    self.bridge_url, failure or type(failure).__name__))
+                continue
+            except _BadAnswer as failure:
+                raise HermesSessionError(0, str(failure)) from None
+            try:
+                parsed = json.loads(answer.decode("utf-8")) if answer else None
+            except (UnicodeDecodeError, ValueError):
+                parsed = None
+            if status == 200:
+                if isinstance(parsed, dict):
+                    return parsed
+                raise HermesSessionError(200, "the bridge answered %s with no JSON object" % what)
+            reason = parsed.get("error") if isinstance(parsed, dict) else None
+            error = HermesSessionError(status, str(reason) if reason else "the bridge answered HTTP %d" % status)
+            if status not in _UNAVAILABLE:
+                raise error
+        raise error
 
     @staticmethod
     def _operation(operation_id: str) -> str:

@@ -10,9 +10,13 @@ from a call counter, so auxiliary calls Hermes may make cannot shift the script)
 
 `filler_bytes` pads every assistant message with that much text, so a conversation's history grows
 fast. `fail_status` makes every completion fail with that HTTP status (an `api_request_error` for
-Hermes). `hold_call=N` holds the Nth completion until `release` is set (`held` is set when it
-arrives), so a test can act while Hermes waits for the model. `GET /v1/models` lists the one model.
-Every completion request body is kept in `requests`, other paths in `other_paths`. Binds 127.0.0.1 only.
+Hermes; `fail_message` is its message). `hold_call=N` holds the Nth completion until `release` is set
+(`held` is set when it arrives), so a test can act while Hermes waits for the model. `GET /v1/models`
+lists the one model. Every completion request body is kept in `requests` and its headers (names in
+lower case) in `headers`, other paths in `other_paths`; `answered` keeps the monotonic time each
+completion's answer was written to the end. A streamed answer's content goes in chunks of
+`chunk_bytes`, with `chunk_delay` seconds between two chunks (to see a proxy pass them on as they
+come). Binds 127.0.0.1 only.
 """
 
 import json
@@ -27,13 +31,19 @@ MODEL = "fake-model"
 class FakeModel:
     def __init__(self, *, tool_path: str, tool_rounds: int = 1, final_text: str = "All done: the notes say hello.",
                  filler_bytes: int = 0, fail_status: Optional[int] = None, hold_call: Optional[int] = None,
-                 hold_timeout: float = 60.0) -> None:
+                 hold_timeout: float = 60.0, fail_message: str = "the fake model is failing on purpose",
+                 chunk_bytes: int = 4096, chunk_delay: float = 0.0) -> None:
         self.tool_path = tool_path
         self.tool_rounds = tool_rounds
         self.final_text = final_text
         self.filler_bytes = filler_bytes
         self.fail_status = fail_status
+        self.fail_message = fail_message
+        self.chunk_bytes = max(1, chunk_bytes)
+        self.chunk_delay = chunk_delay
         self.requests: List[Dict[str, Any]] = []
+        self.headers: List[Dict[str, str]] = []
+        self.answered: List[float] = []
         self.other_paths: List[str] = []
         self.hold_call = hold_call
         self.hold_timeout = hold_timeout
@@ -112,13 +122,14 @@ class FakeModel:
                     return
                 with model.lock:
                     model.requests.append(body)
+                    model.headers.append({name.lower(): value for name, value in self.headers.items()})
                     model.calls += 1
                     number = model.calls
                 if number == model.hold_call:
                     model.held.set()
                     model.release.wait(model.hold_timeout)
                 if model.fail_status is not None:
-                    self._json(model.fail_status, {"error": {"message": "the fake model is failing on purpose",
+                    self._json(model.fail_status, {"error": {"message": model.fail_message,
                                                              "type": "invalid_request_error", "code": "fake_failure"}})
                     return
                 reply = model._reply(body)
@@ -126,6 +137,8 @@ class FakeModel:
                     self._stream(number, body, reply)
                 else:
                     self._whole(number, reply)
+                with model.lock:
+                    model.answered.append(time.monotonic())
 
             def _chunk(self, number: int, delta: Dict[str, Any], finish: Optional[str] = None,
                        usage: Optional[Dict[str, int]] = None) -> bytes:
@@ -145,8 +158,9 @@ class FakeModel:
                 self.end_headers()
                 chunks = [self._chunk(number, {"role": "assistant", "content": ""})]
                 content = reply["content"]
-                for start in range(0, len(content), 4096):
-                    chunks.append(self._chunk(number, {"content": content[start:start + 4096]}))
+                size = model.chunk_bytes
+                for start in range(0, len(content), size):
+                    chunks.append(self._chunk(number, {"content": content[start:start + size]}))
                 if reply["tool_call"] is not None:
                     name, arguments = reply["tool_call"]
                     call = {"index": 0, "id": "call_%d" % number, "type": "function",
@@ -159,7 +173,9 @@ class FakeModel:
                 chunks.append(self._chunk(number, {}, None, {"prompt_tokens": prompt, "completion_tokens": 7,
                                                              "total_tokens": prompt + 7}))
                 chunks.append(b"data: [DONE]\n\n")
-                for chunk in chunks:
+                for index, chunk in enumerate(chunks):
+                    if index and model.chunk_delay > 0:
+                        time.sleep(model.chunk_delay)
                     self.wfile.write(chunk)
                     self.wfile.flush()
                 self.close_connection = True

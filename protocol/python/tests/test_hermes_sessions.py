@@ -1,21 +1,27 @@
-"""HermesBridge's sessions (run_session, session, cancel_session) against a tiny stand-in for the Hermes
-API of `allegro bridge`: what it sends (paths, bearer token, exact body keys, operation ids, wait_ms),
+"""HermesBridge's sessions (run_session, session, cancel_session), Timmy's answers to Hermes' approvals
+(pending_approvals, approve_hermes, deny_hermes) and model access (provide_model_access,
+model_access_keys, revoke_model_access) against a tiny stand-in for the Hermes API of `allegro bridge`: what it sends (paths, bearer token, exact body keys, operation ids, wait_ms),
 how it reads the session JSON into a HermesResult, and the error paths: refusals are
 HermesSessionError at once, an unreachable or unavailable bridge is asked again with the same
 operation id (bounded), run_session's timeout leaves the session running. The real bridge and the
-real Hermes are in test_hermes_sessions_e2e.py."""
+real Hermes are in test_hermes_sessions_e2e.py, the real model endpoint in test_model_access_e2e.py."""
 
 import asyncio
 import json
 import re
+import subprocess
 import urllib.parse
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Dict, List, Tuple, Union
 
 import pytest
 
-from allegro_client import HermesBridge as ExportedHermesBridge, HermesResult as ExportedHermesResult
-from allegro_client.timmy import (HermesApproval, HermesBridge, HermesResult, HermesSessionError, HermesToolCall)
+import allegro_client
+from allegro_client import HermesBridge as ExportedHermesBridge, HermesResult as ExportedHermesResult, approval
+from allegro_client.timmy import (HermesApproval, HermesBridge, HermesResult, HermesSessionError, HermesToolCall,
+                                  ModelAccessKey, ModelEndpoint, PendingHermesApproval)
 
 TOKEN = "hermes-command-token-0123456789"
 
@@ -331,3 +337,248 @@ def test_the_session_json_may_omit_what_it_does_not_know_yet():
     assert HermesResult.from_json({"state": "running"}, "asked").operation_id == "asked"
     tool = HermesToolCall.from_json({"tool": "read_file", "preview": None, "duration_ms": 1.6, "error": "boom"})
     assert tool == HermesToolCall("read_file", None, 1, "boom")
+
+
+# -- Hermes' approvals: Timmy's answers ----------------------------------------------------------------
+
+COMMAND = "rm -rf /tmp/x/victim"
+COMMAND_SHA256 = approval.hash_command(COMMAND)
+REQUEST = "hermes-run_0a1b-1"
+
+
+def waiting(request: str = REQUEST, command: str = COMMAND, **extra: Any) -> Dict[str, Any]:
+    """One approval as GET /v1/hermes/approvals lists it."""
+    value = {"request": request, "session": "plan-7", "run_id": "run_0a1b", "command": command,
+             "description": "delete in root path", "command_sha256": approval.hash_command(command),
+             "deadline": "2026-12-03T10:17:00Z"}
+    value.update(extra)
+    return value
+
+
+@pytest.fixture(scope="module")
+def timmy_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Timmy's Ed25519 key, made with ssh-keygen (approve_hermes only passes its path to ssh-keygen)."""
+    key = tmp_path_factory.mktemp("timmy") / "timmy_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", "timmy"], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True)
+    return key
+
+
+def signed_statement(seen: Seen) -> Dict[str, str]:
+    """The fields of the statement Timmy's approve_hermes sent (its syntax checked), with an armored
+    signature beside it (ssh-keygen verifies one in the next test)."""
+    assert set(seen.body) == {"statement", "signature"}, seen.body
+    assert seen.body["signature"].startswith("-----BEGIN SSH SIGNATURE-----\n")
+    return approval.parse_statement(seen.body["statement"])
+
+
+def test_pending_approvals_lists_what_hermes_waits_for():
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        found = await bridge.pending_approvals()
+        assert found == [PendingHermesApproval(
+            request=REQUEST, session="plan-7", run_id="run_0a1b", command=COMMAND, command_sha256=COMMAND_SHA256,
+            description="delete in root path", deadline=datetime(2026, 12, 3, 10, 17, tzinfo=timezone.utc)),
+            PendingHermesApproval(request="hermes-run_0a1b-2", session="plan-7", run_id="run_0a1b", command="echo ü",
+                                  command_sha256=approval.hash_command("echo ü"), description="delete in root path",
+                                  deadline=datetime(2026, 12, 3, 10, 17, tzinfo=timezone.utc))]
+        assert all(item.decision is None for item in found)
+
+    api = run(lambda seen: (200, {"approvals": [waiting(), waiting("hermes-run_0a1b-2", "echo ü")]}), scenario)
+    (get,) = api.seen
+    assert (get.method, get.path, get.body) == ("GET", "/v1/hermes/approvals", None)
+    assert get.headers["authorization"] == "Bearer " + TOKEN
+
+
+def test_approve_hermes_looks_up_the_command_hash_signs_hermes_approve_and_posts_it(timmy_key: Path):
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        before = datetime.now(timezone.utc).replace(microsecond=0)
+        decided = await bridge.approve_hermes(REQUEST, key_path=timmy_key, valid_for=timedelta(minutes=3))
+        assert isinstance(decided, PendingHermesApproval)
+        assert (decided.request, decided.command, decided.command_sha256, decided.decision) == \
+            (REQUEST, COMMAND, COMMAND_SHA256, "approve")
+        fields = signed_statement(api.seen[-1])
+        assert fields["action"] == "hermes_approve" and fields["request"] == REQUEST
+        assert fields["command_sha256"] == COMMAND_SHA256 and fields["audience"] == "allegro"
+        not_after = datetime.strptime(fields["not_after"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        assert before + timedelta(minutes=3) <= not_after <= before + timedelta(minutes=3, seconds=5)
+
+    def answer(seen: Seen) -> Answer:
+        if seen.method == "GET":
+            return 200, {"approvals": [waiting("hermes-run_0a1b-9", "ls"), waiting()]}
+        return 200, dict(waiting(), decision="approve")
+
+    api = run(answer, scenario)
+    get, post = api.seen
+    assert (get.method, get.path) == ("GET", "/v1/hermes/approvals")
+    assert (post.method, post.path) == ("POST", "/v1/hermes/approvals/%s/approve" % REQUEST)
+    assert post.headers["authorization"] == "Bearer " + TOKEN and post.headers["content-type"] == "application/json"
+    # ssh-keygen's own check of the signature, over the exact statement sent, in Allegro's namespace.
+    signers = timmy_key.parent / "allowed_signers"
+    kind, blob = Path(str(timmy_key) + ".pub").read_text().split()[:2]
+    signers.write_text('timmy namespaces="allegro-approval" %s %s\n' % (kind, blob))
+    signature = timmy_key.parent / "sig"
+    signature.write_text(post.body["signature"])
+    checked = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", "timmy", "-n", "allegro-approval",
+                              "-s", str(signature)], input=post.body["statement"].encode(), capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_approve_hermes_with_a_hash_or_the_command_signs_that_without_asking_what_waits(timmy_key: Path):
+    other = approval.hash_command("rm -rf /")
+
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        await bridge.approve_hermes(REQUEST, key_path=timmy_key, command_sha256=other)
+        await bridge.approve_hermes(REQUEST, key_path=timmy_key, command=COMMAND)
+        with pytest.raises(ValueError, match="not the SHA-256 of the command"):
+            await bridge.approve_hermes(REQUEST, key_path=timmy_key, command=COMMAND, command_sha256=other)
+        with pytest.raises(ValueError, match="request"):
+            await bridge.approve_hermes("hermes run/1", key_path=timmy_key, command_sha256=other)
+        with pytest.raises(approval.ApprovalError, match="valid_for"):
+            await bridge.approve_hermes(REQUEST, key_path=timmy_key, command_sha256=other, valid_for=timedelta(days=2))
+
+    api = run(lambda seen: (200, dict(waiting(), decision="approve")), scenario)
+    assert [s.method for s in api.seen] == ["POST", "POST"], "no lookup, and nothing sent for a wrong argument"
+    assert [signed_statement(s)["command_sha256"] for s in api.seen] == [other, COMMAND_SHA256]
+    nonces = {signed_statement(s)["nonce"] for s in api.seen}
+    assert len(nonces) == 2, "every approval has its own nonce"
+
+
+def test_a_refused_approval_is_403_and_nothing_waiting_is_404_without_signing(timmy_key: Path, tmp_path: Path):
+    refusal = "action: command_sha256 is %s in the statement but %s in the action" % ("a" * 64, COMMAND_SHA256)
+
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        with pytest.raises(HermesSessionError) as refused:
+            await bridge.approve_hermes(REQUEST, key_path=timmy_key, command_sha256="a" * 64)
+        assert (refused.value.status, refused.value.reason) == (403, refusal)
+        # Nothing waits under this id: no signature is made (a key that does not exist is never asked for).
+        with pytest.raises(HermesSessionError) as missing:
+            await bridge.approve_hermes("hermes-run_0a1b-7", key_path=tmp_path / "no-such-key")
+        assert missing.value.status == 404 and "hermes-run_0a1b-7" in missing.value.reason
+        with pytest.raises(HermesSessionError) as gone:
+            await bridge.deny_hermes("hermes-run_0a1b-8")
+        assert gone.value.status == 404 and gone.value.reason == "no approval hermes-run_0a1b-8 is waiting"
+
+    def answer(seen: Seen) -> Answer:
+        if seen.method == "GET":
+            return 200, {"approvals": [waiting()]}
+        if seen.path.endswith("/approve"):
+            return 403, {"error": refusal}
+        return 404, {"error": "no approval hermes-run_0a1b-8 is waiting"}
+
+    api = run(answer, scenario)
+    assert [(s.method, s.path) for s in api.seen] == [
+        ("POST", "/v1/hermes/approvals/%s/approve" % REQUEST), ("GET", "/v1/hermes/approvals"),
+        ("POST", "/v1/hermes/approvals/hermes-run_0a1b-8/deny")], "a refusal is not asked again"
+
+
+def test_deny_hermes_posts_an_empty_object_and_reads_the_decision():
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        denied = await bridge.deny_hermes(REQUEST)
+        assert denied.decision == "deny" and denied.request == REQUEST and denied.command == COMMAND
+        with pytest.raises(HermesSessionError) as odd:
+            await bridge.deny_hermes(REQUEST)
+        assert odd.value.status == 200 and "decision" in odd.value.reason
+
+    answers = iter([(200, dict(waiting(), decision="deny")), (200, dict(waiting(), decision="approve"))])
+    api = run(lambda seen: next(answers), scenario)
+    assert [(s.method, s.path, s.body, s.raw) for s in api.seen][0] == (
+        "POST", "/v1/hermes/approvals/%s/deny" % REQUEST, {}, b"{}")
+
+
+# -- model access ----------------------------------------------------------------------------------
+
+SCOPED_KEY = "allegro-mk-" + "5a" * 24
+ENDPOINT = {"key_id": "mk_0123456789abcdef", "base_url": "http://127.0.0.1:7402/v1/model", "model": "fake-model",
+            "key": SCOPED_KEY, "expires_at": "2026-12-03T11:15:00Z"}
+
+
+def test_provide_model_access_sends_the_model_and_ttl_as_strings_and_hides_the_key_from_repr():
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        endpoint = await bridge.provide_model_access("fake-model")
+        assert isinstance(endpoint, ModelEndpoint)
+        assert (endpoint.key_id, endpoint.base_url, endpoint.model, endpoint.key) == (
+            "mk_0123456789abcdef", "http://127.0.0.1:7402/v1/model", "fake-model", SCOPED_KEY)
+        assert endpoint.expires_at == datetime(2026, 12, 3, 11, 15, tzinfo=timezone.utc)
+        for shown in (repr(endpoint), str(endpoint), repr([endpoint])):
+            assert SCOPED_KEY not in shown and "mk_0123456789abcdef" in shown, shown
+        await bridge.provide_model_access("fake-model", ttl_ms=1000)
+        for wrong in (0, -5, True, 1.5, "1000"):
+            with pytest.raises(ValueError, match="ttl_ms"):
+                await bridge.provide_model_access("fake-model", ttl_ms=wrong)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="model"):
+            await bridge.provide_model_access("")
+
+    api = run(lambda seen: (200, ENDPOINT), scenario)
+    assert [(s.method, s.path) for s in api.seen] == [("POST", "/v1/hermes/model-access")] * 2
+    assert api.seen[0].body == {"model": "fake-model", "ttl_ms": ""}, "\"\" asks for hermes.model_key_ms"
+    assert api.seen[1].body == {"model": "fake-model", "ttl_ms": "1000"}
+    assert all(s.headers["authorization"] == "Bearer " + TOKEN for s in api.seen)
+
+
+def test_an_answer_without_a_key_is_an_error_that_does_not_repeat_the_answer():
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        with pytest.raises(HermesSessionError) as bad:
+            await bridge.provide_model_access("fake-model")
+        assert bad.value.status == 200 and "key" in str(bad.value)
+        with pytest.raises(HermesSessionError) as refused:
+            await bridge.provide_model_access("gpt-unlisted")
+        assert refused.value.status == 400 and "not offered" in refused.value.reason
+
+    answers = iter([(200, dict(ENDPOINT, key=None)),
+                    (400, {"error": "model gpt-unlisted is not offered: hermes.provider_models are fake-model"})])
+    run(lambda seen: next(answers), scenario)
+
+
+def test_model_access_keys_lists_state_and_usage_and_revoke_posts_an_empty_object():
+    keys = {"keys": [{"key_id": "mk_1", "models": ["fake-model"], "expires_at": "2026-12-03T11:15:00Z",
+                      "state": "valid", "requests": 3, "input_tokens": 30, "output_tokens": 21},
+                     {"key_id": "mk_2", "models": ["fake-model"], "expires_at": "2026-12-03T10:15:00Z",
+                      "state": "revoked", "requests": 0, "input_tokens": 0, "output_tokens": 0}]}
+
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        listed = await bridge.model_access_keys()
+        assert listed == [ModelAccessKey("mk_1", ["fake-model"], datetime(2026, 12, 3, 11, 15, tzinfo=timezone.utc),
+                                         "valid", 3, 30, 21),
+                          ModelAccessKey("mk_2", ["fake-model"], datetime(2026, 12, 3, 10, 15, tzinfo=timezone.utc),
+                                         "revoked", 0, 0, 0)]
+        assert await bridge.revoke_model_access("mk_1") is None
+        with pytest.raises(HermesSessionError) as missing:
+            await bridge.revoke_model_access("mk_none")
+        assert missing.value.status == 404 and missing.value.reason == "no key mk_none"
+
+    def answer(seen: Seen) -> Answer:
+        if seen.method == "GET":
+            return 200, keys
+        if "mk_none" in seen.path:
+            return 404, {"error": "no key mk_none"}
+        return 200, {"key_id": "mk_1", "state": "revoked"}
+
+    api = run(answer, scenario)
+    assert [(s.method, s.path, s.body) for s in api.seen] == [
+        ("GET", "/v1/hermes/model-access", None), ("POST", "/v1/hermes/model-access/mk_1/revoke", {}),
+        ("POST", "/v1/hermes/model-access/mk_none/revoke", {})]
+
+
+def test_the_api_calls_are_asked_again_while_the_bridge_is_unreachable_but_a_late_post_is_not():
+    script = iter(["drop", (503, {"error": "restarting"}), (200, {"approvals": []}),
+                   "drop", (200, ENDPOINT),
+                   "hang"])
+
+    async def scenario(bridge: HermesBridge, api: HermesAPI) -> None:
+        assert await bridge.pending_approvals() == []
+        assert (await bridge.provide_model_access("fake-model")).key == SCOPED_KEY
+        with pytest.raises(HermesSessionError) as late:
+            await bridge.provide_model_access("fake-model")
+        assert late.value.status == 0 and "did not answer" in str(late.value)
+
+    api = run(lambda seen: next(script), scenario, bridge_timeout=0.3)
+    assert [s.method for s in api.seen] == ["GET"] * 3 + ["POST"] * 3, "the late POST was not asked again"
+
+
+def test_the_new_types_are_exported():
+    for name in ("PendingHermesApproval", "ModelEndpoint", "ModelAccessKey"):
+        assert name in allegro_client.__all__ and getattr(allegro_client, name).__name__ == name
+    with pytest.raises(ValueError, match="command_sha256"):
+        PendingHermesApproval.from_json(waiting(command_sha256="ABC"))
+    with pytest.raises(ValueError, match="state"):
+        ModelAccessKey.from_json({"key_id": "mk_1", "models": [], "expires_at": "2026-12-03T11:15:00Z", "state": "odd"})

@@ -10,6 +10,12 @@ reported interrupted; with no hermes.allowed_signers every approval Hermes asks 
 so a dangerous command never runs; only Hermes' default model and hermes.models may be asked for. The
 session's telemetry reaches Timmy's stream through the plugin, under Hermes' session id.
 
+Approvals (with hermes.allowed_signers trusting Timmy's real ssh-keygen key): a dangerous command
+waits, told on the stream (an allegro.request and the alert hermes_approval_pending) and listed by
+pending_approvals(); it runs only with Timmy's signed hermes_approve of exactly that request and
+command (approve_hermes), never after deny_hermes, past hermes.approval_timeout_ms, or with an
+approval of another command's hash (refused 403, the request still waiting).
+
 One gateway serves the whole module (it takes seconds to start); each test starts its own bridge
 with the settings it needs. Every wait is bounded; everything started is stopped by its process group."""
 
@@ -26,16 +32,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from allegro_client.timmy import HermesBridge, HermesResult, HermesSessionError
+from allegro_client import approval as approvals
+from allegro_client.timmy import HermesBridge, HermesResult, HermesSessionError, PendingHermesApproval
 from bridge_run import BridgeRun
 from conftest import Relay
 from fake_model import FakeModel
 from hermes_support import HERMES, ONE_TOOL_TURN, hermes_env, make_home, needs_hermes
+from stream_watcher import StreamWatcher
 
 pytestmark = [needs_hermes, pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
                                                reason="ALLEGRO_BIN is not set (the allegro binary with `allegro bridge`)")]
@@ -578,3 +587,239 @@ def test_a_model_not_in_hermes_models_is_refused_and_one_in_it_reaches_the_model
     asked = {name for _, _, _, name in model.seen("#model-yes")}
     assert asked == {OTHER_MODEL}, asked
     assert set(result.usage) == {OTHER_MODEL}, result.usage
+
+
+# -- approvals: Timmy's answer decides ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signer(root: Path) -> Tuple[Path, Path]:
+    """Timmy's Ed25519 key (made with ssh-keygen) and an allowed_signers file trusting it for approvals."""
+    directory = root / "timmy"
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "timmy_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", "timmy"], check=True,
+                   stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    kind, blob = Path(str(key) + ".pub").read_text().split()[:2]
+    signers = directory / "allowed_signers"
+    signers.write_text('timmy namespaces="allegro-approval" %s %s\n' % (kind, blob))
+    return key, signers
+
+
+@pytest.fixture
+def stream(relay: Relay) -> Iterator[StreamWatcher]:
+    """The relay's allegro.* records, read from the earliest by a collector of the test's own."""
+    watcher = StreamWatcher(relay.address)
+    yield watcher
+    watcher.stop()
+
+
+def victim(root: Path, name: str) -> Tuple[Path, Path]:
+    """A directory with a file in it, for Hermes to be asked to delete."""
+    target = root / name
+    target.mkdir(exist_ok=True)
+    (target / "victim").write_text("still here\n")
+    return target, target / "victim"
+
+
+async def wait_pending(timmy: HermesBridge, operation: str, timeout: float = 30) -> PendingHermesApproval:
+    """The approval the session `operation` waits for, once pending_approvals() lists it (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [item for item in await timmy.pending_approvals() if item.session == operation]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("no approval of session %s was pending within %g s" % (operation, timeout))
+
+
+def wait_records(stream: StreamWatcher, test: Any, what: str, count: int = 1, timeout: float = 15) -> List[Any]:
+    """The stream's events for which `test(event)` holds, once there are `count` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [event for event in stream.snapshot() if test(event)]
+        if len(found) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(found) >= count, "%d of %d %s on the stream within %g s; seen: %s" % (
+        len(found), count, what, timeout, [(e.kind, e.session) for e in stream.snapshot()][-20:])
+    return found
+
+
+def alerts(stream: StreamWatcher, request: str, status: str) -> List[Dict[str, Any]]:
+    """The payloads of the hermes_approval_pending alerts about `request` with `status`, waited for."""
+    found = wait_records(stream, lambda e: e.kind == "allegro.alert" and e.session == request
+                         and e.json().get("status") == status, "%s alert about %s" % (status, request))
+    payloads = [event.json() for event in found]
+    assert all(p["alert"] == "hermes_approval_pending" and p["subject"] == request for p in payloads), payloads
+    return payloads
+
+
+def verdicts(stream: StreamWatcher, request: str, verdict: str, count: int = 1) -> List[Dict[str, Any]]:
+    """The allegro.approval verdicts (APPROVAL.md section 8) about `request`, waited for."""
+    found = wait_records(stream, lambda e: e.kind == "allegro.approval"
+                         and (e.json().get("target") or {}).get("request") == request
+                         and e.json().get("verdict") == verdict, "%s verdict about %s" % (verdict, request), count)
+    return [event.json() for event in found]
+
+
+def check_told(stream: StreamWatcher, waiting: PendingHermesApproval, target: Path) -> None:
+    """What Timmy was told of the pending approval: it, as listed, and its Request and alert on the stream."""
+    assert "rm -rf %s" % target in waiting.command, waiting
+    assert waiting.command_sha256 == approvals.hash_command(waiting.command)
+    assert re.fullmatch(r"hermes-.+-1", waiting.request) and waiting.run_id and waiting.run_id in waiting.request
+    assert waiting.description and waiting.decision is None
+    assert waiting.deadline is not None and waiting.deadline > datetime.now(timezone.utc), waiting.deadline
+    (request,) = wait_records(stream, lambda e: e.kind == "allegro.request" and e.session == waiting.request,
+                              "allegro.request for %s" % waiting.request)
+    told = request.json()
+    assert told["type"] == "approval" and told["message"] == "allegro.request", told
+    assert waiting.command in told["question"], told["question"]
+    lines = told["question"].splitlines()
+    assert "request=%s" % waiting.request in lines and "command_sha256=%s" % waiting.command_sha256 in lines, lines
+    (firing,) = alerts(stream, waiting.request, "firing")
+    assert "rm -rf" in firing["summary"], firing
+
+
+def test_timmys_signed_approval_lets_the_dangerous_command_run_once(bridges, signer, stream, root):
+    key, signers = signer
+    bridge = bridges(allowed_signers=str(signers), approval_timeout_ms=30000)
+    target, file = victim(root, "victim-approve")
+
+    async def scenario() -> Tuple[PendingHermesApproval, PendingHermesApproval, List[Any], HermesResult]:
+        timmy = bridge.client()
+        running = asyncio.ensure_future(timmy.run_session("Clean up. [terminal rm -rf %s] #approve" % target,
+                                                          operation_id="e2e-approve", timeout=45))
+        try:
+            waiting = await wait_pending(timmy, "e2e-approve")
+            assert file.exists(), "the command waits for Timmy"
+            await asyncio.get_running_loop().run_in_executor(None, check_told, stream, waiting, target)
+            decided = await timmy.approve_hermes(waiting.request, key_path=key)
+            left = await timmy.pending_approvals()
+            return waiting, decided, left, await running
+        finally:
+            running.cancel()
+
+    waiting, decided, left, result = ask(scenario())
+    assert decided.decision == "approve" and decided.request == waiting.request
+    assert decided.command == waiting.command and decided.command_sha256 == waiting.command_sha256
+    assert waiting.request not in [item.request for item in left], "answered: no longer pending"
+    assert not target.exists(), "the approved command ran"
+    assert result.status == "completed", result
+    assert [(a.request, a.decision) for a in result.approvals] == [(waiting.request, "approve")], result.approvals
+    assert result.approvals[0].why and "approved" in result.approvals[0].why, result.approvals
+    assert result.answer and result.answer.startswith("Tool said:") and "BLOCKED" not in result.answer, result.answer
+    (resolved,) = alerts(stream, waiting.request, "resolved")
+    assert "Approved" in resolved["summary"], resolved
+    for accepted in verdicts(stream, waiting.request, "accepted"):
+        assert accepted["action"] == "hermes_approve" and accepted["signer"] == "timmy", accepted
+        assert accepted["target"] == {"request": waiting.request, "command_sha256": waiting.command_sha256}, accepted
+    # The same request cannot be approved twice: nothing waits under it now.
+    status, answer = bridge.call("POST", "/v1/hermes/approvals/%s/deny" % waiting.request, {})
+    assert status == 404, (status, answer)
+
+
+def test_timmys_denial_stops_the_dangerous_command(bridges, signer, stream, root):
+    _, signers = signer
+    bridge = bridges(allowed_signers=str(signers), approval_timeout_ms=30000)
+    target, file = victim(root, "victim-deny")
+
+    async def scenario() -> Tuple[PendingHermesApproval, PendingHermesApproval, HermesResult]:
+        timmy = bridge.client()
+        running = asyncio.ensure_future(timmy.run_session("Clean up. [terminal rm -rf %s] #deny" % target,
+                                                          operation_id="e2e-deny", timeout=45))
+        try:
+            waiting = await wait_pending(timmy, "e2e-deny")
+            await asyncio.get_running_loop().run_in_executor(None, check_told, stream, waiting, target)
+            decided = await timmy.deny_hermes(waiting.request)
+            return waiting, decided, await running
+        finally:
+            running.cancel()
+
+    waiting, decided, result = ask(scenario())
+    assert decided.decision == "deny" and decided.request == waiting.request
+    assert file.read_text() == "still here\n", "the denied command did not run"
+    assert result.status == "completed", result
+    assert [(a.request, a.decision, a.why) for a in result.approvals] == [
+        (waiting.request, "deny", "denied by Timmy")], result.approvals
+    assert result.answer and "BLOCKED" in result.answer, result.answer
+    (resolved,) = alerts(stream, waiting.request, "resolved")
+    assert "Denied" in resolved["summary"], resolved
+
+
+def test_no_answer_by_the_approval_timeout_is_a_denial(bridges, signer, stream, root):
+    key, signers = signer
+    bridge = bridges(allowed_signers=str(signers), approval_timeout_ms=1500)
+    target, file = victim(root, "victim-timeout")
+
+    async def scenario() -> Tuple[PendingHermesApproval, float, HermesResult, List[PendingHermesApproval]]:
+        timmy = bridge.client()
+        running = asyncio.ensure_future(timmy.run_session("Clean up. [terminal rm -rf %s] #approval-timeout" % target,
+                                                          operation_id="e2e-approval-timeout", timeout=45))
+        try:
+            waiting = await wait_pending(timmy, "e2e-approval-timeout")
+            seen = time.monotonic()
+            result = await running
+            return waiting, time.monotonic() - seen, result, await timmy.pending_approvals()
+        finally:
+            running.cancel()
+
+    waiting, waited, result, left = ask(scenario())
+    assert file.read_text() == "still here\n", "the unanswered command did not run"
+    assert waiting.deadline is not None and waiting.deadline <= datetime.now(timezone.utc)
+    assert waited >= 1.0, "the session went on only at the deadline (%.2f s after the approval was seen)" % waited
+    assert waiting.request not in [item.request for item in left]
+    assert result.status == "completed", result
+    assert [(a.request, a.decision) for a in result.approvals] == [(waiting.request, "deny")], result.approvals
+    assert "no answer from Timmy" in (result.approvals[0].why or ""), result.approvals
+    assert result.answer and "BLOCKED" in result.answer, result.answer
+    (resolved,) = alerts(stream, waiting.request, "resolved")
+    assert "no answer from Timmy" in resolved["summary"], resolved
+    # Too late: an approval now is refused, as there is nothing left to approve.
+    with pytest.raises(HermesSessionError) as late:
+        ask(bridge.client().approve_hermes(waiting.request, key_path=key, command_sha256=waiting.command_sha256))
+    assert late.value.status == 404, late.value
+
+
+def test_an_approval_signed_for_another_command_is_refused_and_the_request_stays_pending(bridges, signer, stream,
+                                                                                           root):
+    key, signers = signer
+    bridge = bridges(allowed_signers=str(signers), approval_timeout_ms=30000)
+    target, file = victim(root, "victim-other-hash")
+    other = approvals.hash_command("rm -rf /")
+
+    async def scenario() -> Tuple[PendingHermesApproval, HermesSessionError, List[PendingHermesApproval],
+                                  HermesSessionError, HermesResult]:
+        timmy = bridge.client()
+        running = asyncio.ensure_future(timmy.run_session("Clean up. [terminal rm -rf %s] #other-hash" % target,
+                                                          operation_id="e2e-other-hash", timeout=45))
+        try:
+            waiting = await wait_pending(timmy, "e2e-other-hash")
+            with pytest.raises(HermesSessionError) as refused:
+                await timmy.approve_hermes(waiting.request, key_path=key, command_sha256=other)
+            still = await timmy.pending_approvals()
+            # Signed by a key hermes.allowed_signers does not hold: refused too.
+            stranger = root / "stranger"
+            stranger.mkdir(exist_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger / "key"), "-C", "eve"],
+                           check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+            with pytest.raises(HermesSessionError) as untrusted:
+                await timmy.approve_hermes(waiting.request, key_path=stranger / "key")
+            assert file.exists(), "nothing ran while the request waited"
+            await timmy.deny_hermes(waiting.request)
+            return waiting, refused.value, still, untrusted.value, await running
+        finally:
+            running.cancel()
+
+    waiting, refused, still, untrusted, result = ask(scenario())
+    assert refused.status == 403, refused
+    assert other in refused.reason and waiting.command_sha256 in refused.reason, refused.reason
+    assert [item.request for item in still if item.session == "e2e-other-hash"] == [waiting.request], \
+        "a refused approval leaves the request pending"
+    assert untrusted.status == 403, untrusted
+    assert file.read_text() == "still here\n", "the command never ran"
+    assert [(a.request, a.decision) for a in result.approvals] == [(waiting.request, "deny")], result.approvals
+    refusals = verdicts(stream, waiting.request, "refused", count=2)
+    assert len(refusals) == 2 and "action" in {r.get("check") for r in refusals}, refusals
+    assert any(r["target"]["command_sha256"] == other for r in refusals), refusals
