@@ -550,7 +550,7 @@ def report(args: argparse.Namespace, started_at: time.struct_time, load_start: T
     out.append(stat_row("**B - A, paired per round**", paired(a_total, b_total)))
     out.append(stat_row("B: the bridge's own duration_ms (its run's start to its end)",
                         present([s.bridge_duration_ms for s in b_sessions])))
-    out.append(stat_row("B minus its duration_ms (Timmy's two calls, the queue, the wait loop's lag)",
+    out.append(stat_row("B minus its duration_ms (Timmy's two calls, the queue, the wake-up)",
                         [s.total_ms - s.bridge_duration_ms for s in b_sessions
                          if s.total_ms is not None and s.bridge_duration_ms is not None]))
     for name, label in (("started", "A: POST /v1/runs answered"), ("run_event", "A: run.completed arrived"),
@@ -600,7 +600,6 @@ def reading(a_sessions: List[SessionSample], b_sessions: List[SessionSample], a_
     lines = ["What B adds, read from `HermesSessions.swift`, `HermesAPIClient.swift`, `HermesRoutes.swift` and "
              "`ModelProxy.swift` (not changed here):", ""]
     if diff and durations and outside:
-        look = 25.0
         lines.append(
             "- **Sessions**: B - A p50 %s ms, mean %s ms, on sessions whose own time is Hermes' (A p50 %s ms with a "
             "model that answers in about 1 ms; %s model call(s) per session). Inside the bridge, its run (POST "
@@ -608,17 +607,16 @@ def reading(a_sessions: List[SessionSample], b_sessions: List[SessionSample], a_
             "byte by byte, one JSONSerialization per event; GET /v1/runs/{id} after the stream ends) took p50 %s ms "
             "(`duration_ms`, whole ms): level with A, so the extra status call (made while Hermes runs; its events "
             "wait in Hermes' queue meanwhile) and the SSE parsing cost nothing this run can see. The difference is "
-            "outside the run: B minus `duration_ms` is mean %s ms (min %s, max %s). Of that, the wait loop accounts "
-            "for %g ms on average: `HermesSessions.wait` looks at the session every %g ms (`lookMillis`), so the "
-            "end is seen 0 to %g ms late; the rest, about %s ms, is Timmy's POST and GET to the bridge (a new "
-            "connection each), the queue's `pump()` starting the run in a new Task, and the answer's JSON. A wait "
-            "woken when the session ends (a continuation per waiter) would take the %g ms off; against sessions "
+            "outside the run: B minus `duration_ms` is mean %s ms (min %s, max %s): Timmy's POST and GET to the "
+            "bridge (a new connection each), the queue's `pump()` starting the run in a new Task, the answer's "
+            "JSON, and the rounding of `duration_ms` to whole ms. The GET that waits is woken when the session "
+            "ends (`HermesSessions.wait`, a continuation per waiter; an earlier build looked every 25 ms and "
+            "added 12 ms on average). Against sessions "
             "that last seconds to minutes it is noise. The tail of B - A (p99 %s ms, min %s ms) is Hermes' own spread "
             "from run to run, not the bridge's: A alone ranged %s to %s ms, the bridge's `duration_ms` %s to %s ms." % (
                 fmt(percentile(diff, 0.5)), fmt(statistics.mean(diff)), fmt(percentile(present(a_total), 0.5)),
                 "/".join(str(n) for n in sorted(set(calls_per_session["A"] + calls_per_session["B"]))) or "?",
                 fmt(percentile(durations, 0.5)), fmt(statistics.mean(outside)), fmt(min(outside)), fmt(max(outside)),
-                look / 2, look, look, fmt(statistics.mean(outside) - look / 2), look / 2,
                 fmt(percentile(diff, 0.99)), fmt(min(diff)), fmt(min(present(a_total))), fmt(max(present(a_total))),
                 fmt(min(durations)), fmt(max(durations))))
     if first and a_first:
