@@ -33,8 +33,9 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var collectorBufferBytes = 1 << 20
     /// Threads that read the spill for collectors catching up, shared by all of them.
     public var replayThreads = 2
-    /// Most time between a spilled block's write and its fsync (group commit); acks wait for it.
-    public var spillFsyncIntervalMillis = 5
+    /// Least time between two spill fsyncs (group commit); acks wait for it. 0: each fsync as
+    /// soon as the disk is free, batching what arrived during the last (BENCHMARKS.md, "Acks").
+    public var spillFsyncIntervalMillis = 0
     /// A segment file is sealed past this size and a new one started.
     public var spillSegmentBytes = 64 << 20
     /// Uncompressed bytes of records per spill block.

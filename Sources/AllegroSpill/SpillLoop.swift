@@ -14,6 +14,15 @@ final class SpillLoop: @unchecked Sendable {
     let settings: SpillSettings
     let blockBytes: Int
     let fsyncIntervalNanos: UInt64
+    /// The longest the loop writes blocks without an fsync while it is behind the ring (a burst):
+    /// the interval, or with no interval (0: commit as soon as the disk is free) this bound, so a
+    /// burst is written whole and fsync'd once instead of once per block.
+    let burstSyncNanos: UInt64
+    /// Collectors' commits are saved at most this often (and at least within it): the interval,
+    /// at least `minCursorSaveNanos`, so no interval does not mean a SQLite write per loop.
+    let cursorSaveNanos: UInt64
+    static let maxBurstNanos: UInt64 = 5_000_000
+    static let minCursorSaveNanos: UInt64 = 5_000_000
 
     var next: UInt64
     var lastWritten: UInt64
@@ -44,6 +53,8 @@ final class SpillLoop: @unchecked Sendable {
                              level: Int32(settings.compressionLevel))
         blockBytes = settings.blockBytes
         fsyncIntervalNanos = UInt64(settings.fsyncIntervalMillis) * 1_000_000
+        burstSyncNanos = fsyncIntervalNanos > 0 ? fsyncIntervalNanos : Self.maxBurstNanos
+        cursorSaveNanos = max(fsyncIntervalNanos, Self.minCursorSaveNanos)
         next = gate.next
         lastWritten = pipeline.writtenThrough.load(ordering: .relaxed)
         lastSynced = lastWritten
@@ -55,13 +66,16 @@ final class SpillLoop: @unchecked Sendable {
             var now = Clock.monotonicNanos
             // Commits are saved within an fsync interval, whatever the spill is doing (even
             // while its disk writes fail): COMMITTED waits for this save.
-            if now - lastCursorSaveAt >= fsyncIntervalNanos && pipeline.hasDirtyCursors { saveCursors() }
+            if now - lastCursorSaveAt >= cursorSaveNanos && pipeline.hasDirtyCursors { saveCursors() }
             if next < head {
                 // Group commit, on the leading edge: records that find the last fsync at least an
                 // interval old are written and fsync'd at once (a trickle waits only for its own
                 // fsync: collectors other than live ones are given records only after it); records
                 // arriving sooner gather until the interval since that fsync is up (or a block is
                 // full), so the disk sees at most one fsync per interval however fast records come.
+                // With no interval (0) nothing waits: records that arrived during an fsync are
+                // written together after it, and a burst is written whole (up to `burstSyncNanos`)
+                // before its one fsync, as PostgreSQL commits with no commit delay.
                 let sinceSync = now - lastSyncAt
                 if sinceSync < fsyncIntervalNanos && !pipeline.isStopping && !blockIsDue(head: head) {
                     // A plain nap, not the wake-up flag: records arriving in the window must not
@@ -75,7 +89,7 @@ final class SpillLoop: @unchecked Sendable {
                 }
                 now = Clock.monotonicNanos
             }
-            if lastWritten > lastSynced && (next == ring.head || now - lastSyncAt >= fsyncIntervalNanos) {
+            if lastWritten > lastSynced && (next == ring.head || now - lastSyncAt >= burstSyncNanos) {
                 guard groupCommit() else {
                     Clock.sleep(nanos: 200_000_000)
                     continue
@@ -105,7 +119,7 @@ final class SpillLoop: @unchecked Sendable {
                 }
                 // A commit that came too soon after the last cursor save is saved when the
                 // interval is up, not after a full nap.
-                let dueAt = lastCursorSaveAt + fsyncIntervalNanos, napStart = Clock.monotonicNanos
+                let dueAt = lastCursorSaveAt + cursorSaveNanos, napStart = Clock.monotonicNanos
                 var millis: Int32 = 100
                 if pipeline.hasDirtyCursors {
                     millis = dueAt > napStart ? min(Int32(clamping: (dueAt - napStart) / 1_000_000 + 1), 100) : 0

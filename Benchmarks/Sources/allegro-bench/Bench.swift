@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allegro-bench",
         abstract: "Measure Allegro's lag and throughput against direct TCP, nats-server and redis-server.",
-        subcommands: [Paced.self, Throughput.self, Outage.self, Crash.self, All.self])
+        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, All.self])
 }
 
 struct Common: ParsableArguments {
@@ -29,10 +29,14 @@ struct Common: ParsableArguments {
             switch name {
             case "allegro": return AllegroPeer(binary: binary)
             case "allegro-live": return AllegroPeer(binary: binary, live: true)
+            // allegro-commitN: spill_fsync_interval_ms=N (0: the group commit as soon as the disk
+            // is free), for A/B beside the default.
+            case let variant where variant.hasPrefix("allegro-commit") && Int(variant.dropFirst(14)) != nil:
+                return AllegroPeer(binary: binary, extra: ["--set", "spill_fsync_interval_ms=\(variant.dropFirst(14))"], name: String(variant))
             case "direct": return DirectPeer()
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
-            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, direct, nats, redis")
+            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-commitN (N: spill_fsync_interval_ms), direct, nats, redis")
             }
         }
     }
@@ -88,6 +92,31 @@ struct Throughput: ParsableCommand {
     }
 }
 
+struct Acks: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Producer ACK latency at fixed rates, from the scheduled send time, beside a write+fdatasync loop on the same disk.")
+    @OptionGroup var common: Common
+    @Option(help: "Rates in records/s, comma-separated.") var rates = "100,10000"
+    @Option(help: "Seconds per rate.") var seconds = 5.0
+    @Option(help: "Allegro variants, comma-separated: allegro, allegro-commitN (spill_fsync_interval_ms=N).") var peers = "allegro"
+    @Option(help: "Rounds: each runs every variant once, in turn (interleaved A/B).") var rounds = 1
+
+    func run() throws {
+        let scratch = try common.scratch()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        var results: [Measurement] = []
+        for _ in 0 ..< rounds {
+            for rate in rates.split(separator: ",").compactMap({ Int($0) }) {
+                results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch))
+                for case let peer as AllegroPeer in try common.peers(peers) {
+                    results.append(try Scenarios.acks(peer, rate: rate, seconds: seconds, size: common.size, scratch: scratch))
+                }
+            }
+        }
+        common.report(results)
+    }
+}
+
 struct Outage: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Collector away under load, then catch-up from the spill.")
     @OptionGroup var common: Common
@@ -130,6 +159,10 @@ struct All: ParsableCommand {
         }
         for peer in try common.peers("allegro,allegro-live,direct,nats,redis") {
             results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: 1, batch: 256, scratch: scratch))
+        }
+        for rate in [100, 10_000] {
+            results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch))
+            results.append(try Scenarios.acks(AllegroPeer(binary: common.binary), rate: rate, seconds: seconds, size: common.size, scratch: scratch))
         }
         results.append(try Scenarios.outage(binary: common.binary, records: smoke ? 20_000 : 1_000_000, size: common.size, scratch: scratch))
         results.append(try Scenarios.crash(binary: common.binary, records: smoke ? 20_000 : 200_000, size: common.size, scratch: scratch))

@@ -39,11 +39,11 @@ final class AllegroPeer: Peer {
     private(set) var address = ""
     private(set) var dataDirectory: URL?
 
-    init(binary: String, extra: [String] = [], live: Bool = false) {
+    init(binary: String, extra: [String] = [], live: Bool = false, name: String? = nil) {
         self.binary = binary
         self.extra = extra
         self.live = live
-        name = live ? "allegro-live" : "allegro"
+        self.name = name ?? (live ? "allegro-live" : "allegro")
     }
 
     func start(scratch: URL) throws {

@@ -23,7 +23,7 @@ enum Report {
             return
         }
         Swift.print("machine: " + machine().sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
-        for scenario in ["paced", "throughput", "outage", "crash"] {
+        for scenario in ["paced", "throughput", "acks", "outage", "crash"] {
             let rows = measurements.filter { $0.scenario == scenario }
             guard let first = rows.first else { continue }
             let parameterKeys = first.parameters.keys.sorted()
@@ -41,6 +41,7 @@ enum Report {
     /// Allegro against each peer in the same run: p99 for paced (lower is better, ratio
     /// allegro/peer), records/s for throughput (higher is better, ratio allegro/peer).
     static func ratios(_ rows: [Measurement]) {
+        if rows.first?.scenario == "acks" { return ackRatios(rows) }
         let key = rows.first?.scenario == "paced" ? "p99_us" : "records_per_s"
         guard key == "p99_us" || rows.first?.scenario == "throughput" else { return }
         let groups = Dictionary(grouping: rows) { $0.parameters["rate"] ?? 0 }
@@ -55,6 +56,24 @@ enum Report {
         }
     }
 
+    /// Each ACK row against the disk's floor at the same rate in the same run (the median of the
+    /// floor rows, when several rounds ran): the issue's goal is p50 within 2x and p99 within 3x.
+    static func ackRatios(_ rows: [Measurement]) {
+        for row in rows where row.peer != "write+fdatasync" {
+            let rate = row.parameters["rate"] ?? 0
+            let floors = rows.filter { $0.peer == "write+fdatasync" && $0.parameters["rate"] == rate }
+            func median(_ key: String) -> Double {
+                let values = floors.compactMap { $0.results[key] }.sorted()
+                return values.isEmpty ? 0 : values[values.count / 2]
+            }
+            let p50 = median("p50_us"), p99 = median("p99_us")
+            guard p50 > 0, p99 > 0 else { continue }
+            let ack50 = row.results["p50_us"] ?? 0, ack99 = row.results["p99_us"] ?? 0
+            Swift.print("\(row.peer) at \(Int(rate))/s: ACK p50 / fdatasync p50 \(String(format: "%.2f", ack50 / p50))x, "
+                        + "ACK p99 / fdatasync p99 \(String(format: "%.2f", ack99 / p99))x")
+        }
+    }
+
     /// What Allegro got wrong, if anything: records lost, duplicated or out of order. Timing is
     /// never judged here.
     static func correctnessFailures(_ measurements: [Measurement]) -> [String] {
@@ -64,6 +83,8 @@ enum Report {
             switch row.scenario {
             case "paced" where r["received"] != r["expected"]:
                 failures.append("paced at \(Int(row.parameters["rate"] ?? 0))/s received \(Int(r["received"] ?? 0)) of \(Int(r["expected"] ?? 0))")
+            case "acks" where r["acked"] != r["expected"]:
+                failures.append("acks at \(Int(row.parameters["rate"] ?? 0))/s: \(Int(r["acked"] ?? 0)) of \(Int(r["expected"] ?? 0)) acknowledged")
             case "throughput" where r["received"] != r["sent"]:
                 failures.append("throughput received \(Int(r["received"] ?? 0)) of \(Int(r["sent"] ?? 0))")
             case "outage" where r["received"] != row.parameters["records"] || r["out_of_order_or_gaps"] != 0:

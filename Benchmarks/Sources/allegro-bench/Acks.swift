@@ -1,0 +1,157 @@
+import AllegroPosix
+import AllegroWire
+import Foundation
+import Glibc
+import Histogram
+
+/// Producer ACK latency (issue 22, "acks at the disk's speed"): records paced at a rate, each
+/// timed from its scheduled send time to the ACK that covers it (ACKs are cumulative), beside the
+/// disk's own floor at the same rate: a plain loop of 4 KiB append + fdatasync in the same
+/// scratch directory.
+extension Scenarios {
+    static func acks(_ peer: AllegroPeer, rate: Int, seconds: Double, size: Int, scratch: URL) throws -> Measurement {
+        try peer.start(scratch: scratch)
+        defer { peer.stop() }
+        let producer = try AckingProducer(peer.address)
+        let expected = Int(Double(rate) * seconds)
+        let scheduled = Schedule(count: expected)
+        let first = producer.sequence
+        let histogram = Shared(Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three))
+        let acked = Shared(0)
+        let start = Clock.wallNanos + 200_000_000
+        let interval = 1_000_000_000.0 / Double(rate)
+        let end = start + UInt64(seconds * 1e9)
+        let sent = Shared(0)
+        let reading = spawn { [producer, scheduled] in
+            var local = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+            var through = first - 1
+            while through < first - 1 + UInt64(expected) && Clock.wallNanos < end + 10_000_000_000 {
+                let next: UInt64?
+                do { next = try producer.nextAck(timeoutMillis: 50) } catch { break }
+                guard let ack = next else { continue }
+                let now = Clock.wallNanos
+                // Only records already sent have a time (the sender writes it before sending).
+                let covered = min(ack, first - 1 + UInt64(sent.with { $0 }))
+                while through < covered {
+                    through += 1
+                    let at = scheduled.times[Int(through - first)]
+                    _ = local.record(now > at ? now - at : 0)
+                }
+            }
+            histogram.with { $0 = local }
+            acked.with { $0 = Int(through + 1 - first) }
+        }
+        var index = 0
+        while index < expected {
+            let at = start + UInt64(Double(index) * interval)
+            if at >= end { break }
+            waitUntil(at)
+            scheduled.times[index] = at
+            sent.with { $0 = index + 1 }
+            try producer.send(eventTime: at, payloadSize: size)
+            index += 1
+        }
+        reading.wait()
+        let lags = histogram.with { $0 }
+        func micros(_ percentile: Double) -> Double { Double(lags.valueAtPercentile(percentile)) / 1000 }
+        return Measurement(
+            scenario: "acks", peer: peer.name,
+            parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(size)],
+            results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(lags.max) / 1000,
+                      "acked": Double(acked.with { $0 }), "expected": Double(index)])
+    }
+
+    /// The disk's floor at a rate: appends of 4 KiB, each followed by fdatasync, started at
+    /// `rate` per second (back to back when one is late, so at high rates it is a closed loop),
+    /// timed one by one (write + fdatasync). Paced because an idle virtual disk is slower: here a
+    /// lone fdatasync every 10 ms takes about 3x one in a tight loop.
+    static func fsyncFloor(rate: Int, seconds: Double, scratch: URL) throws -> Measurement {
+        let path = scratch.appendingPathComponent("fsync-floor-\(UUID().uuidString)").path
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
+        defer {
+            close(fd)
+            unlink(path)
+        }
+        let block = [UInt8](repeating: 0x61, count: 4096)
+        var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+        let start = Clock.wallNanos + 50_000_000, end = start + UInt64(seconds * 1e9)
+        let interval = 1_000_000_000.0 / Double(max(rate, 1))
+        var count = 0
+        while true {
+            let at = start + UInt64(Double(count) * interval)
+            if at >= end { break }
+            waitUntil(at)
+            let started = Clock.monotonicNanos
+            let written = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard written == block.count else { throw SystemError("write \(path)", errno: errno) }
+            guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
+            _ = histogram.record(Clock.monotonicNanos - started)
+            count += 1
+        }
+        func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
+        return Measurement(scenario: "acks", peer: "write+fdatasync", parameters: ["rate": Double(rate), "seconds": seconds, "size": 4096],
+                           results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
+                                     "acked": Double(count), "expected": Double(count)])
+    }
+}
+
+/// Each record's scheduled send time, written by the sender before it publishes the count
+/// (`sent`, under its lock) and read by the ACK reader only below that count: the lock orders them.
+final class Schedule: @unchecked Sendable {
+    let times: UnsafeMutableBufferPointer<UInt64>
+    init(count: Int) {
+        times = .allocate(capacity: max(count, 1))
+        times.initialize(repeating: 0)
+    }
+    deinit { times.deallocate() }
+}
+
+/// A producer that sends one record at a time and reads its ACKs on another thread (the send
+/// and the receive are separate calls on one socket; each side is used by one thread only).
+final class AckingProducer: @unchecked Sendable {
+    let link: Link
+    let outbound = OutboundBuffer(initialCapacity: 1 << 16)
+    let inbound = InboundBuffer(limits: .permissive)
+    private(set) var sequence: UInt64
+    let payload = [UInt8](repeating: 0x61, count: 64 * 1024)
+
+    init(_ address: String) throws {
+        link = try Link(address)
+        sequence = Clock.wallNanos / 1000
+        outbound.append(.hello(role: .producer, clientID: "bench-acks-\(UUID().uuidString.prefix(8))", token: ""))
+        try link.send(outbound.readable)
+        outbound.consume(outbound.count)
+        var welcomed = false
+        while !welcomed {
+            let space = inbound.writableSpace(minimum: 4096)
+            inbound.didWrite(try link.receive(into: space, timeoutMillis: 5000))
+            while let frame = try inbound.next() { if case .welcome = frame { welcomed = true } }
+        }
+    }
+
+    func send(eventTime: UInt64, payloadSize: Int) throws {
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        try payload.withUnsafeBytes { bytes in
+            let mark = outbound.beginBatch(.publish)
+            try outbound.appendPublishRecord(RecordHeader(producerSequence: sequence, eventTimeNanos: eventTime),
+                                             session: empty, kind: empty, contentType: empty,
+                                             payload: UnsafeRawBufferPointer(rebasing: bytes[..<payloadSize]))
+            outbound.endBatch(mark, count: 1)
+        }
+        sequence += 1
+        try link.send(outbound.readable)
+        outbound.consume(outbound.count)
+    }
+
+    /// The next ACK's `through`, or nil when none came within the timeout.
+    func nextAck(timeoutMillis: Int32) throws -> UInt64? {
+        while true {
+            while let frame = try inbound.next() { if case let .ack(through) = frame { return through } }
+            let space = inbound.writableSpace(minimum: 4096)
+            let count = try link.receive(into: space, timeoutMillis: timeoutMillis)
+            guard count > 0 else { return nil }
+            inbound.didWrite(count)
+        }
+    }
+}
