@@ -1,6 +1,6 @@
 /// The bridge's Hermes duty (the `hermes:` section; keys in config/README.md): Timmy's
-/// `run_session` through the API server of a Hermes gateway on this host. Off while `apiURL` is
-/// empty.
+/// `run_session` through the API server of a Hermes gateway on this host (on with `apiURL`), and
+/// `provide_model_access` through the provider (on with `providerURL`).
 public struct HermesSettings: Sendable, Equatable {
     /// The Hermes gateway's API server, `http://127.0.0.1:8642`; empty: no Hermes duty.
     public var apiURL = ""
