@@ -2,6 +2,7 @@ import AllegroClient
 import AllegroPosix
 import AllegroWire
 import Foundation
+import Glibc
 import Histogram
 
 /// One measured line of the report.
@@ -27,13 +28,19 @@ func spawn(_ body: @escaping @Sendable () -> Void) -> DispatchSemaphore {
     return done
 }
 
-/// Waits until the wall clock reaches `nanos`: sleeps while far, spins for the last 100 µs.
+/// Waits until the wall clock reaches `nanos`: sleeps on an absolute timer until `spinNanos`
+/// before it (the kernel's timer slack for an ordinary thread is 50 µs), then spins. An earlier
+/// version slept only when more than 200 µs away, so at 10k/s (100 µs apart) the sender spun a
+/// whole core and competed with the relay on two cores (BENCHMARKS.md, "Acks at the disk's speed").
 func waitUntil(_ nanos: UInt64) {
-    while true {
-        let now = Clock.wallNanos
-        if now >= nanos { return }
-        if nanos - now > 200_000 { Clock.sleep(nanos: nanos - now - 100_000) }
+    let spinNanos: UInt64 = 60_000
+    let now = Clock.wallNanos
+    if nanos > now + spinNanos {
+        let wake = nanos - spinNanos
+        var deadline = timespec(tv_sec: Int(wake / 1_000_000_000), tv_nsec: Int(wake % 1_000_000_000))
+        while clock_nanosleep(CLOCK_REALTIME, TIMER_ABSTIME, &deadline, nil) == EINTR {}
     }
+    while Clock.wallNanos < nanos {}
 }
 
 enum Scenarios {
