@@ -1,5 +1,4 @@
 import AllegroPosix
-import Crypto
 import GRDB
 
 /// The bridge's small state in SQLite (`bridge.data_dir/bridge.sqlite`, WAL), one writer at a
@@ -48,7 +47,7 @@ public final class BridgeStore: Sendable {
 
         /// What tells two versions apart: `updated_at` and a SHA-256 of the record.
         var version: String {
-            updatedAt + " " + SHA256.hash(data: Array(payload.utf8)).map { String($0, radix: 16).leftPadded(2) }.joined()
+            updatedAt + " " + Hex.sha256(payload)
         }
 
         /// The `updated_at` of a version, in Unix milliseconds.
@@ -226,8 +225,4 @@ public final class BridgeStore: Sendable {
     public func outboxCount() throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM outbox") ?? 0 }
     }
-}
-
-private extension String {
-    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }

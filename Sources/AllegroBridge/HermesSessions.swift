@@ -2,7 +2,6 @@ import AllegroApproval
 import AllegroLog
 import AllegroMessages
 import AllegroPosix
-import Crypto
 import Foundation
 
 /// Runs Timmy's Hermes sessions through the gateway's API server: the `HermesSessionQueue`
@@ -157,7 +156,7 @@ actor HermesSessions {
         let number = (asked[runID] ?? 0) + 1
         asked[runID] = number
         let request = "hermes-\(runID)-\(number)"
-        let hash = SHA256.hash(data: Array(command.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        let hash = Hex.sha256(command)
         let deadline = Int64(Clock.wallNanos / 1_000_000) + Int64(settings.approvalTimeoutMillis)
         queue.update(id) { $0.approvals.append(.init(request: request, command: command, description: description, decision: "pending", why: "asked Timmy")) }
         guard gate != nil, pending.count < Self.maxPending, command.utf8.count <= Self.maxCommandBytes else {

@@ -1,5 +1,4 @@
 import AllegroPosix
-import Crypto
 import GRDB
 
 /// The scoped keys of `provide_model_access` (table `model_keys` in `bridge.sqlite`): each is
@@ -27,7 +26,7 @@ extension BridgeStore {
 
     /// SHA-256 of a key, lowercase hex: what is stored and looked up.
     static func modelKeyHash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+        Hex.sha256(key)
     }
 
     func issueModelKey(id: String, key: String, models: [String], expiresMillis: Int64, nowMillis: Int64) throws {

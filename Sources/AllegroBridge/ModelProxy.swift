@@ -286,10 +286,7 @@ struct ModelProxy: Sendable {
 
     static func randomHex(_ bytes: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0 ..< bytes).map { _ in
-            let byte = UInt8.random(in: 0 ... 255, using: &generator)
-            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
-        }.joined()
+        return Hex.lower((0 ..< bytes).map { _ in UInt8.random(in: 0 ... 255, using: &generator) })
     }
 }
 

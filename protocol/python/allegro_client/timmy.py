@@ -40,7 +40,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import approval as _approval
 from .approval import Approval
@@ -511,6 +511,8 @@ class ControlError(Exception):
 
 # The most a control-port answer may be (a /sessions/{id} summary is a few KiB).
 _MAX_RESPONSE_BYTES = 16 << 20
+# An item of a list the bridge answers (approvals, keys).
+_Item = TypeVar("_Item")
 
 
 class _BadAnswer(Exception):
@@ -888,14 +890,7 @@ class HermesBridge:
         """The approvals Hermes waits for now, oldest first: each a command it flagged as dangerous
         in one of Timmy's sessions, held until Timmy answers (approve_hermes, deny_hermes) or its
         deadline passes (then it is denied)."""
-        answer = await self._api_call("GET", "/v1/hermes/approvals")
-        items = answer.get("approvals")
-        if not isinstance(items, list):
-            raise HermesSessionError(200, "the bridge answered GET /v1/hermes/approvals with no list of approvals")
-        try:
-            return [PendingHermesApproval.from_json(item) for item in items]
-        except ValueError as failure:
-            raise HermesSessionError(200, "the bridge's list of approvals holds one that is not: %s" % failure) from None
+        return await self._api_list("/v1/hermes/approvals", "approvals", PendingHermesApproval.from_json)
 
     async def approve_hermes(self, request: str, *, key_path: Union[str, "os.PathLike[str]"],
                              command_sha256: Optional[str] = None, command: Optional[str] = None,
@@ -982,14 +977,7 @@ class HermesBridge:
     async def model_access_keys(self) -> List[ModelAccessKey]:
         """The scoped keys the bridge holds (never a key itself), oldest first, with their state
         and the usage counted against each."""
-        answer = await self._api_call("GET", "/v1/hermes/model-access")
-        items = answer.get("keys")
-        if not isinstance(items, list):
-            raise HermesSessionError(200, "the bridge answered GET /v1/hermes/model-access with no list of keys")
-        try:
-            return [ModelAccessKey.from_json(item) for item in items]
-        except ValueError as failure:
-            raise HermesSessionError(200, "the bridge's list of keys holds one that is not: %s" % failure) from None
+        return await self._api_list("/v1/hermes/model-access", "keys", ModelAccessKey.from_json)
 
     async def revoke_model_access(self, key_id: str) -> None:
         """Revokes the key at once (its next request is refused, 401). Revoking a revoked key again
@@ -997,6 +985,18 @@ class HermesBridge:
         if not isinstance(key_id, str) or not key_id:
             raise ValueError("key_id: the key's id (ModelEndpoint.key_id), not %r" % (key_id,))
         await self._api_call("POST", "/v1/hermes/model-access/%s/revoke" % urllib.parse.quote(key_id, safe=""), {})
+
+    async def _api_list(self, path: str, key: str, parse: Callable[[Any], _Item]) -> List[_Item]:
+        """GET `path`: the list under `key` of its JSON object, each item read by `parse` (which
+        raises ValueError for one it cannot read); HermesSessionError otherwise."""
+        answer = await self._api_call("GET", path)
+        items = answer.get(key)
+        if not isinstance(items, list):
+            raise HermesSessionError(200, "the bridge answered GET %s with no list of %s" % (path, key))
+        try:
+            return [parse(item) for item in items]
+        except ValueError as failure:
+            raise HermesSessionError(200, "the bridge's list of %s holds one that is not: %s" % (key, failure)) from None
 
     async def _api_call(self, method: str, path: str, body: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         """One request of the bridge's Hermes API outside sessions: its JSON object, or
