@@ -35,6 +35,8 @@ let package = Package(
     targets: [
         // System library (Debian: zlib1g-dev; GRDB links libsqlite3-dev itself) and the Linux syscall shim.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // LZ4 for the spill's optional fast codec (`spill_codec: lz4`).
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CAllegroSys"),
 
         // Wire protocol v1: frames, handshake, records. Pure codec, no I/O.
@@ -47,7 +49,7 @@ let package = Package(
         .target(name: "AllegroLog", dependencies: ["AllegroPosix", .product(name: "Logging", package: "swift-log")]),
         // The durability pipeline: block format, segments, the spill thread (group commit, state
         // saves, retention), recovery, replay reading.
-        .target(name: "AllegroSpill", dependencies: ["AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog", "CZlib",
+        .target(name: "AllegroSpill", dependencies: ["AllegroPosix", "AllegroWire", "AllegroRing", "AllegroLog", "CZlib", "CLZ4",
                                                      .product(name: "Atomics", package: "swift-atomics"),
                                                      .product(name: "Metrics", package: "swift-metrics")]),
         // Small state in SQLite (WAL): cursors, producer marks, sequence reservation, events.
@@ -63,7 +65,7 @@ let package = Package(
         // Settings from the embedded defaults, a YAML or JSON file, the environment and flags.
         .target(
             name: "AllegroConfig",
-            dependencies: ["AllegroRelay", "AllegroPosix", "AllegroControl", "AllegroBridge", "AllegroMessages", "AllegroSupervisor",
+            dependencies: ["AllegroRelay", "AllegroSpill", "AllegroPosix", "AllegroControl", "AllegroBridge", "AllegroMessages", "AllegroSupervisor",
                            .product(name: "Configuration", package: "swift-configuration"),
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "SystemPackage", package: "swift-system"),

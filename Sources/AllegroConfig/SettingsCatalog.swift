@@ -3,6 +3,7 @@ import AllegroControl
 import AllegroMessages
 import AllegroPosix
 import AllegroRelay
+import AllegroSpill
 import AllegroSupervisor
 import Logging
 
@@ -52,6 +53,11 @@ enum SettingsCatalog {
         Setting(key: "spill_segment_bytes", kind: .integer(\.relay.spillSegmentBytes)),
         Setting(key: "spill_block_bytes", kind: .integer(\.relay.spillBlockBytes)),
         Setting(key: "spill_compression_level", kind: .integer(\.relay.spillCompressionLevel)),
+        Setting(key: "spill_codec", kind: .parsed(parse: { settings, text in
+            guard let codec = SpillCodec(rawValue: text) else { return "expected one of " + SpillCodec.allCases.map(\.rawValue).joined(separator: ", ") }
+            settings.relay.spillCodec = codec
+            return nil
+        }, show: { settings in settings.relay.spillCodec.rawValue })),
         Setting(key: "retention_max_age_ms", kind: .integer(\.relay.retentionMaxAgeMillis)),
         Setting(key: "retention_max_bytes", kind: .integer(\.relay.retentionMaxBytes)),
         Setting(key: "shutdown_grace_ms", kind: .integer(\.relay.shutdownGraceMillis)),

@@ -40,8 +40,10 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var spillSegmentBytes = 64 << 20
     /// Uncompressed bytes of records per spill block.
     public var spillBlockBytes = 64 << 10
-    /// zlib level for spill blocks (1 fastest ... 9 smallest).
+    /// zlib level for spill blocks (1 fastest ... 9 smallest), for the deflate and zlib codecs.
     public var spillCompressionLevel = 1
+    /// The codec of new spill blocks: deflate (default), zlib or lz4.
+    public var spillCodec = SpillCodec.deflate
     /// Spill segments whose newest record is older than this are removed (default 7 days).
     public var retentionMaxAgeMillis = 7 * 24 * 3600 * 1000
     /// Oldest segments are removed while the spill is larger than this; 0 means no size limit
@@ -123,6 +125,6 @@ public struct RelayConfiguration: Sendable, Equatable {
     var spillSettings: SpillSettings {
         SpillSettings(directory: dataDirectory + "/spill", segmentBytes: spillSegmentBytes, blockBytes: spillBlockBytes,
                       fsyncIntervalMillis: spillFsyncIntervalMillis, compressionLevel: spillCompressionLevel,
-                      retentionMaxAgeMillis: retentionMaxAgeMillis, retentionMaxBytes: retentionMaxBytes)
+                      retentionMaxAgeMillis: retentionMaxAgeMillis, retentionMaxBytes: retentionMaxBytes, codec: spillCodec)
     }
 }

@@ -24,18 +24,18 @@ struct BlockContent: Equatable {
         correcting(header) == header
     }
 
-    /// Inflates `payload` (`header.uncompressedSize` bytes expected) and walks its records:
+    /// Decompresses `payload` (`header.uncompressedSize` bytes expected) and walks its records:
     /// each must be a whole DELIVER-layout record and their relay sequences must run on with no
-    /// gap. Nil when the payload does not inflate or its records do not hold together.
+    /// gap. Nil when the payload does not decompress or its records do not hold together.
     /// `eachRecord` then sees every record, size checked, in order: only for a block whose
     /// records all hold together, so a damaged block adds nothing to marks or counts.
-    static func read(_ header: BlockHeader, payload: UnsafeRawBufferPointer, inflater: Inflater,
+    static func read(_ header: BlockHeader, payload: UnsafeRawBufferPointer, decompressor: BlockDecompressor,
                      _ eachRecord: (UnsafeRawBufferPointer) -> Void = { _ in }) -> BlockContent? {
         let size = Int(header.uncompressedSize)
         let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: max(size, 1), alignment: 16)
         defer { storage.deallocate() }
         let output = UnsafeMutableRawBufferPointer(rebasing: storage[..<size])
-        guard size > 0, inflater.decompress(payload, into: output) else { return nil }
+        guard size > 0, decompressor.decompress(header.codec, payload, into: output) else { return nil }
         let all = DeliveredRecords(UnsafeRawBufferPointer(output))
         guard all.isWhole else { return nil }
         var content: BlockContent?

@@ -7,7 +7,12 @@ public struct BlockHeader: Equatable, Sendable {
     public static let version: UInt16 = 1
 
     public enum Codec: UInt8, Sendable {
+        /// A zlib stream (RFC 1950).
         case zlib = 1
+        /// Raw deflate (RFC 1951).
+        case deflate = 2
+        /// LZ4 block format.
+        case lz4 = 3
     }
 
     public var codec: Codec

@@ -8,7 +8,7 @@ struct ScanContext {
     /// Numbers known to have no record (skipped, or counted as lost by an earlier start): a gap
     /// they explain is no sign of damage and no new loss.
     let explained: SkippedSequences
-    let inflater = Inflater()
+    let decompressor = BlockDecompressor()
     /// The last relay sequence of the last block kept so far.
     var previousLast: UInt64 = 0
     /// Gaps between consecutive kept blocks, in order.
@@ -80,7 +80,7 @@ struct SegmentScan {
                         // Inflated anyway for marks and session counts: check its records too.
                         let payload = payloadOf(header, at: offset)
                         let marksAfter = context.marksAfter
-                        guard let content = BlockContent.read(header, payload: payload, inflater: context.inflater, { record in
+                        guard let content = BlockContent.read(header, payload: payload, decompressor: context.decompressor, { record in
                             report.producerMarks.note(record: record)
                             if let base = record.baseAddress, DeliveredRecordLayout.relaySequence(at: base) > marksAfter {
                                 eachRecordAfterMarks(record)
@@ -143,7 +143,7 @@ struct SegmentScan {
         last.verified = true
         defer { kept[kept.count - 1] = last }
         guard let content = BlockContent.read(last.header, payload: payloadOf(last.header, at: last.offset),
-                                              inflater: context.inflater),
+                                              decompressor: context.decompressor),
               !content.agrees(with: last.header), content.firstSequence > last.after else { return }
         let fixed = content.correcting(last.header)
         report.repairs.append(Self.repair(of: last.header, content: content, path: path))

@@ -50,7 +50,7 @@ final class SpillLoop: @unchecked Sendable {
         settings = pipeline.settings
         writer = SpillWriter(directory: settings.directory, catalog: pipeline.catalog, segmentBytes: settings.segmentBytes,
                              segmentNanos: UInt64(settings.retentionMaxAgeMillis) * 1_000_000 / 8,
-                             level: Int32(settings.compressionLevel))
+                             codec: settings.codec, level: Int32(settings.compressionLevel))
         blockBytes = settings.blockBytes
         fsyncIntervalNanos = UInt64(settings.fsyncIntervalMillis) * 1_000_000
         burstSyncNanos = fsyncIntervalNanos > 0 ? fsyncIntervalNanos : Self.maxBurstNanos

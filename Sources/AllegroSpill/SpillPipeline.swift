@@ -12,17 +12,20 @@ public struct SpillSettings: Sendable {
     public var blockBytes: Int
     public var fsyncIntervalMillis: Int
     public var compressionLevel: Int
+    /// The codec of new blocks (readers read every codec).
+    public var codec: SpillCodec
     public var retentionMaxAgeMillis: Int
     /// 0: no size limit.
     public var retentionMaxBytes: Int
 
     public init(directory: String, segmentBytes: Int, blockBytes: Int, fsyncIntervalMillis: Int, compressionLevel: Int,
-                retentionMaxAgeMillis: Int, retentionMaxBytes: Int) {
+                retentionMaxAgeMillis: Int, retentionMaxBytes: Int, codec: SpillCodec = .deflate) {
         self.directory = directory
         self.segmentBytes = segmentBytes
         self.blockBytes = blockBytes
         self.fsyncIntervalMillis = fsyncIntervalMillis
         self.compressionLevel = compressionLevel
+        self.codec = codec
         self.retentionMaxAgeMillis = retentionMaxAgeMillis
         self.retentionMaxBytes = retentionMaxBytes
     }

@@ -12,7 +12,7 @@ public final class SpillReader {
     private var segmentFirst: UInt64 = 0
     private var segment: SegmentInfo?
     private var offset = 0
-    private let inflater = Inflater()
+    private let decompressor = BlockDecompressor()
     private var compressed = UnsafeMutableRawBufferPointer.allocate(byteCount: 128 * 1024, alignment: 16)
     private var records = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
 
@@ -96,7 +96,7 @@ public final class SpillReader {
         guard (try? file.read(into: input, at: position)) == compressedSize,
               CRC32.of(UnsafeRawBufferPointer(input)) == header.payloadChecksum else { return nil }
         let output = UnsafeMutableRawBufferPointer(rebasing: records[..<size])
-        guard inflater.decompress(UnsafeRawBufferPointer(input), into: output) else { return nil }
+        guard decompressor.decompress(header.codec, UnsafeRawBufferPointer(input), into: output) else { return nil }
         return UnsafeRawBufferPointer(output)
     }
 

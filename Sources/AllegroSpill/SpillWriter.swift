@@ -17,7 +17,7 @@ public final class SpillWriter {
     private let segmentBytes: Int
     private let segmentNanos: UInt64
     private var segmentStartedAt: UInt64 = 0
-    private let deflater: Deflater
+    private let compressor: BlockCompressor
     private var file: File?
     private var offset = 0
     private var staging: UnsafeMutableRawBufferPointer
@@ -30,12 +30,12 @@ public final class SpillWriter {
     /// `catalog` holds the segments recovery found; appending continues in a new segment. A
     /// segment is sealed past `segmentBytes` or once it is `segmentNanos` old, so retention by
     /// age can remove whole files.
-    public init(directory: String, catalog: SegmentCatalog, segmentBytes: Int, segmentNanos: UInt64, level: Int32) {
+    public init(directory: String, catalog: SegmentCatalog, segmentBytes: Int, segmentNanos: UInt64, codec: SpillCodec = .deflate, level: Int32) {
         self.directory = directory
         self.catalog = catalog
         self.segmentBytes = segmentBytes
         self.segmentNanos = segmentNanos
-        deflater = Deflater(level: level)
+        compressor = BlockCompressor(codec: codec, level: level)
         staging = .allocate(byteCount: 256 * 1024, alignment: 16)
         compressed = .allocate(byteCount: 256 * 1024, alignment: 16)
     }
@@ -64,16 +64,16 @@ public final class SpillWriter {
     public func appendBlock(records: UInt32, firstSequence: UInt64, stagedBytes count: Int,
                             firstIngest: UInt64, lastIngest: UInt64) throws(SystemError) -> Int {
         let input = UnsafeRawBufferPointer(rebasing: staging[..<count])
-        let bound = deflater.bound(count) + BlockHeader.size
+        let bound = compressor.bound(count) + BlockHeader.size
         if compressed.count < bound {
             compressed.deallocate()
             compressed = .allocate(byteCount: bound, alignment: 16)
         }
         let payload = UnsafeMutableRawBufferPointer(rebasing: compressed[BlockHeader.size...])
-        guard let size = deflater.compress(input, into: payload), let base = compressed.baseAddress else {
-            throw SystemError("deflate", errno: 5)
+        guard let size = compressor.compress(input, into: payload), let base = compressed.baseAddress else {
+            throw SystemError("compress (\(compressor.codec.rawValue))", errno: 5)
         }
-        let header = BlockHeader(codec: .zlib, firstSequence: firstSequence, recordCount: records,
+        let header = BlockHeader(codec: compressor.codec.blockCodec, firstSequence: firstSequence, recordCount: records,
                                  uncompressedSize: UInt32(count), compressedSize: UInt32(size),
                                  payloadChecksum: CRC32.of(UnsafeRawBufferPointer(rebasing: payload[..<size])),
                                  firstIngestNanos: firstIngest, lastIngestNanos: lastIngest)

@@ -83,26 +83,26 @@ extension StateStore {
             producers[[delta.session, delta.producer], default: SessionDelta(session: delta.session, kind: "", producer: delta.producer)].merge(delta)
         }
         for total in sessions.values {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO sessions (id, first_ns, last_ns, records, bytes, errors) VALUES (?, ?, ?, ?, ?, ?)
                 ON CONFLICT(id) DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns),
                     records = records + excluded.records, bytes = bytes + excluded.bytes, errors = errors + excluded.errors
-                """, arguments: [total.session, Int64(bitPattern: total.firstNanos), Int64(bitPattern: total.lastNanos),
+                """).execute(arguments: [total.session, Int64(bitPattern: total.firstNanos), Int64(bitPattern: total.lastNanos),
                                  Int64(bitPattern: total.records), Int64(bitPattern: total.bytes), Int64(bitPattern: total.errors)])
         }
         for total in kinds.values {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO session_kinds (session, kind, records, bytes, errors) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT(session, kind) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes,
                     errors = errors + excluded.errors
-                """, arguments: [total.session, total.kind, Int64(bitPattern: total.records), Int64(bitPattern: total.bytes),
+                """).execute(arguments: [total.session, total.kind, Int64(bitPattern: total.records), Int64(bitPattern: total.bytes),
                                  Int64(bitPattern: total.errors)])
         }
         for total in producers.values {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO session_producers (session, producer, records, bytes) VALUES (?, ?, ?, ?)
                 ON CONFLICT(session, producer) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes
-                """, arguments: [total.session, total.producer, Int64(bitPattern: total.records), Int64(bitPattern: total.bytes)])
+                """).execute(arguments: [total.session, total.producer, Int64(bitPattern: total.records), Int64(bitPattern: total.bytes)])
         }
     }
 

@@ -171,16 +171,16 @@ public final class StateStore: Sendable {
             try Self.add(sessions, db)
             for mark in marks { try Self.raise(mark, db, atNanos: atNanos) }
             if checkpoint > 0 {
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT INTO meta (key, value) VALUES ('marks_checkpoint', ?)
                     ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)
-                    """, arguments: [Int64(bitPattern: checkpoint)])
+                    """).execute(arguments: [Int64(bitPattern: checkpoint)])
             }
             for (name, committed) in cursors {
-                try db.execute(sql: """
+                try db.cachedStatement(sql: """
                     INSERT INTO cursors (name, committed, updated_ns) VALUES (?, ?, ?)
                     ON CONFLICT(name) DO UPDATE SET committed = max(committed, excluded.committed), updated_ns = excluded.updated_ns
-                    """, arguments: [name, Int64(bitPattern: committed), Int64(bitPattern: atNanos)])
+                    """).execute(arguments: [name, Int64(bitPattern: committed), Int64(bitPattern: atNanos)])
             }
         }
     }
@@ -201,12 +201,12 @@ public final class StateStore: Sendable {
     /// Stores a producer mark by `ProducerMark.advance`'s rule: the higher producer sequence
     /// wins, with its own relay sequence (SET expressions read the row as it was).
     private static func raise(_ mark: ProducerMark, _ db: Database, atNanos: UInt64) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET high_water = max(high_water, excluded.high_water),
                 relay_seq = CASE WHEN excluded.high_water > high_water THEN excluded.relay_seq ELSE relay_seq END,
                 updated_ns = excluded.updated_ns
-            """, arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
+            """).execute(arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
                              Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
     }
 

@@ -13,27 +13,29 @@ final class SpillFixture {
     let segmentBytes: Int
 
     /// `segmentBytes: 1` puts every block in a segment of its own.
-    init(segmentBytes: Int = 1 << 20) throws {
+    init(segmentBytes: Int = 1 << 20, codec: SpillCodec = .deflate) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-spill-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.segmentBytes = segmentBytes
-        writer = Self.makeWriter(directory, catalog: SegmentCatalog(), segmentBytes: segmentBytes)
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(), segmentBytes: segmentBytes, codec: codec)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
-    static func makeWriter(_ directory: String, catalog: SegmentCatalog, segmentBytes: Int = 1 << 20) -> SpillWriter {
-        SpillWriter(directory: directory, catalog: catalog, segmentBytes: segmentBytes, segmentNanos: .max / 2, level: 1)
+    static func makeWriter(_ directory: String, catalog: SegmentCatalog, segmentBytes: Int = 1 << 20,
+                           codec: SpillCodec = .deflate) -> SpillWriter {
+        SpillWriter(directory: directory, catalog: catalog, segmentBytes: segmentBytes, segmentNanos: .max / 2, codec: codec, level: 1)
     }
 
-    /// A new writer on what recovery left, as a restart would have. `marksAfter` above the
-    /// last sequence makes recovery read headers only (no block is inflated for marks).
-    func restart(marksAfter: UInt64 = 0, durableThrough: UInt64 = 0,
-                 explained: [ClosedRange<UInt64>] = [], sealed: [SegmentInfo] = []) throws(SystemError) -> RecoveryReport {
+    /// A new writer on what recovery left, as a restart would have (writing `codec` from then
+    /// on). `marksAfter` above the last sequence makes recovery read headers only (no block is
+    /// decompressed for marks).
+    func restart(marksAfter: UInt64 = 0, durableThrough: UInt64 = 0, explained: [ClosedRange<UInt64>] = [],
+                 sealed: [SegmentInfo] = [], codec: SpillCodec = .deflate) throws(SystemError) -> RecoveryReport {
         let report = try SpillRecovery.run(directory: directory, marksAfter: marksAfter, durableThrough: durableThrough,
                                            explained: explained,
                                            sealed: Dictionary(sealed.map { ($0.name, $0) }) { first, _ in first })
-        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments), segmentBytes: segmentBytes)
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments), segmentBytes: segmentBytes, codec: codec)
         return report
     }
 

@@ -57,34 +57,37 @@ let benchmarks: @Sendable () -> Void = {
         }
     } setup: { Fixture() }
 
-    Benchmark("Spill: compress a 64 KiB block (zlib 1)", configuration: .init(metrics: [.throughput, .wallClock, .mallocCountTotal])) { benchmark, fixture in
-        let deflater = Deflater(level: 1)
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: deflater.bound(fixture.block.count), alignment: 16)
-        defer { output.deallocate() }
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            blackHole(fixture.block.withUnsafeBytes { deflater.compress($0, into: output) })
-        }
-    } setup: { Fixture() }
+    // Each spill codec at the relay's default level (deflate and zlib at 1), on the same block.
+    for codec in SpillCodec.allCases {
+        Benchmark("Spill: compress a 64 KiB block (\(codec.rawValue))", configuration: .init(metrics: [.throughput, .wallClock, .mallocCountTotal])) { benchmark, fixture in
+            let compressor = BlockCompressor(codec: codec, level: 1)
+            let output = UnsafeMutableRawBufferPointer.allocate(byteCount: compressor.bound(fixture.block.count), alignment: 16)
+            defer { output.deallocate() }
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(fixture.block.withUnsafeBytes { compressor.compress($0, into: output) })
+            }
+        } setup: { Fixture() }
 
-    Benchmark("Spill: decompress a 64 KiB block", configuration: .init(metrics: [.throughput, .wallClock, .mallocCountTotal])) { benchmark, fixture in
-        let inflater = Inflater()
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: fixture.block.count, alignment: 16)
-        defer { output.deallocate() }
-        benchmark.startMeasurement()
-        for _ in benchmark.scaledIterations {
-            blackHole(fixture.compressed.withUnsafeBytes { inflater.decompress($0, into: output) })
-        }
-    } setup: { Fixture() }
+        Benchmark("Spill: decompress a 64 KiB block (\(codec.rawValue))", configuration: .init(metrics: [.throughput, .wallClock, .mallocCountTotal])) { benchmark, fixture in
+            let decompressor = BlockDecompressor()
+            let output = UnsafeMutableRawBufferPointer.allocate(byteCount: fixture.block.count, alignment: 16)
+            defer { output.deallocate() }
+            let compressed = fixture.compressed(codec)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(compressed.withUnsafeBytes { decompressor.decompress(codec.blockCodec, $0, into: output) })
+            }
+        } setup: { Fixture() }
+    }
 }
 
 /// 256 Hermes-like records: one PUBLISH frame, their DELIVER-layout forms, and a 64 KiB spill
-/// block of such records with its compressed form.
+/// block of such records (compressed per codec by `compressed(_:)`).
 struct Fixture: Sendable {
     let publish: [UInt8]
     let delivered: [[UInt8]]
     let block: [UInt8]
-    let compressed: [UInt8]
 
     init() {
         let outbound = OutboundBuffer(initialCapacity: 128 * 1024)
@@ -130,9 +133,13 @@ struct Fixture: Sendable {
         var block: [UInt8] = []
         while block.count < 64 * 1024 { for record in records where block.count < 64 * 1024 { block += record } }
         self.block = block
-        let deflater = Deflater(level: 1)
-        var out = [UInt8](repeating: 0, count: deflater.bound(block.count))
-        let size = out.withUnsafeMutableBytes { output in block.withUnsafeBytes { deflater.compress($0, into: output) } } ?? 0
-        compressed = Array(out.prefix(size))
+    }
+
+    /// The block compressed with `codec` at level 1.
+    func compressed(_ codec: SpillCodec) -> [UInt8] {
+        let compressor = BlockCompressor(codec: codec, level: 1)
+        var out = [UInt8](repeating: 0, count: compressor.bound(block.count))
+        let size = out.withUnsafeMutableBytes { output in block.withUnsafeBytes { compressor.compress($0, into: output) } } ?? 0
+        return Array(out.prefix(size))
     }
 }
