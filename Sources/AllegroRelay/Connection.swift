@@ -92,7 +92,9 @@ final class Connection {
 /// highest producer sequence accepted, whose relay sequence a resend is acked with).
 final class ProducerState {
     let id: [UInt8]
-    var mark: ProducerMark
+    /// Read and advanced per record, on the I/O thread only (as all of this type): no runtime
+    /// exclusivity check.
+    @exclusivity(unchecked) var mark: ProducerMark
     var connections = 0
 
     init(id: [UInt8]) {
@@ -106,8 +108,9 @@ final class ProducerState {
 final class ProducerSession {
     let producer: ProducerState
     /// (relay sequence that must be safe, producer sequence to ack then), oldest first.
-    private var pending: [(relay: UInt64, producer: UInt64)] = []
-    private var pendingStart = 0
+    /// Appended per record on the I/O thread only: no runtime exclusivity check.
+    @exclusivity(unchecked) private var pending: [(relay: UInt64, producer: UInt64)] = []
+    @exclusivity(unchecked) private var pendingStart = 0
     /// Highest producer sequence acked on this connection.
     var ackedThrough: UInt64 = 0
     /// Highest producer sequence that is safe and may be acked.

@@ -48,8 +48,9 @@ final class RelayCore {
     private let skips: SkippedSequences
     /// What this run's start-up recovery found, for `/status` and `/metrics`.
     let recovery: RelayStatus.Recovery
-    /// Relay sequences up to this may be assigned (persisted before use).
-    private var reservedThrough: UInt64
+    /// Relay sequences up to this may be assigned (persisted before use). Read per record on
+    /// the I/O thread only: no runtime exclusivity check.
+    @exclusivity(unchecked) private var reservedThrough: UInt64
     /// The first relay sequence of this run.
     private let runStart: UInt64
     private var pingNonce: UInt64 = 0

@@ -4,20 +4,21 @@ import AllegroWire
 /// saved to SQLite with each state save. Records without a session id are not counted.
 ///
 /// A run of records with the same session, kind and producer updates one entry in place,
-/// comparing bytes only; the dictionary is touched (and its key allocated) when the run changes.
+/// comparing bytes only. When the run changes, the entry is looked up by a key built in a
+/// reused buffer, so switching between known sessions (64 Hermes sessions interleaved)
+/// allocates nothing; only a key new since the last `take()` is stored (one allocation).
 public struct SessionTally {
-    private struct Key: Hashable {
-        var session: [UInt8]
-        var kind: [UInt8]
-        var producer: [UInt8]
-    }
-
     public init() {}
 
-    private var totals: [Key: SessionDelta] = [:]
-    private var recentKey: Key?
+    /// Keyed by `key(...)`'s bytes: each field's length (one byte: the short fields are at most
+    /// 255 bytes, PROTOCOL.md) then its bytes, for session, kind and producer.
+    private var totals: [[UInt8]: SessionDelta] = [:]
+    /// The key of the run in `recent`, or empty for none.
+    private var recentKey: [UInt8] = []
     private var recent: SessionDelta?
     private var recentIsError = false
+    /// Where keys are built for lookups; its capacity is kept.
+    private var scratch: [UInt8] = []
 
     /// Counts one record (in DELIVER layout, its size already checked).
     public mutating func note(_ record: UnsafeRawBufferPointer) {
@@ -25,13 +26,23 @@ public struct SessionTally {
         let (session, kind) = DeliveredRecordLayout.sessionAndKind(of: record)
         guard !session.isEmpty else { return }
         let producer = DeliveredRecordLayout.producer(of: record)
-        if recentKey.map({ $0.session.elementsEqual(session) && $0.kind.elementsEqual(kind) && $0.producer.elementsEqual(producer) }) != true {
+        if recent == nil || !Self.key(recentKey, is: session, kind, producer) {
             flushRecent()
-            let key = Key(session: Array(session), kind: Array(kind), producer: Array(producer))
-            recentKey = key
-            recent = totals[key] ?? SessionDelta(session: String(decoding: session, as: UTF8.self),
-                                                 kind: String(decoding: kind, as: UTF8.self),
-                                                 producer: String(decoding: producer, as: UTF8.self))
+            scratch.removeAll(keepingCapacity: true)
+            Self.appendField(session, to: &scratch)
+            Self.appendField(kind, to: &scratch)
+            Self.appendField(producer, to: &scratch)
+            if let index = totals.index(forKey: scratch) {
+                // The stored key itself, so `scratch` stays unshared and is reused as it is.
+                recentKey = totals[index].key
+                recent = totals[index].value
+            } else {
+                // A key new since the last take(): its one allocation, stored by flushRecent().
+                recentKey = scratch.withUnsafeBytes { Array($0) }
+                recent = SessionDelta(session: String(decoding: session, as: UTF8.self),
+                                      kind: String(decoding: kind, as: UTF8.self),
+                                      producer: String(decoding: producer, as: UTF8.self))
+            }
             recentIsError = Self.namesError(kind)
         }
         let ingest = DeliveredRecordLayout.ingestNanos(at: base)
@@ -50,9 +61,28 @@ public struct SessionTally {
     }
 
     private mutating func flushRecent() {
-        if let key = recentKey, let delta = recent { totals[key] = delta }
-        recentKey = nil
+        if let delta = recent { totals[recentKey] = delta }
         recent = nil
+    }
+
+    private static func appendField(_ field: UnsafeRawBufferPointer, to key: inout [UInt8]) {
+        key.append(UInt8(truncatingIfNeeded: field.count))
+        key.append(contentsOf: field)
+    }
+
+    /// Whether `key` (as built by `note`) is these three fields, comparing bytes in place.
+    private static func key(_ key: [UInt8], is session: UnsafeRawBufferPointer, _ kind: UnsafeRawBufferPointer,
+                            _ producer: UnsafeRawBufferPointer) -> Bool {
+        guard key.count == 3 + session.count + kind.count + producer.count else { return false }
+        return key.withUnsafeBytes { stored in
+            var offset = 0
+            func next(_ field: UnsafeRawBufferPointer) -> Bool {
+                defer { offset += 1 + field.count }
+                return stored[offset] == UInt8(truncatingIfNeeded: field.count)
+                    && ByteCompare.equal(UnsafeRawBufferPointer(rebasing: stored[offset + 1 ..< offset + 1 + field.count]), field)
+            }
+            return next(session) && next(kind) && next(producer)
+        }
     }
 
     private static let errorWord = Array("error".utf8)

@@ -36,6 +36,8 @@ final class SpillLoop: @unchecked Sendable {
     /// Producer marks seen since the last save; the current producer's run is in `recentMark`.
     var marks = ProducerMarks()
     var recentMark: ProducerMark?
+    /// Where a producer id is copied to look up its mark; its capacity is kept.
+    private var producerScratch: [UInt8] = []
     var sessions = SessionTally()
     /// Session counts taken from the tally but not yet saved (a failed save retries them).
     var unsavedSessions: [SessionDelta] = []
@@ -193,10 +195,14 @@ final class SpillLoop: @unchecked Sendable {
         guard let base = record.baseAddress else { return }
         let producer = DeliveredRecordLayout.producer(of: record)
         let producerSequence = DeliveredRecordLayout.producerSequence(at: base)
-        if recentMark?.producer.elementsEqual(producer) != true {
+        if !(recentMark.map { ByteCompare.equal($0.producer, producer) } ?? false) {
             flushRecentMark()
-            let id = Array(producer)
-            recentMark = marks[id] ?? ProducerMark(producer: id)
+            // Looked up through a reused buffer: no allocation for a producer already in
+            // `marks` (64 interleaved producers switch on nearly every record).
+            producerScratch.removeAll(keepingCapacity: true)
+            producerScratch.append(contentsOf: producer)
+            // A producer new since the last save copies its id once (its one allocation).
+            recentMark = marks[producerScratch] ?? ProducerMark(producer: producerScratch.withUnsafeBytes { Array($0) })
         }
         recentMark?.advance(producerSequence: producerSequence, relaySequence: sequence)
     }

@@ -48,8 +48,8 @@ final class SpillFixture {
 
     func path(_ name: String) -> String { directory + "/" + name }
 
-    static func record(_ sequence: UInt64, producer: String = "p") -> [UInt8] {
-        let producerBytes = Array(producer.utf8), session = Array("s".utf8), kind = Array("k".utf8)
+    static func record(_ sequence: UInt64, producer: String = "p", session: String = "s", kind: String = "k") -> [UInt8] {
+        let producerBytes = Array(producer.utf8), session = Array(session.utf8), kind = Array(kind.utf8)
         let payload = Array("p-\(sequence)".utf8)
         var bytes: [UInt8] = []
         func append<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }

@@ -66,34 +66,85 @@ extension Scenarios {
     /// timed one by one (write + fdatasync). Paced because an idle virtual disk is slower: here a
     /// lone fdatasync every 10 ms takes about 3x one in a tight loop.
     static func fsyncFloor(rate: Int, seconds: Double, scratch: URL) throws -> Measurement {
-        let path = scratch.appendingPathComponent("fsync-floor-\(UUID().uuidString)").path
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
-        defer {
-            close(fd)
-            unlink(path)
+        return try withAppendFile(in: scratch, named: "fsync-floor") { fd, path in
+            let block = [UInt8](repeating: 0x61, count: 4096)
+            var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+            let start = Clock.wallNanos + 50_000_000, end = start + UInt64(seconds * 1e9)
+            let interval = 1_000_000_000.0 / Double(max(rate, 1))
+            var count = 0
+            while true {
+                let at = start + UInt64(Double(count) * interval)
+                if at >= end { break }
+                waitUntil(at)
+                let started = Clock.monotonicNanos
+                let written = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                guard written == block.count else { throw SystemError("write \(path)", errno: errno) }
+                guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
+                _ = histogram.record(Clock.monotonicNanos - started)
+                count += 1
+            }
+            func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
+            return Measurement(scenario: "acks", peer: "write+fdatasync", parameters: ["rate": Double(rate), "seconds": seconds, "size": 4096],
+                               results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
+                                         "acked": Double(count), "expected": Double(count)])
         }
-        let block = [UInt8](repeating: 0x61, count: 4096)
-        var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
-        let start = Clock.wallNanos + 50_000_000, end = start + UInt64(seconds * 1e9)
-        let interval = 1_000_000_000.0 / Double(max(rate, 1))
-        var count = 0
-        while true {
-            let at = start + UInt64(Double(count) * interval)
-            if at >= end { break }
-            waitUntil(at)
-            let started = Clock.monotonicNanos
-            let written = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard written == block.count else { throw SystemError("write \(path)", errno: errno) }
-            guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
-            _ = histogram.record(Clock.monotonicNanos - started)
-            count += 1
-        }
-        func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
-        return Measurement(scenario: "acks", peer: "write+fdatasync", parameters: ["rate": Double(rate), "seconds": seconds, "size": 4096],
-                           results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
-                                     "acked": Double(count), "expected": Double(count)])
     }
+}
+
+extension Scenarios {
+    /// The disk's group-commit floor at a rate: what an ideal relay with no CPU, no network and
+    /// no compression could do with this disk. Records "arrive" on the same schedule as the
+    /// producer's; one loop appends everything that has arrived (`recordBytes` each, about a
+    /// compressed record's size), fdatasyncs, and times each record from its scheduled arrival
+    /// to the end of that fdatasync. Records that arrive during an fdatasync wait for it and go
+    /// in the next one, as in the relay. Unlike the one-operation floor, its p99 is per record
+    /// and time-weighted: a stalled fdatasync delays every record that arrives meanwhile.
+    static func groupCommitFloor(rate: Int, seconds: Double, scratch: URL, recordBytes: Int = 64) throws -> Measurement {
+        return try withAppendFile(in: scratch, named: "group-commit-floor") { fd, path in
+            // One burst's bytes at most: 1 s of arrivals at 10k/s; a longer stall writes in pieces.
+            let burstLimit = 10_000
+            let block = [UInt8](repeating: 0x61, count: burstLimit * recordBytes)
+            var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+            let start = Clock.wallNanos + 50_000_000
+            let interval = 1_000_000_000.0 / Double(max(rate, 1))
+            let total = Int(Double(rate) * seconds)
+            var committed = 0, syncs = 0
+            func arrival(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
+            while committed < total {
+                waitUntil(arrival(committed))
+                let now = Clock.wallNanos
+                let arrived = min(total, Int(Double(now - start) / interval) + 1)
+                let count = min(max(arrived - committed, 1), burstLimit)
+                let written = block.withUnsafeBytes { write(fd, $0.baseAddress, count * recordBytes) }
+                guard written == count * recordBytes else { throw SystemError("write \(path)", errno: errno) }
+                guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
+                let done = Clock.wallNanos
+                for index in committed ..< committed + count {
+                    let at = arrival(index)
+                    _ = histogram.record(done > at ? done - at : 0)
+                }
+                committed += count
+                syncs += 1
+            }
+            func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
+            return Measurement(scenario: "acks", peer: "group-commit", parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(recordBytes)],
+                               results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
+                                         "acked": Double(committed), "expected": Double(total), "fdatasyncs": Double(syncs)])
+        }
+    }
+}
+
+/// Runs `body` with a new file in `scratch` open for appending (its descriptor and path), then
+/// closes and removes it.
+func withAppendFile<T>(in scratch: URL, named name: String, _ body: (Int32, String) throws -> T) throws -> T {
+    let path = scratch.appendingPathComponent("\(name)-\(UUID().uuidString)").path
+    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+    guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
+    defer {
+        close(fd)
+        unlink(path)
+    }
+    return try body(fd, path)
 }
 
 /// Each record's scheduled send time, written by the sender before it publishes the count
@@ -114,7 +165,7 @@ final class AckingProducer: @unchecked Sendable {
     let outbound = OutboundBuffer(initialCapacity: 1 << 16)
     let inbound = InboundBuffer(limits: .permissive)
     private(set) var sequence: UInt64
-    let payload = [UInt8](repeating: 0x61, count: 64 * 1024)
+    var payloads = PayloadCycle()
 
     init(_ address: String) throws {
         link = try Link(address)
@@ -132,13 +183,12 @@ final class AckingProducer: @unchecked Sendable {
 
     func send(eventTime: UInt64, payloadSize: Int) throws {
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        try payload.withUnsafeBytes { bytes in
-            let mark = outbound.beginBatch(.publish)
+        let mark = outbound.beginBatch(.publish)
+        try payloads.next(size: payloadSize) { body in
             try outbound.appendPublishRecord(RecordHeader(producerSequence: sequence, eventTimeNanos: eventTime),
-                                             session: empty, kind: empty, contentType: empty,
-                                             payload: UnsafeRawBufferPointer(rebasing: bytes[..<payloadSize]))
-            outbound.endBatch(mark, count: 1)
+                                             session: empty, kind: empty, contentType: empty, payload: body)
         }
+        outbound.endBatch(mark, count: 1)
         sequence += 1
         try link.send(outbound.readable)
         outbound.consume(outbound.count)

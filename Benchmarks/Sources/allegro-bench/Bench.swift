@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allegro-bench",
         abstract: "Measure Allegro's lag and throughput against direct TCP, nats-server and redis-server.",
-        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, All.self])
+        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, All.self])
 }
 
 struct Common: ParsableArguments {
@@ -33,10 +33,15 @@ struct Common: ParsableArguments {
             // is free), for A/B beside the default.
             case let variant where variant.hasPrefix("allegro-commit") && Int(variant.dropFirst(14)) != nil:
                 return AllegroPeer(binary: binary, extra: ["--set", "spill_fsync_interval_ms=\(variant.dropFirst(14))"], name: String(variant))
+            // allegro+KEY=VALUE+...: any settings (`--set KEY=VALUE`), for A/B beside the default.
+            case let variant where variant.hasPrefix("allegro+"):
+                let settings = variant.split(separator: "+").dropFirst()
+                guard settings.allSatisfy({ $0.contains("=") }) else { throw ValidationError("\(variant): expected allegro+KEY=VALUE[+KEY=VALUE...]") }
+                return AllegroPeer(binary: binary, extra: settings.flatMap { ["--set", String($0)] }, name: String(variant))
             case "direct": return DirectPeer()
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
-            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-commitN (N: spill_fsync_interval_ms), direct, nats, redis")
+            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, nats, redis")
             }
         }
     }
@@ -94,7 +99,7 @@ struct Throughput: ParsableCommand {
 
 struct Acks: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Producer ACK latency at fixed rates, from the scheduled send time, beside a write+fdatasync loop on the same disk.")
+        abstract: "Producer ACK latency at fixed rates, from the scheduled send time, beside two floors on the same disk: a write+fdatasync loop and an ideal group commit.")
     @OptionGroup var common: Common
     @Option(help: "Rates in records/s, comma-separated.") var rates = "100,10000"
     @Option(help: "Seconds per rate.") var seconds = 5.0
@@ -108,6 +113,7 @@ struct Acks: ParsableCommand {
         for _ in 0 ..< rounds {
             for rate in rates.split(separator: ",").compactMap({ Int($0) }) {
                 results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch))
+                results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch))
                 for case let peer as AllegroPeer in try common.peers(peers) {
                     results.append(try Scenarios.acks(peer, rate: rate, seconds: seconds, size: common.size, scratch: scratch))
                 }
@@ -121,11 +127,20 @@ struct Outage: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Collector away under load, then catch-up from the spill.")
     @OptionGroup var common: Common
     @Option(help: "Records that arrive while the collector is away.") var records = 1_000_000
+    @Option(help: "Allegro variants, comma-separated: allegro, allegro-commitN, allegro+KEY=VALUE.") var peers = "allegro"
+    @Option(help: "Rounds: each runs every variant once, in turn (interleaved A/B).") var rounds = 1
 
     func run() throws {
         let scratch = try common.scratch()
         defer { try? FileManager.default.removeItem(at: scratch) }
-        common.report([try Scenarios.outage(binary: common.binary, records: records, size: common.size, scratch: scratch)])
+        var results: [Measurement] = []
+        for _ in 0 ..< rounds {
+            for case let peer as AllegroPeer in try common.peers(peers) {
+                results.append(try Scenarios.outage(binary: common.binary, records: records, size: common.size, scratch: scratch,
+                                                    extra: peer.extra, name: peer.name))
+            }
+        }
+        common.report(results)
     }
 }
 
@@ -144,8 +159,9 @@ struct Crash: ParsableCommand {
 struct All: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Every scenario with every peer: the BENCHMARKS.md run (or a smoke with --smoke).")
     @OptionGroup var common: Common
+    @OptionGroup var allocount: AllocountOption
     @Flag(help: "Seconds-long runs that only check the scenarios work (CI).") var smoke = false
-    @Flag(help: "Exit non-zero when Allegro lost, duplicated or reordered anything (never on timing).") var check = false
+    @Flag(help: "Exit non-zero when Allegro lost, duplicated or reordered anything, or allocated more per record than an allocs threshold (never on timing).") var check = false
 
     func run() throws {
         let scratch = try common.scratch()
@@ -162,12 +178,22 @@ struct All: ParsableCommand {
         }
         for rate in [100, 10_000] {
             results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch))
+            results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch))
             results.append(try Scenarios.acks(AllegroPeer(binary: common.binary), rate: rate, seconds: seconds, size: common.size, scratch: scratch))
         }
         results.append(try Scenarios.outage(binary: common.binary, records: smoke ? 20_000 : 1_000_000, size: common.size, scratch: scratch))
         results.append(try Scenarios.crash(binary: common.binary, records: smoke ? 20_000 : 200_000, size: common.size, scratch: scratch))
+        if let library = allocount.library {
+            for workload in AllocWorkload.all {
+                results.append(try Scenarios.allocs(workload, windows: smoke ? .smoke : .full, binary: common.binary, library: library,
+                                                    size: common.size, scratch: scratch))
+            }
+        } else {
+            // Not an error: `all` must still run where no one built the library (stderr: --json stays JSON).
+            FileHandle.standardError.write(Data("allegro-bench: allocs skipped: \(AllocountOption.missing)\n".utf8))
+        }
         common.report(results)
-        let failures = Report.correctnessFailures(results)
+        let failures = Report.correctnessFailures(results) + Report.allocationFailures(results)
         if check && !failures.isEmpty {
             FileHandle.standardError.write(Data(("allegro-bench: " + failures.joined(separator: "; ") + "\n").utf8))
             throw ExitCode.failure

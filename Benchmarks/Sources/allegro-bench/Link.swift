@@ -62,10 +62,14 @@ final class Server {
     let process = Process()
     let name: String
 
-    init(_ name: String, _ executable: String, _ arguments: [String], log: URL) throws {
+    /// `environment`: added to the harness's own (replacing what it has under the same names).
+    init(_ name: String, _ executable: String, _ arguments: [String], log: URL, environment: [String: String] = [:]) throws {
         self.name = name
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle

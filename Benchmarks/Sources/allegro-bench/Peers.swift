@@ -35,14 +35,17 @@ final class AllegroPeer: Peer {
     let binary: String
     let extra: [String]
     let live: Bool
+    /// Added to the relay's environment (the `allocs` scenario preloads its allocation counter).
+    let environment: [String: String]
     private var server: Server?
     private(set) var address = ""
     private(set) var dataDirectory: URL?
 
-    init(binary: String, extra: [String] = [], live: Bool = false, name: String? = nil) {
+    init(binary: String, extra: [String] = [], live: Bool = false, name: String? = nil, environment: [String: String] = [:]) {
         self.binary = binary
         self.extra = extra
         self.live = live
+        self.environment = environment
         self.name = name ?? (live ? "allegro-live" : "allegro")
     }
 
@@ -59,13 +62,15 @@ final class AllegroPeer: Peer {
         server = try Server("allegro", binary, ["relay", "--listen", address, "--http", "off", "--data", data.path,
                                                 "--set", "log_level=warning",
                                                 // No alert or daily report of its own in the measured stream (the check counts records).
-                                                "--set", "alert_interval_ms=0"] + extra, log: log)
+                                                "--set", "alert_interval_ms=0"] + extra, log: log, environment: environment)
         try waitForListener(address)
     }
 
     func stop() { server?.stop() }
     func crash() { server?.stop(signal: SIGKILL) }
     var serverCPUSeconds: Double? { server?.cpuSeconds }
+    /// The relay's process id (nil before the first start).
+    var pid: Int32? { server?.pid }
 
     func producer() throws -> PeerProducer { try AllegroProducer(address, id: "bench-\(UUID().uuidString.prefix(8))") }
     func collector() throws -> PeerCollector { try WireCollector(allegro: address, live: live) }
@@ -76,8 +81,14 @@ final class AllegroProducer: PeerProducer, @unchecked Sendable {
     let link: Link
     let outbound = OutboundBuffer(initialCapacity: 1 << 20)
     var sequence: UInt64 = 1
-    let payload = [UInt8](repeating: 0x61, count: 64 * 1024)
+    var payloads = PayloadCycle()
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
+    /// Session and kind of every record sent (empty: none); the `allocs` scenario sets them as a
+    /// Hermes producer would.
+    var session: [UInt8] = []
+    var kind: [UInt8] = []
+    /// Most records per PUBLISH frame; a send of more writes several frames at once.
+    var recordsPerFrame = 1024
     /// Whether a HELLO/WELCOME handshake is needed (not for `direct`).
     init(_ address: String, id: String, handshake: Bool = true) throws {
         link = try Link(address)
@@ -99,20 +110,23 @@ final class AllegroProducer: PeerProducer, @unchecked Sendable {
 
     func send(_ eventTimes: UnsafeBufferPointer<UInt64>, payloadSize: Int) throws {
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        try payload.withUnsafeBytes { bytes in
-            let body = UnsafeRawBufferPointer(rebasing: bytes[..<payloadSize])
-            var index = 0
-            while index < eventTimes.count {
-                let mark = outbound.beginBatch(.publish)
-                var count = 0
-                while index < eventTimes.count && count < 1024 {
-                    try outbound.appendPublishRecord(RecordHeader(producerSequence: sequence, eventTimeNanos: eventTimes[index]),
-                                                     session: empty, kind: empty, contentType: empty, payload: body)
-                    sequence += 1
-                    index += 1
-                    count += 1
+        try session.withUnsafeBytes { session in
+            try kind.withUnsafeBytes { kind in
+                var index = 0
+                while index < eventTimes.count {
+                    let mark = outbound.beginBatch(.publish)
+                    var count = 0
+                    while index < eventTimes.count && count < recordsPerFrame {
+                        try payloads.next(size: payloadSize) { body in
+                            try outbound.appendPublishRecord(RecordHeader(producerSequence: sequence, eventTimeNanos: eventTimes[index]),
+                                                             session: session, kind: kind, contentType: empty, payload: body)
+                        }
+                        sequence += 1
+                        index += 1
+                        count += 1
+                    }
+                    outbound.endBatch(mark, count: count)
                 }
-                outbound.endBatch(mark, count: count)
             }
         }
         try link.send(outbound.readable)

@@ -164,16 +164,16 @@ enum Scenarios {
 
     /// The durable collector is away while `records` arrive; then it returns from its committed
     /// cursor: catch-up time, replay rate, and a check that every record arrived once, in order.
-    static func outage(binary: String, records: Int, size: Int, scratch: URL) throws -> Measurement {
-        let relay = AllegroPeer(binary: binary, extra: ["--durable", "timmy"])
+    static func outage(binary: String, records: Int, size: Int, scratch: URL, extra: [String] = [], name: String = "allegro") throws -> Measurement {
+        let relay = AllegroPeer(binary: binary, extra: ["--durable", "timmy"] + extra)
         try relay.start(scratch: scratch)
         defer { relay.stop() }
         var options = ProducerOptions(relays: [try SocketAddress(parsing: relay.address)], producerID: "outage-bench")
         options.batchRecords = 1024
         let producer = try Producer(options)
-        let payload = [UInt8](repeating: 0x63, count: size)
+        var payloads = PayloadCycle()
         let loadStart = Clock.monotonicNanos
-        for _ in 0 ..< records { try payload.withUnsafeBytes { _ = try producer.publish(payload: $0) } }
+        for _ in 0 ..< records { try payloads.next(size: size) { _ = try producer.publish(payload: $0) } }
         // Every record acknowledged: in the spill and fsync'd.
         try producer.close(timeoutMillis: 300_000)
         let loadSeconds = Double(Clock.monotonicNanos - loadStart) / 1e9
@@ -200,7 +200,7 @@ enum Scenarios {
         }
         let catchUp = Double(Clock.monotonicNanos - catchUpStart) / 1e9
         return Measurement(
-            scenario: "outage", peer: "allegro", parameters: ["records": Double(records), "size": Double(size)],
+            scenario: "outage", peer: name, parameters: ["records": Double(records), "size": Double(size)],
             results: ["ingest_acked_records_per_s": Double(records) / loadSeconds, "catch_up_seconds": catchUp, "replay_records_per_s": Double(received) / catchUp,
                       "received": Double(received), "out_of_order_or_gaps": Double(disorder)])
     }
@@ -215,10 +215,10 @@ enum Scenarios {
         var options = ProducerOptions(relays: [try SocketAddress(parsing: relay.address)], producerID: "crash-bench")
         options.reconnectForMillis = 60_000
         let producer = try Producer(options)
-        let payload = [UInt8](repeating: 0x62, count: size)
+        var payloads = PayloadCycle()
         var restartSeconds = 0.0
         for index in 0 ..< records {
-            try payload.withUnsafeBytes { _ = try producer.publish(payload: $0) }
+            try payloads.next(size: size) { _ = try producer.publish(payload: $0) }
             if index == records / 2 {
                 relay.crash()
                 let restarting = Clock.monotonicNanos

@@ -2,9 +2,11 @@ import AllegroPosix
 import Foundation
 
 /// Payload for text-protocol peers: the event time (8 bytes, little-endian), then filler.
-func timedPayload(_ eventTime: UInt64, size: Int, into out: inout [UInt8]) {
+/// The event time (8 bytes, little-endian) then the rest of the next pool payload: the text
+/// peers carry the time in the payload, where Allegro has a header field for it.
+func timedPayload(_ eventTime: UInt64, size: Int, from payloads: inout PayloadCycle, into out: inout [UInt8]) {
     withUnsafeBytes(of: eventTime.littleEndian) { out.append(contentsOf: $0) }
-    if size > 8 { out.append(contentsOf: repeatElement(0x61, count: size - 8)) }
+    payloads.next(size: size) { body in if body.count > 8 { out.append(contentsOf: body[8...]) } }
 }
 
 func eventTime(in bytes: ArraySlice<UInt8>) -> UInt64 {
@@ -60,6 +62,7 @@ final class NatsPeer: Peer {
 final class NatsProducer: PeerProducer, @unchecked Sendable {
     let link: Link
     var out: [UInt8] = []
+    var payloads = PayloadCycle()
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
 
     init(_ address: String) throws {
@@ -74,7 +77,7 @@ final class NatsProducer: PeerProducer, @unchecked Sendable {
         let header = Array("PUB bench \(payloadSize)\r\n".utf8)
         for time in eventTimes {
             out.append(contentsOf: header)
-            timedPayload(time, size: payloadSize, into: &out)
+            timedPayload(time, size: payloadSize, from: &payloads, into: &out)
             out.append(13); out.append(10)
         }
         try link.send(out)
@@ -164,6 +167,7 @@ final class RedisProducer: PeerProducer, @unchecked Sendable {
     let link: Link
     var out: [UInt8] = []
     var payload: [UInt8] = []
+    var payloads = PayloadCycle()
     let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
     let command: [[UInt8]] = [Array("XADD".utf8), Array("bench".utf8), Array("*".utf8), Array("t".utf8)]
 
@@ -174,7 +178,7 @@ final class RedisProducer: PeerProducer, @unchecked Sendable {
         out.removeAll(keepingCapacity: true)
         for time in eventTimes {
             payload.removeAll(keepingCapacity: true)
-            timedPayload(time, size: payloadSize, into: &payload)
+            timedPayload(time, size: payloadSize, from: &payloads, into: &payload)
             resp(command + [payload], into: &out)
         }
         try link.send(out)
