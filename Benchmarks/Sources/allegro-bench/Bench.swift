@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allegro-bench",
         abstract: "Measure Allegro's lag and throughput against direct TCP, nats-server and redis-server.",
-        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, All.self])
+        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, Scale.self, All.self])
 }
 
 struct Common: ParsableArguments {
@@ -33,11 +33,13 @@ struct Common: ParsableArguments {
             // is free), for A/B beside the default.
             case let variant where variant.hasPrefix("allegro-commit") && Int(variant.dropFirst(14)) != nil:
                 return AllegroPeer(binary: binary, extra: ["--set", "spill_fsync_interval_ms=\(variant.dropFirst(14))"], name: String(variant))
-            // allegro+KEY=VALUE+...: any settings (`--set KEY=VALUE`), for A/B beside the default.
-            case let variant where variant.hasPrefix("allegro+"):
+            // allegro+KEY=VALUE+... (or allegro-live+...): any settings (`--set KEY=VALUE`), for
+            // A/B beside the default.
+            case let variant where variant.hasPrefix("allegro+") || variant.hasPrefix("allegro-live+"):
                 let settings = variant.split(separator: "+").dropFirst()
                 guard settings.allSatisfy({ $0.contains("=") }) else { throw ValidationError("\(variant): expected allegro+KEY=VALUE[+KEY=VALUE...]") }
-                return AllegroPeer(binary: binary, extra: settings.flatMap { ["--set", String($0)] }, name: String(variant))
+                return AllegroPeer(binary: binary, extra: settings.flatMap { ["--set", String($0)] },
+                                   live: variant.hasPrefix("allegro-live+"), name: String(variant))
             case "direct": return DirectPeer()
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
@@ -63,6 +65,7 @@ struct Paced: ParsableCommand {
     @Option(help: "Total rates in records/s, comma-separated.") var rates = "100,10000,100000"
     @Option(help: "Seconds per rate.") var seconds = 5.0
     @Option(help: "Producer connections.") var producers = 1
+    @Option(help: "Collectors, each given every record.") var collectors = 1
     @Option(help: "Systems to measure, comma-separated: allegro (fsync'd delivery), allegro-live, direct, nats, redis.") var peers = "allegro,allegro-live,direct,nats,redis"
 
     func run() throws {
@@ -71,7 +74,8 @@ struct Paced: ParsableCommand {
         var results: [Measurement] = []
         for rate in rates.split(separator: ",").compactMap({ Int($0) }) {
             for peer in try common.peers(peers) {
-                results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: producers, scratch: scratch))
+                results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: producers,
+                                                   collectors: collectors, scratch: scratch))
             }
         }
         common.report(results)
@@ -183,6 +187,16 @@ struct All: ParsableCommand {
         }
         results.append(try Scenarios.outage(binary: common.binary, records: smoke ? 20_000 : 1_000_000, size: common.size, scratch: scratch))
         results.append(try Scenarios.crash(binary: common.binary, records: smoke ? 20_000 : 200_000, size: common.size, scratch: scratch))
+        for peer in try common.peers("allegro,allegro-live") {
+            for producers in smoke ? [100] : [10, 100, 1000] {
+                results.append(try Scenarios.paced(peer, rate: 10_000, seconds: seconds, size: common.size, producers: producers,
+                                                   collectors: 1, scratch: scratch))
+            }
+            for collectors in smoke ? [4] : [4, 16] {
+                results.append(try Scenarios.paced(peer, rate: 10_000, seconds: seconds, size: common.size, producers: 1,
+                                                   collectors: collectors, scratch: scratch))
+            }
+        }
         if let library = allocount.library {
             for workload in AllocWorkload.all {
                 results.append(try Scenarios.allocs(workload, windows: smoke ? .smoke : .full, binary: common.binary, library: library,

@@ -33,6 +33,21 @@ struct PayloadPool: Sendable {
         bytes = all
     }
 
+    /// Pools already made, by size: every sender of a size shares one (making one takes a few
+    /// ms, which 100 producers each making their own on their first send turned into 300 ms of
+    /// lag at the start of a run).
+    private static let made = Shared([Int: PayloadPool]())
+
+    /// The pool of `size`-byte payloads, made once per process.
+    static func shared(size: Int) -> PayloadPool {
+        made.with { pools in
+            if let pool = pools[size] { return pool }
+            let pool = PayloadPool(size: size)
+            pools[size] = pool
+            return pool
+        }
+    }
+
     /// Payload `index % count`.
     func withPayload<T>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
         let start = (index % Self.count) * size
@@ -53,14 +68,14 @@ struct SplitMix {
     }
 }
 
-/// A sender's walk through the pool: payload after payload, the pool made on first use (and
-/// again if the size changes).
+/// A sender's walk through the pool: payload after payload, the shared pool of the size fetched on
+/// first use (and again if the size changes).
 struct PayloadCycle {
     private var pool: PayloadPool?
     private var index = 0
 
     mutating func next<T>(size: Int, _ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
-        if pool?.size != size { pool = PayloadPool(size: size) }
+        if pool?.size != size { pool = PayloadPool.shared(size: size) }
         index += 1
         // The pool was just made when missing, so this is never nil.
         return try pool.map { try $0.withPayload(index, body) } ?? body(UnsafeRawBufferPointer(start: nil, count: 0))

@@ -44,14 +44,23 @@ enum Report {
         if rows.first?.scenario == "acks" { return ackRatios(rows) }
         let key = rows.first?.scenario == "paced" ? "p99_us" : "records_per_s"
         guard key == "p99_us" || rows.first?.scenario == "throughput" else { return }
-        let groups = Dictionary(grouping: rows) { $0.parameters["rate"] ?? 0 }
-        for (rate, group) in groups.sorted(by: { $0.key < $1.key }) {
+        // Rows compare only at the same rate, producers and collectors (the scale steps).
+        struct Step: Hashable, Comparable {
+            var rate: Double, producers: Double, collectors: Double
+            static func < (a: Step, b: Step) -> Bool { (a.rate, a.producers, a.collectors) < (b.rate, b.producers, b.collectors) }
+        }
+        let groups = Dictionary(grouping: rows) {
+            Step(rate: $0.parameters["rate"] ?? 0, producers: $0.parameters["producers"] ?? 1, collectors: $0.parameters["collectors"] ?? 1)
+        }
+        for (step, group) in groups.sorted(by: { $0.key < $1.key }) {
+            let rate = step.rate
             guard let allegro = group.first(where: { $0.peer == "allegro" })?.results[key] else { continue }
             let parts = group.filter { $0.peer != "allegro" }.compactMap { peer -> String? in
                 guard let value = peer.results[key], value > 0 else { return nil }
                 return "\(peer.peer) \(String(format: "%.2f", allegro / value))x"
             }
-            let label = key == "p99_us" ? "allegro p99 / peer p99 at \(Int(rate))/s" : "allegro records/s / peer records/s"
+            let counts = (step.producers != 1 ? ", \(Int(step.producers)) producers" : "") + (step.collectors != 1 ? ", \(Int(step.collectors)) collectors" : "")
+            let label = key == "p99_us" ? "allegro p99 / peer p99 at \(Int(rate))/s\(counts)" : "allegro records/s / peer records/s\(counts)"
             Swift.print("\(label): " + parts.joined(separator: ", "))
         }
     }

@@ -44,49 +44,55 @@ func waitUntil(_ nanos: UInt64) {
 }
 
 enum Scenarios {
-    /// P producers at a total of `rate` records/s for `seconds`; lag from the scheduled send
-    /// time to the collector's receipt, in an HdrHistogram.
-    static func paced(_ peer: Peer, rate: Int, seconds: Double, size: Int, producers: Int, scratch: URL) throws -> Measurement {
+    /// P producers at a total of `rate` records/s for `seconds`, record i sent on producer
+    /// i % P by one sender thread (a thread per producer would be 1,000 threads at the scale
+    /// scenario's top); C collectors, each given every record; lag from the scheduled send time
+    /// to each collector's receipt, in one HdrHistogram (C samples per record).
+    static func paced(_ peer: Peer, rate: Int, seconds: Double, size: Int, producers: Int, collectors: Int = 1,
+                      scratch: URL) throws -> Measurement {
         try peer.start(scratch: scratch)
         defer { peer.stop() }
-        let collector = try peer.collector()
-        let links = try (0 ..< producers).map { _ in try peer.producer() }
+        _ = PayloadPool.shared(size: size)  // made before the clock starts, not on the first send
+        let readers = try (0 ..< max(collectors, 1)).map { _ in try peer.collector() }
+        let links = try (0 ..< max(producers, 1)).map { _ in try peer.producer() }
         let expected = Int(Double(rate) * seconds)
         let histogram = Shared(Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three))
-        let received = Shared(0)
+        // The fewest records any collector got: each must get them all.
+        let received = Shared(Int.max)
         let cpuBefore = peer.serverCPUSeconds ?? 0
         let start = Clock.wallNanos + 200_000_000
         let interval = 1_000_000_000.0 / Double(rate)
         let end = start + UInt64(seconds * 1e9)
-        let collecting = spawn { [collector] in
-            var local = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
-            var count = 0
-            while count < expected && Clock.wallNanos < end + 5_000_000_000 {
-                try? collector.poll(timeoutMillis: 20) { eventTime in
-                    let now = Clock.wallNanos
-                    _ = local.record(now > eventTime ? now - eventTime : 0)
-                    count += 1
+        let collecting = readers.map { collector in
+            spawn { [collector] in
+                var local = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+                var count = 0
+                while count < expected && Clock.wallNanos < end + 5_000_000_000 {
+                    try? collector.poll(timeoutMillis: 20) { eventTime in
+                        let now = Clock.wallNanos
+                        _ = local.record(now > eventTime ? now - eventTime : 0)
+                        count += 1
+                    }
                 }
-            }
-            histogram.with { $0 = local }
-            received.with { $0 = count }
-        }
-        let senders = links.enumerated().map { index, link in
-            spawn { [link] in
-                var i = 0
-                var time: UInt64 = 0
-                while true {
-                    let scheduled = start + UInt64((Double(i * producers + index)) * interval)
-                    if scheduled >= end { break }
-                    waitUntil(scheduled)
-                    time = scheduled
-                    try? withUnsafePointer(to: &time) { try link.send(UnsafeBufferPointer(start: $0, count: 1), payloadSize: size) }
-                    i += 1
-                }
+                histogram.with { $0.add(local) }
+                received.with { $0 = min($0, count) }
             }
         }
-        for sender in senders { sender.wait() }
-        collecting.wait()
+        let sending = spawn { [links] in
+            var i = 0
+            var time: UInt64 = 0
+            while true {
+                let scheduled = start + UInt64(Double(i) * interval)
+                if scheduled >= end { break }
+                waitUntil(scheduled)
+                time = scheduled
+                let link = links[i % links.count]
+                try? withUnsafePointer(to: &time) { try link.send(UnsafeBufferPointer(start: $0, count: 1), payloadSize: size) }
+                i += 1
+            }
+        }
+        sending.wait()
+        for reader in collecting { reader.wait() }
         // Producer connections stay open until everything arrived: closing one drops what the
         // server has not read yet (unacknowledged, so a real producer would resend it).
         withExtendedLifetime(links) {}
@@ -96,7 +102,8 @@ enum Scenarios {
         func micros(_ percentile: Double) -> Double { Double(lags.valueAtPercentile(percentile)) / 1000 }
         return Measurement(
             scenario: "paced", peer: peer.name,
-            parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(size), "producers": Double(producers)],
+            parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(size), "producers": Double(producers),
+                         "collectors": Double(collectors)],
             results: ["p50_us": micros(50), "p90_us": micros(90), "p99_us": micros(99), "p999_us": micros(99.9),
                       "max_us": Double(lags.max) / 1000, "received": Double(count), "expected": Double(expected),
                       "server_cpu_us_per_record": count > 0 ? cpu * 1e6 / Double(count) : 0])
