@@ -57,8 +57,9 @@ public final class RecordRing: @unchecked Sendable {
     private var gates: [RingGate] = []
 
     // Writer-only state. Only the writer's thread touches it (the thread rules above), so the
-    // runtime's exclusivity check on every append buys nothing; it was about 7% of the I/O
-    // thread at 2 M records/s (BENCHMARKS.md, "Codecs").
+    // runtime's exclusivity check on every append buys nothing (such checks on per-record state,
+    // this and the relay's, were about 7% of the I/O thread at 2 M records/s: BENCHMARKS.md,
+    // "Codecs").
     @exclusivity(unchecked) private var writePosition: UInt64 = 0
     @exclusivity(unchecked) private var tailPosition: UInt64 = 0
 

@@ -15,6 +15,7 @@ struct Bench: ParsableCommand {
 struct Common: ParsableArguments {
     @Option(help: "The allegro binary (default: $ALLEGRO_BIN or ../.build/release/allegro).") var allegro: String?
     @Option(help: "Record payload bytes.") var size = 128
+    @Option(help: "The trivial C relay for the c-relay peer (default: $CRELAY_BIN).") var cRelay: String?
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     var binary: String {
@@ -41,11 +42,21 @@ struct Common: ParsableArguments {
                 return AllegroPeer(binary: binary, extra: settings.flatMap { ["--set", String($0)] },
                                    live: variant.hasPrefix("allegro-live+"), name: String(variant))
             case "direct": return DirectPeer()
+            case "c-relay":
+                guard let path = cRelay ?? ProcessInfo.processInfo.environment["CRELAY_BIN"], FileManager.default.fileExists(atPath: path) else {
+                    throw ValidationError("c-relay: pass --c-relay PATH or set CRELAY_BIN (scripts/bench builds it from Benchmarks/crelay/crelay.c)")
+                }
+                return CRelayPeer(binary: path)
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
-            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, nats, redis")
+            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, c-relay, nats, redis")
             }
         }
+    }
+
+    /// Whether the c-relay peer can run (its binary was given or built).
+    var hasCRelay: Bool {
+        (cRelay ?? ProcessInfo.processInfo.environment["CRELAY_BIN"]).map { FileManager.default.fileExists(atPath: $0) } ?? false
     }
 
     func scratch() throws -> URL {
@@ -173,7 +184,7 @@ struct All: ParsableCommand {
         let seconds = smoke ? 0.5 : 5.0
         var results: [Measurement] = []
         for rate in smoke ? [100, 10_000] : [100, 10_000, 100_000] {
-            for peer in try common.peers("allegro,allegro-live,direct,nats,redis") {
+            for peer in try common.peers("allegro,allegro-live,direct" + (common.hasCRelay ? ",c-relay" : "") + ",nats,redis") {
                 results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: 1, scratch: scratch))
             }
         }

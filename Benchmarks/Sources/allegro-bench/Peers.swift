@@ -214,3 +214,35 @@ final class DirectCollector: PeerCollector, @unchecked Sendable {
         if case let .accepted(socket, _) = listener.accept() { inner = WireCollector(accepted: Link(socket: socket)) }
     }
 }
+
+// MARK: The trivial C relay (the two-hop floor)
+
+/// `c-relay`: Benchmarks/crelay/crelay.c, which forwards a producer's bytes unchanged to every
+/// collector (no parsing, ring, disk or acks): the least two hops through the kernel cost on these
+/// cores. Same frames as `direct`: PUBLISH in, PUBLISH out. One producer only (bytes from several
+/// would interleave mid-frame).
+final class CRelayPeer: Peer {
+    let name = "c-relay"
+    let binary: String
+    private var server: Server?
+    private var collectorAddress = ""
+    private var producerAddress = ""
+
+    init(binary: String) { self.binary = binary }
+
+    func start(scratch: URL) throws {
+        let collectorPort = try freePort(), producerPort = try freePort()
+        collectorAddress = "127.0.0.1:\(collectorPort)"
+        producerAddress = "127.0.0.1:\(producerPort)"
+        server = try Server("c-relay", binary, [String(collectorPort), String(producerPort)],
+                            log: scratch.appendingPathComponent("c-relay.log"))
+        try waitForListener(collectorAddress)
+        try waitForListener(producerAddress)
+    }
+
+    func stop() { server?.stop() }
+    var serverCPUSeconds: Double? { server?.cpuSeconds }
+
+    func producer() throws -> PeerProducer { try AllegroProducer(producerAddress, id: "c-relay", handshake: false) }
+    func collector() throws -> PeerCollector { WireCollector(accepted: try Link(collectorAddress)) }
+}
