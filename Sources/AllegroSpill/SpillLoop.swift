@@ -15,13 +15,13 @@ final class SpillLoop: @unchecked Sendable {
     let blockBytes: Int
     let fsyncIntervalNanos: UInt64
     /// The longest the loop writes blocks without an fsync while it is behind the ring (a burst):
-    /// the interval, or with no interval (0: commit as soon as the disk is free) this bound, so a
-    /// burst is written whole and fsync'd once instead of once per block.
+    /// the interval, but at least `minBurstNanos`, so a burst is written whole and fsync'd once
+    /// instead of once per block.
     let burstSyncNanos: UInt64
     /// Collectors' commits are saved at most this often (and at least within it): the interval,
     /// at least `minCursorSaveNanos`, so no interval does not mean a SQLite write per loop.
     let cursorSaveNanos: UInt64
-    static let maxBurstNanos: UInt64 = 5_000_000
+    static let minBurstNanos: UInt64 = 5_000_000
     static let minCursorSaveNanos: UInt64 = 5_000_000
 
     var next: UInt64
@@ -55,7 +55,10 @@ final class SpillLoop: @unchecked Sendable {
                              codec: settings.codec, level: Int32(settings.compressionLevel))
         blockBytes = settings.blockBytes
         fsyncIntervalNanos = UInt64(settings.fsyncIntervalMillis) * 1_000_000
-        burstSyncNanos = fsyncIntervalNanos > 0 ? fsyncIntervalNanos : Self.maxBurstNanos
+        // At least 5 ms whatever the interval: under a flood every fsync costs CPU as well as
+        // time, and a 1 ms burst made five times the fsyncs of a 5 ms one (throughput -22 % with
+        // lz4, BENCHMARKS.md); a trickle is not affected (it is fsync'd when written).
+        burstSyncNanos = max(fsyncIntervalNanos, Self.minBurstNanos)
         cursorSaveNanos = max(fsyncIntervalNanos, Self.minCursorSaveNanos)
         next = gate.next
         lastWritten = pipeline.writtenThrough.load(ordering: .relaxed)
