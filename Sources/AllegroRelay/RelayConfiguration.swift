@@ -42,6 +42,10 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var spillSegmentBytes = 64 << 20
     /// Uncompressed bytes of records per spill block.
     public var spillBlockBytes = 64 << 10
+    /// Zeros written ahead of the newest segment's blocks, so a group commit's fdatasync
+    /// overwrites instead of growing the file (no journal commit: half the latency and CPU per
+    /// fsync here, BENCHMARKS.md "Zeros ahead"). 0: segments grow block by block.
+    public var spillPreallocateBytes = 1 << 20
     /// zlib level for spill blocks (1 fastest ... 9 smallest), for the deflate and zlib codecs.
     public var spillCompressionLevel = 1
     /// The codec of new spill blocks: deflate (default), zlib or lz4.
@@ -96,6 +100,7 @@ public struct RelayConfiguration: Sendable, Equatable {
         try check("spill_fsync_interval_ms", spillFsyncIntervalMillis, 0 ... 10_000)
         try check("spill_segment_bytes", spillSegmentBytes, 64 << 10 ... 1 << 34)
         try check("spill_block_bytes", spillBlockBytes, 4 << 10 ... 16 << 20)
+        try check("spill_preallocate_bytes", spillPreallocateBytes, 0 ... 64 << 20)
         try check("spill_compression_level", spillCompressionLevel, 1 ... 9)
         try check("retention_max_age_ms", retentionMaxAgeMillis, 100 ... Int(Int32.max) * 100)
         try check("retention_max_bytes", retentionMaxBytes, 0 ... 1 << 50)
@@ -127,6 +132,7 @@ public struct RelayConfiguration: Sendable, Equatable {
     var spillSettings: SpillSettings {
         SpillSettings(directory: dataDirectory + "/spill", segmentBytes: spillSegmentBytes, blockBytes: spillBlockBytes,
                       fsyncIntervalMillis: spillFsyncIntervalMillis, compressionLevel: spillCompressionLevel,
-                      retentionMaxAgeMillis: retentionMaxAgeMillis, retentionMaxBytes: retentionMaxBytes, codec: spillCodec)
+                      retentionMaxAgeMillis: retentionMaxAgeMillis, retentionMaxBytes: retentionMaxBytes, codec: spillCodec,
+                      preallocateBytes: spillPreallocateBytes)
     }
 }

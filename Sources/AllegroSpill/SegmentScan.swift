@@ -73,6 +73,9 @@ struct SegmentScan {
                       eachRecordAfterMarks: (UnsafeRawBufferPointer) -> Void) throws(SystemError) -> SegmentInfo {
         var offset = SegmentHeader.size
         while offset < data.count {
+            // Zeros written ahead of the blocks (SpillWriter's preallocation) that no block
+            // reached: unwritten space, cut off by the write-back below, not damage.
+            if Self.isZero(data, from: offset) { break }
             if var header = Self.validBlock(in: data, at: offset) {
                 reconcilePrevious(before: header, context: &context, report: &report)
                 if header.firstSequence > context.previousLast {
@@ -183,6 +186,17 @@ struct SegmentScan {
                                    length: end - offset, lostRecords: 0, unconfirmedRecords: 0, quarantineFile: target,
                                    position: context.previousLast + 1))
         return end
+    }
+
+    /// Whether every byte from `offset` to the end is zero (a block header never is: it starts
+    /// with the magic).
+    static func isZero(_ data: UnsafeRawBufferPointer, from offset: Int) -> Bool {
+        var index = offset
+        while index < data.count {
+            if data[index] != 0 { return false }
+            index += 1
+        }
+        return true
     }
 
     /// The 64-byte header at `offset`, if it verifies on its own (its payload may be missing).

@@ -52,7 +52,8 @@ final class SpillLoop: @unchecked Sendable {
         settings = pipeline.settings
         writer = SpillWriter(directory: settings.directory, catalog: pipeline.catalog, segmentBytes: settings.segmentBytes,
                              segmentNanos: UInt64(settings.retentionMaxAgeMillis) * 1_000_000 / 8,
-                             codec: settings.codec, level: Int32(settings.compressionLevel))
+                             codec: settings.codec, level: Int32(settings.compressionLevel),
+                             preallocateBytes: settings.preallocateBytes)
         blockBytes = settings.blockBytes
         fsyncIntervalNanos = UInt64(settings.fsyncIntervalMillis) * 1_000_000
         // At least 5 ms whatever the interval: under a flood every fsync costs CPU as well as

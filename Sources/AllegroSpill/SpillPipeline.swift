@@ -17,9 +17,11 @@ public struct SpillSettings: Sendable {
     public var retentionMaxAgeMillis: Int
     /// 0: no size limit.
     public var retentionMaxBytes: Int
+    /// Zeros written ahead of the newest segment's blocks (0: none); see `SpillWriter`.
+    public var preallocateBytes: Int
 
     public init(directory: String, segmentBytes: Int, blockBytes: Int, fsyncIntervalMillis: Int, compressionLevel: Int,
-                retentionMaxAgeMillis: Int, retentionMaxBytes: Int, codec: SpillCodec = .deflate) {
+                retentionMaxAgeMillis: Int, retentionMaxBytes: Int, codec: SpillCodec = .deflate, preallocateBytes: Int = 0) {
         self.directory = directory
         self.segmentBytes = segmentBytes
         self.blockBytes = blockBytes
@@ -28,6 +30,7 @@ public struct SpillSettings: Sendable {
         self.codec = codec
         self.retentionMaxAgeMillis = retentionMaxAgeMillis
         self.retentionMaxBytes = retentionMaxBytes
+        self.preallocateBytes = preallocateBytes
     }
 }
 

@@ -57,7 +57,7 @@ import Testing
         let parts = result.stdout.components(separatedBy: "\nservices:")
         #expect(parts.count == 2, "the example lists the supervisor's services: \(result.stdout)")
         let settings = parts[0].split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.hasSuffix(":") }
-        #expect(settings.count == 83, "every key but the eight tokens, which are unset: \(result.stdout)")
+        #expect(settings.count == 84, "every key but the eight tokens, which are unset: \(result.stdout)")
         #expect(result.stdout.contains("# producer_token: (unset)"))
         for line in settings { #expect(line.hasSuffix("# " + example.path), "every key is in the example: \(line)") }
         let services = parts.last ?? ""
@@ -125,7 +125,7 @@ import Testing
     // MARK: HTTP control port
 
     @Test func healthIsUnavailableWhileTheSpillCannotWriteAndRecovers() async throws {
-        let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"])
+        let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"] + TestTraffic.growingSpill)
         let serving = try await ControlHTTP.get(relay, "/health")
         let body = try serving.json()
         #expect(serving.status == 200 && body["status"] as? String == "serving", "\(serving.text)")
@@ -343,7 +343,7 @@ import Testing
 
     @Test func aSecondSignalExitsAtOnce() async throws {
         let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576",
-                                      "--set", "shutdown_grace_ms=60000"])
+                                      "--set", "shutdown_grace_ms=60000"] + TestTraffic.growingSpill)
         try push(relay, (0 ..< 100).map { "kept-\($0)" }, producer: "signals")
         // With the spill unable to write, the graceful stop would wait the whole grace period.
         try TestTraffic.freezeSpill(of: relay)

@@ -84,7 +84,7 @@ import Testing
     @Test func aCollectorIsNeverGivenARecordThatACrashMakesTheRelayForget() throws {
         let data = try AllegroBinary.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: data) }
-        let first = try RelayProcess(["--durable", "timmy"], dataDirectory: data)
+        let first = try RelayProcess(["--durable", "timmy"] + TestTraffic.growingSpill, dataDirectory: data)
         let address = try SocketAddress(parsing: first.address)
         try TestTraffic.push(first, (1 ... 5).map { "warm-\($0)" }, producer: "warm")
         var timmyOptions = CollectorOptions(relays: [address])

@@ -259,7 +259,7 @@ import Testing
     }
 
     @Test func failingDiskStopsAcksAndRecoversByItself() throws {
-        let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"])
+        let relay = try RelayProcess(["--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"] + TestTraffic.growingSpill)
         try push(relay, (0 ..< 1000).map { "before-\($0)" }, producer: "disk")
         try TestTraffic.freezeSpill(of: relay)
 

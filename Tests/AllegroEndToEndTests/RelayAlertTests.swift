@@ -30,7 +30,7 @@ import Testing
 
     @Test func aSpillThatCannotWriteRaisesAnAlertThatReachesCollectorsInOrderOnceItWritesAgain() async throws {
         let relay = try RelayProcess(["--durable", "timmy", "--set", "alert_interval_ms=100",
-                                      "--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"])
+                                      "--set", "max_frame_bytes=65536", "--set", "ring_bytes=1048576"] + TestTraffic.growingSpill)
         let live = try AllegroBinary.start(["tail", "--relay", relay.address, "--from", "latest", "--live", "--format", "jsonl"])
         try TestTraffic.push(relay, (0 ..< 1000).map { "before-\($0)" }, producer: "alerts")
 

@@ -11,20 +11,25 @@ final class SpillFixture {
     let directory: String
     private(set) var writer: SpillWriter
     let segmentBytes: Int
+    let preallocateBytes: Int
 
-    /// `segmentBytes: 1` puts every block in a segment of its own.
-    init(segmentBytes: Int = 1 << 20, codec: SpillCodec = .deflate) throws {
+    /// `segmentBytes: 1` puts every block in a segment of its own; `preallocateBytes`: zeros the
+    /// writer writes ahead of its blocks.
+    init(segmentBytes: Int = 1 << 20, codec: SpillCodec = .deflate, preallocateBytes: Int = 0) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("allegro-spill-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         self.segmentBytes = segmentBytes
-        writer = Self.makeWriter(directory, catalog: SegmentCatalog(), segmentBytes: segmentBytes, codec: codec)
+        self.preallocateBytes = preallocateBytes
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(), segmentBytes: segmentBytes, codec: codec,
+                                 preallocateBytes: preallocateBytes)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: directory) }
 
     static func makeWriter(_ directory: String, catalog: SegmentCatalog, segmentBytes: Int = 1 << 20,
-                           codec: SpillCodec = .deflate) -> SpillWriter {
-        SpillWriter(directory: directory, catalog: catalog, segmentBytes: segmentBytes, segmentNanos: .max / 2, codec: codec, level: 1)
+                           codec: SpillCodec = .deflate, preallocateBytes: Int = 0) -> SpillWriter {
+        SpillWriter(directory: directory, catalog: catalog, segmentBytes: segmentBytes, segmentNanos: .max / 2, codec: codec, level: 1,
+                    preallocateBytes: preallocateBytes)
     }
 
     /// A new writer on what recovery left, as a restart would have (writing `codec` from then
@@ -35,7 +40,8 @@ final class SpillFixture {
         let report = try SpillRecovery.run(directory: directory, marksAfter: marksAfter, durableThrough: durableThrough,
                                            explained: explained,
                                            sealed: Dictionary(sealed.map { ($0.name, $0) }) { first, _ in first })
-        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments), segmentBytes: segmentBytes, codec: codec)
+        writer = Self.makeWriter(directory, catalog: SegmentCatalog(report.segments), segmentBytes: segmentBytes, codec: codec,
+                                 preallocateBytes: preallocateBytes)
         return report
     }
 

@@ -31,8 +31,13 @@ public enum TestTraffic {
         #expect(result.status == 0 && result.stderr.contains("acked \(lines.count)"), "\(result.stderr)")
     }
 
+    /// Settings for a relay whose spill `freezeSpill` can stop: segments that grow block by
+    /// block. With zeros written ahead (the default) a frozen size still leaves room to write.
+    public static let growingSpill = ["--set", "spill_preallocate_bytes=0"]
+
     /// From now on no file of the relay may grow: every spill write fails with EFBIG, as on a
-    /// full or failing disk (directory permissions cannot do this: the tests run as root).
+    /// full or failing disk (directory permissions cannot do this: the tests run as root). The
+    /// relay must have been started with `growingSpill`.
     public static func freezeSpill(of relay: RelayProcess) throws {
         let segment = try SpillFiles.segments(in: relay.dataDirectory).last
         let size = try segment.map { try FileManager.default.attributesOfItem(atPath: $0.path)[.size] as? Int ?? 0 } ?? 0
