@@ -7,7 +7,9 @@ import Histogram
 /// Producer ACK latency (issue 22, "acks at the disk's speed"): records paced at a rate, each
 /// timed from its scheduled send time to the ACK that covers it (ACKs are cumulative), beside the
 /// disk's own floor at the same rate: a plain loop of 4 KiB append + fdatasync in the same
-/// scratch directory.
+/// scratch directory. Each floor also runs writing over zeros written ahead of it (`zerosAhead`),
+/// as the relay does by default (`spill_preallocate_bytes`), so each ratio has a floor that
+/// writes the way it does.
 extension Scenarios {
     static func acks(_ peer: AllegroPeer, rate: Int, seconds: Double, size: Int, scratch: URL) throws -> Measurement {
         try peer.start(scratch: scratch)
@@ -65,8 +67,8 @@ extension Scenarios {
     /// `rate` per second (back to back when one is late, so at high rates it is a closed loop),
     /// timed one by one (write + fdatasync). Paced because an idle virtual disk is slower: here a
     /// lone fdatasync every 10 ms takes about 3x one in a tight loop.
-    static func fsyncFloor(rate: Int, seconds: Double, scratch: URL) throws -> Measurement {
-        return try withAppendFile(in: scratch, named: "fsync-floor") { fd, path in
+    static func fsyncFloor(rate: Int, seconds: Double, scratch: URL, zerosAhead: Bool = false) throws -> Measurement {
+        return try withAppendFile(in: scratch, named: "fsync-floor", zerosAhead: zerosAhead) { file in
             let block = [UInt8](repeating: 0x61, count: 4096)
             var histogram = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
             let start = Clock.wallNanos + 50_000_000, end = start + UInt64(seconds * 1e9)
@@ -77,14 +79,13 @@ extension Scenarios {
                 if at >= end { break }
                 waitUntil(at)
                 let started = Clock.monotonicNanos
-                let written = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                guard written == block.count else { throw SystemError("write \(path)", errno: errno) }
-                guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
+                try block.withUnsafeBytes { try file.append($0) }
+                try file.sync()
                 _ = histogram.record(Clock.monotonicNanos - started)
                 count += 1
             }
             func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
-            return Measurement(scenario: "acks", peer: "write+fdatasync", parameters: ["rate": Double(rate), "seconds": seconds, "size": 4096],
+            return Measurement(scenario: "acks", peer: "write+fdatasync" + (zerosAhead ? "/zeros-ahead" : ""), parameters: ["rate": Double(rate), "seconds": seconds, "size": 4096],
                                results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
                                          "acked": Double(count), "expected": Double(count)])
         }
@@ -99,8 +100,8 @@ extension Scenarios {
     /// to the end of that fdatasync. Records that arrive during an fdatasync wait for it and go
     /// in the next one, as in the relay. Unlike the one-operation floor, its p99 is per record
     /// and time-weighted: a stalled fdatasync delays every record that arrives meanwhile.
-    static func groupCommitFloor(rate: Int, seconds: Double, scratch: URL, recordBytes: Int = 64) throws -> Measurement {
-        return try withAppendFile(in: scratch, named: "group-commit-floor") { fd, path in
+    static func groupCommitFloor(rate: Int, seconds: Double, scratch: URL, recordBytes: Int = 64, zerosAhead: Bool = false) throws -> Measurement {
+        return try withAppendFile(in: scratch, named: "group-commit-floor", zerosAhead: zerosAhead) { file in
             // One burst's bytes at most: 1 s of arrivals at 10k/s; a longer stall writes in pieces.
             let burstLimit = 10_000
             let block = [UInt8](repeating: 0x61, count: burstLimit * recordBytes)
@@ -115,9 +116,8 @@ extension Scenarios {
                 let now = Clock.wallNanos
                 let arrived = min(total, Int(Double(now - start) / interval) + 1)
                 let count = min(max(arrived - committed, 1), burstLimit)
-                let written = block.withUnsafeBytes { write(fd, $0.baseAddress, count * recordBytes) }
-                guard written == count * recordBytes else { throw SystemError("write \(path)", errno: errno) }
-                guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
+                try block.withUnsafeBytes { try file.append(UnsafeRawBufferPointer(rebasing: $0[..<(count * recordBytes)])) }
+                try file.sync()
                 let done = Clock.wallNanos
                 for index in committed ..< committed + count {
                     let at = arrival(index)
@@ -127,24 +127,55 @@ extension Scenarios {
                 syncs += 1
             }
             func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
-            return Measurement(scenario: "acks", peer: "group-commit", parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(recordBytes)],
+            return Measurement(scenario: "acks", peer: "group-commit" + (zerosAhead ? "/zeros-ahead" : ""), parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(recordBytes)],
                                results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
                                          "acked": Double(committed), "expected": Double(total), "fdatasyncs": Double(syncs)])
         }
     }
 }
 
-/// Runs `body` with a new file in `scratch` open for appending (its descriptor and path), then
-/// closes and removes it.
-func withAppendFile<T>(in scratch: URL, named name: String, _ body: (Int32, String) throws -> T) throws -> T {
-    let path = scratch.appendingPathComponent("\(name)-\(UUID().uuidString)").path
-    let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
-    defer {
-        close(fd)
+/// Runs `body` with a new file in `scratch` to append to, then closes and removes it.
+func withAppendFile<T>(in scratch: URL, named name: String, zerosAhead: Bool = false, _ body: (FloorFile) throws -> T) throws -> T {
+    let file = try FloorFile(path: scratch.appendingPathComponent("\(name)-\(UUID().uuidString)").path, zerosAhead: zerosAhead)
+    defer { file.close() }
+    return try body(file)
+}
+
+/// A floor's file: plain appends, or (`zerosAhead`) writes over zeros written 1 MiB at a time
+/// ahead of them, as the relay's spill writer does, so an fdatasync changes no file size.
+final class FloorFile {
+    let path: String
+    private let fd: Int32
+    private let zeros: [UInt8]
+    private var offset = 0, extent = 0
+
+    init(path: String, zerosAhead: Bool) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
+        zeros = zerosAhead ? [UInt8](repeating: 0, count: 1 << 20) : []
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws {
+        if !zeros.isEmpty && offset + bytes.count > extent {
+            let written = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(extent)) }
+            guard written == zeros.count else { throw SystemError("pwrite \(path)", errno: errno) }
+            extent += zeros.count
+        }
+        let written = pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
+        guard written == bytes.count else { throw SystemError("pwrite \(path)", errno: errno) }
+        offset += bytes.count
+        extent = max(extent, offset)
+    }
+
+    func sync() throws {
+        guard fdatasync(fd) == 0 else { throw SystemError("fdatasync \(path)", errno: errno) }
+    }
+
+    func close() {
+        Glibc.close(fd)
         unlink(path)
     }
-    return try body(fd, path)
 }
 
 /// Each record's scheduled send time, written by the sender before it publishes the count

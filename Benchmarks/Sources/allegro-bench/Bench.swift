@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allegro-bench",
         abstract: "Measure Allegro's lag and throughput against direct TCP, nats-server and redis-server.",
-        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, Scale.self, All.self])
+        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, Instructions.self, Scale.self, All.self])
 }
 
 struct Common: ParsableArguments {
@@ -30,6 +30,10 @@ struct Common: ParsableArguments {
             switch name {
             case "allegro": return AllegroPeer(binary: binary)
             case "allegro-live": return AllegroPeer(binary: binary, live: true)
+            // The same relays through IndependentClient.swift, written from PROTOCOL.md alone.
+            case "allegro-ind": return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, name: "allegro-ind"))
+            case "allegro-live-ind":
+                return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, live: true, name: "allegro-live-ind"))
             // allegro-commitN: spill_fsync_interval_ms=N (0: the group commit as soon as the disk
             // is free), for A/B beside the default.
             case let variant where variant.hasPrefix("allegro-commit") && Int(variant.dropFirst(14)) != nil:
@@ -49,7 +53,7 @@ struct Common: ParsableArguments {
                 return CRelayPeer(binary: path)
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
-            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, c-relay, nats, redis")
+            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-ind, allegro-live-ind, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, c-relay, nats, redis")
             }
         }
     }
@@ -127,8 +131,10 @@ struct Acks: ParsableCommand {
         var results: [Measurement] = []
         for _ in 0 ..< rounds {
             for rate in rates.split(separator: ",").compactMap({ Int($0) }) {
-                results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch))
-                results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch))
+                for zerosAhead in [false, true] {
+                    results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch, zerosAhead: zerosAhead))
+                    results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch, zerosAhead: zerosAhead))
+                }
                 for case let peer as AllegroPeer in try common.peers(peers) {
                     results.append(try Scenarios.acks(peer, rate: rate, seconds: seconds, size: common.size, scratch: scratch))
                 }
@@ -184,7 +190,7 @@ struct All: ParsableCommand {
         let seconds = smoke ? 0.5 : 5.0
         var results: [Measurement] = []
         for rate in smoke ? [100, 10_000] : [100, 10_000, 100_000] {
-            for peer in try common.peers("allegro,allegro-live,direct" + (common.hasCRelay ? ",c-relay" : "") + ",nats,redis") {
+            for peer in try common.peers("allegro,allegro-live,allegro-live-ind,direct" + (common.hasCRelay ? ",c-relay" : "") + ",nats,redis") {
                 results.append(try Scenarios.paced(peer, rate: rate, seconds: seconds, size: common.size, producers: 1, scratch: scratch))
             }
         }
@@ -192,8 +198,10 @@ struct All: ParsableCommand {
             results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: 1, batch: 256, scratch: scratch))
         }
         for rate in [100, 10_000] {
-            results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch))
-            results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch))
+            for zerosAhead in [false, true] {
+                results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch, zerosAhead: zerosAhead))
+                results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch, zerosAhead: zerosAhead))
+            }
             results.append(try Scenarios.acks(AllegroPeer(binary: common.binary), rate: rate, seconds: seconds, size: common.size, scratch: scratch))
         }
         results.append(try Scenarios.outage(binary: common.binary, records: smoke ? 20_000 : 1_000_000, size: common.size, scratch: scratch))

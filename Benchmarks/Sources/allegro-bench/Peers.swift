@@ -37,15 +37,23 @@ final class AllegroPeer: Peer {
     let live: Bool
     /// Added to the relay's environment (the `allocs` scenario preloads its allocation counter).
     let environment: [String: String]
+    /// A command the relay runs under, its arguments before the relay's path (the `instructions`
+    /// scenario's `valgrind --tool=callgrind ...`); empty: the binary runs itself.
+    let launcher: [String]
+    /// Seconds to wait for the relay to listen (under valgrind it starts far slower).
+    let listenerSeconds: Double
     private var server: Server?
     private(set) var address = ""
     private(set) var dataDirectory: URL?
 
-    init(binary: String, extra: [String] = [], live: Bool = false, name: String? = nil, environment: [String: String] = [:]) {
+    init(binary: String, extra: [String] = [], live: Bool = false, name: String? = nil, environment: [String: String] = [:],
+         launcher: [String] = [], listenerSeconds: Double = 10) {
         self.binary = binary
         self.extra = extra
         self.live = live
         self.environment = environment
+        self.launcher = launcher
+        self.listenerSeconds = listenerSeconds
         self.name = name ?? (live ? "allegro-live" : "allegro")
     }
 
@@ -59,11 +67,14 @@ final class AllegroPeer: Peer {
     func start(data: URL, port: Int, log: URL) throws {
         address = "127.0.0.1:\(port)"
         dataDirectory = data
-        server = try Server("allegro", binary, ["relay", "--listen", address, "--http", "off", "--data", data.path,
-                                                "--set", "log_level=warning",
-                                                // No alert or daily report of its own in the measured stream (the check counts records).
-                                                "--set", "alert_interval_ms=0"] + extra, log: log, environment: environment)
-        try waitForListener(address)
+        let arguments = ["relay", "--listen", address, "--http", "off", "--data", data.path,
+                         "--set", "log_level=warning",
+                         // No alert or daily report of its own in the measured stream (the check counts records).
+                         "--set", "alert_interval_ms=0"] + extra
+        let executable = launcher.first ?? binary
+        server = try Server("allegro", executable, launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [binary] + arguments,
+                            log: log, environment: environment)
+        try waitForListener(address, seconds: listenerSeconds)
     }
 
     func stop() { server?.stop() }
