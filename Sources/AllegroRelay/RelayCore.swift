@@ -33,6 +33,9 @@ final class RelayCore {
     private let replays: any ReplaySource
     /// Totals since start, for `/status` (the metrics carry the same counts).
     var traffic = RelayStatus.Traffic()
+    /// The lag histograms' sampling: at most one observation a millisecond each.
+    private var ingestLagSamples = SampleClock(intervalNanos: 1_000_000)
+    private var dwellSamples = SampleClock(intervalNanos: 1_000_000)
     /// ERROR frames sent since the relay started, by code name.
     var errorsSent: [String: UInt64] = [:]
     private let producerToken: Token?
@@ -281,7 +284,9 @@ final class RelayCore {
             if accepted > 0 {
                 metrics.recordsIn.increment(by: accepted)
                 metrics.bytesIn.increment(by: payloadBytes)
-                RelayMetrics.observe(metrics.ingestLag, from: lastEventTime, to: ingestNanos)
+                if ingestLagSamples.take(at: ingestNanos) {
+                    RelayMetrics.observe(metrics.ingestLag, from: lastEventTime, to: ingestNanos)
+                }
             }
             if duplicates > 0 { metrics.duplicates.increment(by: duplicates) }
         }
@@ -455,7 +460,9 @@ final class RelayCore {
                 traffic.recordsOut += UInt64(frames.records)
                 metrics.recordsOut.increment(by: frames.records)
                 metrics.bytesOut.increment(by: frames.payloadBytes)
-                RelayMetrics.observe(metrics.dwell, from: frames.firstIngest, to: now.wallNanos)
+                if dwellSamples.take(at: now.wallNanos) {
+                    RelayMetrics.observe(metrics.dwell, from: frames.firstIngest, to: now.wallNanos)
+                }
             }
         }
         let limit = configuration.collectorBufferBytes

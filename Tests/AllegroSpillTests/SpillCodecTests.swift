@@ -37,6 +37,20 @@ import Testing
         #expect(Self.decompress(codec.blockCodec, compressed, size: Self.block.count) == Self.block)
     }
 
+    /// Small blocks (a group commit's few KiB) and full ones go through different zlib streams:
+    /// one compressor, taking them in turn, round-trips every size either side of the boundary.
+    @Test(arguments: SpillCodec.allCases)
+    func smallAndFullBlocksInTurnEachRoundTripThroughOneCompressor(codec: SpillCodec) throws {
+        let compressor = BlockCompressor(codec: codec, level: 1)
+        for size in [100, 3_000, 8 << 10, (8 << 10) + 1, 64 << 10, 1, 8 << 10, 40_000] {
+            let input = Array(Self.block.prefix(size))
+            var out = [UInt8](repeating: 0, count: compressor.bound(size))
+            let written = out.withUnsafeMutableBytes { output in input.withUnsafeBytes { compressor.compress($0, into: output) } }
+            let compressed = Array(out.prefix(try #require(written, "\(codec), \(size) bytes")))
+            #expect(Self.decompress(codec.blockCodec, compressed, size: size) == input, "\(codec), \(size) bytes")
+        }
+    }
+
     @Test(arguments: SpillCodec.allCases)
     func aPayloadThatDoesNotExpandToExactlyTheHeadersSizeIsRefused(codec: SpillCodec) throws {
         let compressed = try Self.compress(codec, Self.block)
