@@ -53,7 +53,8 @@ let package = Package(
                                                      .product(name: "Atomics", package: "swift-atomics"),
                                                      .product(name: "Metrics", package: "swift-metrics")]),
         // Small state in SQLite (WAL): cursors, producer marks, sequence reservation, events.
-        .target(name: "AllegroStore", dependencies: ["AllegroSpill", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(name: "AllegroStore", dependencies: ["AllegroSpill", .product(name: "GRDB", package: "GRDB.swift"),
+                                                     .product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // The relay: core protocol logic and its epoll event loop.
         .target(
             name: "AllegroRelay",

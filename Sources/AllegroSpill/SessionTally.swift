@@ -6,7 +6,9 @@ import AllegroWire
 /// A run of records with the same session, kind and producer updates one entry in place,
 /// comparing bytes only. When the run changes, the entry is looked up by a key built in a
 /// reused buffer, so switching between known sessions (64 Hermes sessions interleaved)
-/// allocates nothing; only a key new since the last `take()` is stored (one allocation).
+/// allocates nothing. An entry (its key and its strings) stays from one `take()` to the next
+/// while its session has records in every period, so a steady set of sessions allocates only
+/// the array each `take()` returns; an entry with none in a period is dropped at its end.
 public struct SessionTally {
     public init() {}
 
@@ -19,6 +21,8 @@ public struct SessionTally {
     private var recentIsError = false
     /// Where keys are built for lookups; its capacity is kept.
     private var scratch: [UInt8] = []
+    /// Keys of entries with no records in the period `take()` ends (capacity kept).
+    private var idle: [[UInt8]] = []
 
     /// Counts one record (in DELIVER layout, its size already checked).
     public mutating func note(_ record: UnsafeRawBufferPointer) {
@@ -56,8 +60,20 @@ public struct SessionTally {
     /// Everything counted since the last call.
     public mutating func take() -> [SessionDelta] {
         flushRecent()
-        defer { totals.removeAll(keepingCapacity: true) }
-        return Array(totals.values)
+        var counted: [SessionDelta] = []
+        counted.reserveCapacity(totals.count)
+        for index in totals.indices {
+            let delta = totals.values[index]
+            if delta.records == 0 {
+                idle.append(totals.keys[index])
+                continue
+            }
+            counted.append(delta)
+            totals.values[index].clearCounts()
+        }
+        for key in idle { totals[key] = nil }
+        idle.removeAll(keepingCapacity: true)
+        return counted
     }
 
     private mutating func flushRecent() {
@@ -123,6 +139,15 @@ public struct SessionDelta: Sendable, Equatable {
 }
 
 extension SessionDelta {
+    /// Zero counts and an empty time range, names kept.
+    mutating func clearCounts() {
+        records = 0
+        bytes = 0
+        errors = 0
+        firstNanos = .max
+        lastNanos = 0
+    }
+
     /// Adds `other`'s counts and widens the time range to cover it.
     public mutating func merge(_ other: SessionDelta) {
         records += other.records

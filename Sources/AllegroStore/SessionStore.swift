@@ -72,38 +72,52 @@ extension StateStore {
         }
     }
 
+    /// Adds each delta to its session, its (session, kind) and its (session, producer) rows. The
+    /// upserts add counts and widen time ranges, so deltas sharing a session need no merging
+    /// first; their values are bound in place (`BoundStatement`), so a save allocates nothing
+    /// per session.
     static func add(_ deltas: [SessionDelta], _ db: Database) throws {
         guard !deltas.isEmpty else { return }
-        var sessions: [String: SessionDelta] = [:]
-        var kinds: [[String]: SessionDelta] = [:]
-        var producers: [[String]: SessionDelta] = [:]
+        let session = BoundStatement(try db.cachedStatement(sql: """
+            INSERT INTO sessions (id, first_ns, last_ns, records, bytes, errors) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns),
+                records = records + excluded.records, bytes = bytes + excluded.bytes, errors = errors + excluded.errors
+            """))
+        let kind = BoundStatement(try db.cachedStatement(sql: """
+            INSERT INTO session_kinds (session, kind, records, bytes, errors) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT(session, kind) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes,
+                errors = errors + excluded.errors
+            """))
+        let producer = BoundStatement(try db.cachedStatement(sql: """
+            INSERT INTO session_producers (session, producer, records, bytes) VALUES (?, ?, ?, ?)
+            ON CONFLICT(session, producer) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes
+            """))
         for delta in deltas {
-            sessions[delta.session, default: SessionDelta(session: delta.session, kind: "", producer: "")].merge(delta)
-            kinds[[delta.session, delta.kind], default: SessionDelta(session: delta.session, kind: delta.kind, producer: "")].merge(delta)
-            producers[[delta.session, delta.producer], default: SessionDelta(session: delta.session, kind: "", producer: delta.producer)].merge(delta)
+            try withUTF8Bytes(delta.session) { id in
+                var row = session
+                row.bind(text: id)
+                row.bind(delta.firstNanos)
+                row.bind(delta.lastNanos)
+                row.bind(delta.records)
+                row.bind(delta.bytes)
+                row.bind(delta.errors)
+                try row.run(in: db)
+                try withUTF8Bytes(delta.kind) { try addCounts(kind, session: id, name: $0, delta, errors: true, db) }
+                try withUTF8Bytes(delta.producer) { try addCounts(producer, session: id, name: $0, delta, errors: false, db) }
+            }
         }
-        for total in sessions.values {
-            try db.cachedStatement(sql: """
-                INSERT INTO sessions (id, first_ns, last_ns, records, bytes, errors) VALUES (?, ?, ?, ?, ?, ?)
-                ON CONFLICT(id) DO UPDATE SET first_ns = min(first_ns, excluded.first_ns), last_ns = max(last_ns, excluded.last_ns),
-                    records = records + excluded.records, bytes = bytes + excluded.bytes, errors = errors + excluded.errors
-                """).execute(arguments: [total.session, Int64(bitPattern: total.firstNanos), Int64(bitPattern: total.lastNanos),
-                                 Int64(bitPattern: total.records), Int64(bitPattern: total.bytes), Int64(bitPattern: total.errors)])
-        }
-        for total in kinds.values {
-            try db.cachedStatement(sql: """
-                INSERT INTO session_kinds (session, kind, records, bytes, errors) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT(session, kind) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes,
-                    errors = errors + excluded.errors
-                """).execute(arguments: [total.session, total.kind, Int64(bitPattern: total.records), Int64(bitPattern: total.bytes),
-                                 Int64(bitPattern: total.errors)])
-        }
-        for total in producers.values {
-            try db.cachedStatement(sql: """
-                INSERT INTO session_producers (session, producer, records, bytes) VALUES (?, ?, ?, ?)
-                ON CONFLICT(session, producer) DO UPDATE SET records = records + excluded.records, bytes = bytes + excluded.bytes
-                """).execute(arguments: [total.session, total.producer, Int64(bitPattern: total.records), Int64(bitPattern: total.bytes)])
-        }
+    }
+
+    /// One (session, name) row's upsert: records, bytes and, for kinds, errors.
+    private static func addCounts(_ statement: BoundStatement, session: UnsafeRawBufferPointer, name: UnsafeRawBufferPointer,
+                                  _ delta: SessionDelta, errors: Bool, _ db: Database) throws {
+        var row = statement
+        row.bind(text: session)
+        row.bind(text: name)
+        row.bind(delta.records)
+        row.bind(delta.bytes)
+        if errors { row.bind(delta.errors) }
+        try row.run(in: db)
     }
 
     private static func summary(_ row: Row) -> SessionSummary {

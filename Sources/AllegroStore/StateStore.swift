@@ -201,13 +201,19 @@ public final class StateStore: Sendable {
     /// Stores a producer mark by `ProducerMark.advance`'s rule: the higher producer sequence
     /// wins, with its own relay sequence (SET expressions read the row as it was).
     private static func raise(_ mark: ProducerMark, _ db: Database, atNanos: UInt64) throws {
-        try db.cachedStatement(sql: """
+        var upsert = BoundStatement(try db.cachedStatement(sql: """
             INSERT INTO producers (id, high_water, relay_seq, updated_ns) VALUES (?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET high_water = max(high_water, excluded.high_water),
                 relay_seq = CASE WHEN excluded.high_water > high_water THEN excluded.relay_seq ELSE relay_seq END,
                 updated_ns = excluded.updated_ns
-            """).execute(arguments: [Data(mark.producer), Int64(bitPattern: mark.producerSequence),
-                             Int64(bitPattern: mark.relaySequence), Int64(bitPattern: atNanos)])
+            """))
+        try mark.producer.withUnsafeBytes { producer in
+            upsert.bind(blob: producer)
+            upsert.bind(mark.producerSequence)
+            upsert.bind(mark.relaySequence)
+            upsert.bind(atNanos)
+            try upsert.run(in: db)
+        }
     }
 
     public func recordEvent(kind: String, detail: String, records: UInt64, atNanos: UInt64) throws {

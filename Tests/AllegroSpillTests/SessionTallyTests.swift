@@ -65,6 +65,23 @@ import Testing
         #expect(tally.take().isEmpty)
     }
 
+    /// Entries stay between takes while their session is busy (their strings are not made
+    /// again) and go after a period without records: either way a take holds exactly that
+    /// period's counts and time range.
+    @Test func aSessionKeptBetweenTakesOrDroppedWhileIdleIsCountedFreshEachPeriod() throws {
+        var tally = SessionTally()
+        Self.note(&tally, 1, session: "s1")
+        Self.note(&tally, 2, session: "s1")
+        #expect(tally.take().map(\.records) == [2])
+        Self.note(&tally, 3, session: "s1")
+        let busy = try #require(tally.take().first)
+        #expect(busy.records == 1 && busy.firstNanos == busy.lastNanos, "the kept entry starts from zero: \(busy)")
+        #expect(tally.take().isEmpty, "an idle period reports nothing")
+        #expect(tally.take().isEmpty)
+        Self.note(&tally, 4, session: "s1")
+        #expect(tally.take().map(\.records) == [1], "a dropped session counts again from its next record")
+    }
+
     @Test func recordsWithoutASessionAreNotCounted() {
         var tally = SessionTally()
         Self.note(&tally, 1, session: "")
