@@ -33,18 +33,10 @@ public enum SpillCodec: String, Sendable, CaseIterable {
 
 /// Compresses spill blocks with one codec. Its state is set up once and reset per block, so
 /// compressing a block allocates nothing. One thread only (the spill thread).
-///
-/// zlib's reset clears its hash table, 64 KiB at the usual memLevel 8, whatever the input's
-/// size; a group commit at 10k records/s writes blocks of a few KiB, 500 times a second. Inputs
-/// of at most `smallInputBytes` therefore go through a second stream with memLevel 5 (an 8 KiB
-/// table), which compresses such blocks within 0.2 % of memLevel 8 (BENCHMARKS.md).
 public final class BlockCompressor {
     public let codec: SpillCodec
     private var stream = z_stream()
     private var zlibReady = false
-    private var smallStream = z_stream()
-    private var smallReady = false
-    static let smallInputBytes = 8 << 10
     /// LZ4's compression state (LZ4_sizeofState() bytes), so LZ4 never allocates per block.
     private let lz4State: UnsafeMutableRawBufferPointer
 
@@ -58,14 +50,11 @@ public final class BlockCompressor {
             let windowBits: Int32 = codec == .zlib ? 15 : -15
             zlibReady = deflateInit2_(&stream, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY,
                                       ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
-            smallReady = deflateInit2_(&smallStream, level, Z_DEFLATED, windowBits, 5, Z_DEFAULT_STRATEGY,
-                                       ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
         }
     }
 
     deinit {
         if zlibReady { deflateEnd(&stream) }
-        if smallReady { deflateEnd(&smallStream) }
         lz4State.deallocate()
     }
 
@@ -73,8 +62,7 @@ public final class BlockCompressor {
     public func bound(_ count: Int) -> Int {
         switch codec {
         case .lz4: Int(LZ4_compressBound(Int32(clamping: count)))
-        case .deflate, .zlib:
-            count <= Self.smallInputBytes ? Int(deflateBound(&smallStream, uLong(count))) : Int(deflateBound(&stream, uLong(count)))
+        case .deflate, .zlib: Int(deflateBound(&stream, uLong(count)))
         }
     }
 
@@ -89,25 +77,14 @@ public final class BlockCompressor {
                                                   Int32(input.count), Int32(clamping: output.count), 1)
             return size > 0 ? Int(size) : nil
         case .deflate, .zlib:
-            if input.count <= Self.smallInputBytes {
-                guard smallReady else { return nil }
-                return Self.deflateWhole(&smallStream, input, into: output)
-            }
-            guard zlibReady else { return nil }
-            return Self.deflateWhole(&stream, input, into: output)
+            guard zlibReady, deflateReset(&stream) == Z_OK else { return nil }
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.avail_in = uInt(input.count)
+            stream.next_out = out.assumingMemoryBound(to: Bytef.self)
+            stream.avail_out = uInt(output.count)
+            guard deflate(&stream, Z_FINISH) == Z_STREAM_END else { return nil }
+            return output.count - Int(stream.avail_out)
         }
-    }
-
-    /// Resets `stream` and compresses `input` in one call; nil unless it all fit.
-    private static func deflateWhole(_ stream: inout z_stream, _ input: UnsafeRawBufferPointer,
-                                     into output: UnsafeMutableRawBufferPointer) -> Int? {
-        guard let out = output.baseAddress, deflateReset(&stream) == Z_OK else { return nil }
-        stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
-        stream.avail_in = uInt(input.count)
-        stream.next_out = out.assumingMemoryBound(to: Bytef.self)
-        stream.avail_out = uInt(output.count)
-        guard deflate(&stream, Z_FINISH) == Z_STREAM_END else { return nil }
-        return output.count - Int(stream.avail_out)
     }
 }
 

@@ -62,14 +62,18 @@ public struct SessionTally {
         flushRecent()
         var counted: [SessionDelta] = []
         counted.reserveCapacity(totals.count)
-        for index in totals.indices {
+        // A plain index walk: `indices` would hold a copy of the dictionary, and clearing a
+        // value in place would then copy its storage.
+        var index = totals.startIndex
+        while index != totals.endIndex {
             let delta = totals.values[index]
             if delta.records == 0 {
                 idle.append(totals.keys[index])
-                continue
+            } else {
+                counted.append(delta)
+                totals.values[index].clearCounts()
             }
-            counted.append(delta)
-            totals.values[index].clearCounts()
+            totals.formIndex(after: &index)
         }
         for key in idle { totals[key] = nil }
         idle.removeAll(keepingCapacity: true)

@@ -37,10 +37,10 @@ import Testing
         #expect(Self.decompress(codec.blockCodec, compressed, size: Self.block.count) == Self.block)
     }
 
-    /// Small blocks (a group commit's few KiB) and full ones go through different zlib streams:
-    /// one compressor, taking them in turn, round-trips every size either side of the boundary.
+    /// A group commit's blocks of a few bytes or KiB and full ones, in turn: one compressor,
+    /// reset between them, round-trips every size.
     @Test(arguments: SpillCodec.allCases)
-    func smallAndFullBlocksInTurnEachRoundTripThroughOneCompressor(codec: SpillCodec) throws {
+    func blocksOfEverySizeInTurnEachRoundTripThroughOneCompressor(codec: SpillCodec) throws {
         let compressor = BlockCompressor(codec: codec, level: 1)
         for size in [100, 3_000, 8 << 10, (8 << 10) + 1, 64 << 10, 1, 8 << 10, 40_000] {
             let input = Array(Self.block.prefix(size))
