@@ -8,8 +8,8 @@ import Metrics
 /// histograms sample one record per batch (the first of a delivery, the last of a PUBLISH), and
 /// at most one batch a millisecond each (`SampleClock`): at 10k single-record batches a second,
 /// one observation per batch was a quarter of the I/O thread's instructions per record
-/// (BENCHMARKS.md, "Zeros ahead, a second client, instructions"). Gauges that describe state (ring occupancy, connections,
-/// collector lag) are set from `RelayStatus` when scraped.
+/// (BENCHMARKS.md, "Zeros ahead, a second client, instructions"). Gauges that describe state
+/// (ring occupancy, connections, collector lag) are set from `RelayStatus` when scraped.
 ///
 /// `MetricsSystem` must be bootstrapped before the relay is created; without it these are no-ops.
 public final class RelayMetrics: Sendable {
