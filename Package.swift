@@ -147,7 +147,8 @@ let package = Package(
         .testTarget(name: "AllegroMessagesTests", dependencies: ["AllegroMessages"]),
         .testTarget(name: "AllegroControlTests", dependencies: ["AllegroControl", "AllegroRelay", "AllegroMessages"]),
         .testTarget(name: "AllegroBridgeTests", dependencies: ["AllegroBridge", "AllegroMessages", "AllegroGitea"]),
-        .testTarget(name: "AllegroSupervisorTests", dependencies: ["AllegroSupervisor", "AllegroPosix"]),
+        .testTarget(name: "AllegroSupervisorTests", dependencies: ["AllegroSupervisor", "AllegroPosix", "AllegroLog",
+                                                                  .product(name: "Logging", package: "swift-log")]),
         // Shared by the end-to-end suite and the sibling programs' suites: the real binary as a
         // process (relay, push, tail), a raw protocol client, the control port over HTTP.
         .target(name: "AllegroTestSupport", dependencies: ["AllegroWire", "AllegroClient", "AllegroPosix"],

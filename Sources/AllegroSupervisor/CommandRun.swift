@@ -39,8 +39,8 @@ final class CommandRun: Sendable {
         var isEnded: Bool { ended.load(ordering: .acquiring) }
     }
 
-    /// Starts `arguments` (`executable` is the file run; `arguments[0]` what it is called).
-    /// Throws when it cannot be started (no such program, not executable, a bad directory).
+    /// Starts `arguments` (`executable` is the file run; `arguments[0]` what it is called) and
+    /// logs `service_started`. Throws when it cannot be started (no such program, not executable, a bad directory).
     static func start(service: String, executable: String, arguments: [String], environment: [String], directory: String?,
                       log: EventLog) throws(SystemError) -> CommandRun {
         let output = try PipeEnds()
@@ -53,6 +53,8 @@ final class CommandRun: Sendable {
         // The child holds its own copies; ours would keep the readers from ever seeing the end.
         output.write.close()
         errors.write.close()
+        // Logged before the readers start, so the start comes before the service's first line.
+        log.log(.info, "service_started", ["service": service, "pid": String(process.pid)])
         let shared = Shared()
         pump(output.read, service: service, stream: "stdout", shared: shared, log: log)
         pump(errors.read, service: service, stream: "stderr", shared: shared, log: log)

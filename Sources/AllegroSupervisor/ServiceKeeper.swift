@@ -138,7 +138,6 @@ final class ServiceKeeper: Sendable {
                                                    directory: spec.directory, log: log)
                 state.command = command
                 ledger.started(spec.name, pid: command.process.pid)
-                log.log(.info, "service_started", ["service": spec.name, "pid": String(command.process.pid)])
                 board.update(spec.name, kind: kind) { $0.pid = command.process.pid }
                 let sink = sink
                 state.helpers.append(Task {
