@@ -7,10 +7,12 @@ import AllegroPosix
 /// A failed write leaves the segment as it was before the block (it is truncated back), so a
 /// retry after the disk recovers appends cleanly.
 ///
-/// The newest segment is written ahead with zeros, `preallocateBytes` at a time, so that a group
-/// commit overwrites blocks the file already has instead of growing it: an fdatasync that changes
-/// no metadata commits no journal transaction, which halves its latency and its CPU on the disks
-/// measured here (BENCHMARKS.md; PostgreSQL zero-fills its WAL segments for the same reason). A
+/// The newest segment is kept written ahead with zeros, up to `preallocateBytes` beyond its last
+/// block, so that a group commit overwrites blocks the file already has instead of growing it: an
+/// fdatasync that changes no metadata commits no journal transaction, which halves its latency and
+/// its CPU on the disks measured here (BENCHMARKS.md; PostgreSQL zero-fills its WAL segments for
+/// the same reason). The zeros go out `zeroStepBytes` at a time, at most one step per block, so no
+/// single group commit carries more than a step of them (a 1 MiB step stalled one for ms). A
 /// segment is cut back to its last block when it is sealed or closed; after a crash the newest
 /// one may end in zeros, which recovery recognises as unwritten space, not damage.
 ///
@@ -30,8 +32,11 @@ public final class SpillWriter {
     /// Bytes the newest segment's file holds: `offset`, then zeros written ahead.
     private var extent = 0
     private let preallocateBytes: Int
-    /// `preallocateBytes` of zeros (nil: no preallocation).
+    /// One step of zeros, `min(preallocateBytes, zeroStepBytes, segmentBytes)` (nil: no preallocation).
     private let zeros: UnsafeMutableRawBufferPointer?
+    /// The most zeros written ahead at once: one step grows the file (a journal commit) once
+    /// per 64 KiB of blocks, and adds about a 64 KiB write to that commit's fdatasync.
+    public static let zeroStepBytes = 64 << 10
     private var staging: UnsafeMutableRawBufferPointer
     private var compressed: UnsafeMutableRawBufferPointer
     private var needsDirectorySync = false
@@ -48,7 +53,8 @@ public final class SpillWriter {
         self.directory = directory
         self.preallocateBytes = preallocateBytes
         if preallocateBytes > 0 {
-            let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: preallocateBytes, alignment: 16)
+            let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: min(preallocateBytes, Self.zeroStepBytes, max(segmentBytes, 1)),
+                                                                alignment: 16)
             zeros.initializeMemory(as: UInt8.self, repeating: 0)
             self.zeros = zeros
         } else {
@@ -108,7 +114,7 @@ public final class SpillWriter {
             try roll(firstSequence: firstSequence)
         }
         guard let file else { return 0 }
-        if offset + block.count > extent { preallocate(file) }
+        preallocate(file, beyond: offset + block.count)
         do throws(SystemError) {
             try file.write(block, at: offset)
         } catch {
@@ -158,15 +164,17 @@ public final class SpillWriter {
         return sealed
     }
 
-    /// Writes `preallocateBytes` of zeros at the file's end. A failure (a full disk) is not one:
-    /// the zeros written are cut off again and the block is appended as without preallocation.
-    private func preallocate(_ file: File) {
+    /// Writes one step of zeros ahead once fewer than `preallocateBytes` less a step lie beyond
+    /// `end` (where the block about to be written ends), after the file's end or the block,
+    /// whichever is later. A failure (a full disk) is not one: the zeros written are cut off again
+    /// and the block is appended as without preallocation.
+    private func preallocate(_ file: File, beyond end: Int) {
         // Up to about the segment's size: a segment is sealed past it, and cut back then.
-        guard let zeros, extent < segmentBytes else { return }
-        let chunk = UnsafeRawBufferPointer(rebasing: zeros[..<min(zeros.count, segmentBytes)])
+        guard let zeros, extent < segmentBytes, extent < end + preallocateBytes - zeros.count else { return }
+        let at = max(extent, end)
         do throws(SystemError) {
-            try file.write(chunk, at: extent)
-            extent += chunk.count
+            try file.write(UnsafeRawBufferPointer(zeros), at: at)
+            extent = at + zeros.count
         } catch {
             try? file.truncate(to: offset)
             extent = offset

@@ -16,13 +16,36 @@ import Testing
         try spill.appendBlock(first: 11, count: 10)
         try spill.writer.sync()
         let name = try #require(spill.segmentFiles.first)
-        let written = try #require(spill.writer.catalog.snapshot().last).bytes
-        #expect(written < Self.zerosAhead)
-        #expect(spill.size(of: name) == SpillWriterTests.segmentHeaderBytes + Self.zerosAhead,
-                "one chunk of zeros was written at the first block, and both blocks fit in it")
+        let segments = spill.writer.catalog.snapshot()
+        let written = try #require(segments.last).bytes
+        let firstBlockEnd = try #require(segments.last).lastBlockOffset
+        #expect(written - SpillWriterTests.segmentHeaderBytes < Self.zerosAhead)
+        #expect(spill.size(of: name) == firstBlockEnd + Self.zerosAhead,
+                "one step of zeros was written after the first block, and the second block fit in it")
         let tail = try Data(contentsOf: URL(fileURLWithPath: spill.path(name)))[written...]
         #expect(tail.allSatisfy { $0 == 0 })
         #expect(spill.readAll().map(\.0) == Array(1 ... 20), "a reader ends at the last block, not at the zeros")
+    }
+
+    @Test func zerosGoOutOneStepPerBlockUntilTheSettingLessAStepLiesAhead() throws {
+        let step = SpillWriter.zeroStepBytes
+        let spill = try SpillFixture(preallocateBytes: 4 * step)
+        let name = SegmentName.name(firstSequence: 1)
+        var sizes: [Int] = []
+        var ends: [Int] = []
+        for block in 0 ..< 6 {
+            try spill.appendBlock(first: UInt64(block * 10 + 1), count: 10)
+            sizes.append(spill.size(of: name))
+            ends.append(try #require(spill.writer.catalog.snapshot().last).bytes)
+        }
+        #expect(ends[5] - ends[0] < step, "the blocks are small: these steps are the zeros'")
+        #expect(sizes[0] == ends[0] + step, "the first block: one step, after the block")
+        #expect(zip(sizes.dropFirst(), sizes).prefix(3).allSatisfy { $0 - $1 == step }, "\(sizes)")
+        #expect(sizes[3] - ends[3] >= 3 * step, "three steps or more ahead now: \(sizes) \(ends)")
+        #expect(sizes[4] == sizes[3] && sizes[5] == sizes[3], "no more zeros until a step of them is used: \(sizes)")
+        try spill.writer.sync()
+        spill.writer.close()
+        #expect(spill.size(of: name) == ends[5])
     }
 
     @Test func zerosAheadAreCutOffWhenASegmentIsSealedAndWhenTheWriterCloses() throws {

@@ -141,30 +141,34 @@ func withAppendFile<T>(in scratch: URL, named name: String, zerosAhead: Bool = f
     return try body(file)
 }
 
-/// A floor's file: plain appends, or (`zerosAhead`) writes over zeros written 1 MiB at a time
-/// ahead of them, as the relay's spill writer does, so an fdatasync changes no file size.
+/// A floor's file: plain appends, or (`zerosAhead`) writes over zeros kept up to 1 MiB ahead of
+/// them, 64 KiB at a time and at most once per append, as the relay's spill writer does, so most
+/// fdatasyncs change no file size.
 final class FloorFile {
     let path: String
     private let fd: Int32
     private let zeros: [UInt8]
     private var offset = 0, extent = 0
+    static let aheadBytes = 1 << 20
 
     init(path: String, zerosAhead: Bool) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemError("open \(path)", errno: errno) }
-        zeros = zerosAhead ? [UInt8](repeating: 0, count: 1 << 20) : []
+        zeros = zerosAhead ? [UInt8](repeating: 0, count: 64 << 10) : []
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
-        if !zeros.isEmpty && offset + bytes.count > extent {
-            let written = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(extent)) }
+        let end = offset + bytes.count
+        if !zeros.isEmpty && extent < end + Self.aheadBytes - zeros.count {
+            let at = max(extent, end)
+            let written = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(at)) }
             guard written == zeros.count else { throw SystemError("pwrite \(path)", errno: errno) }
-            extent += zeros.count
+            extent = at + zeros.count
         }
         let written = pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
         guard written == bytes.count else { throw SystemError("pwrite \(path)", errno: errno) }
-        offset += bytes.count
+        offset = end
         extent = max(extent, offset)
     }
 

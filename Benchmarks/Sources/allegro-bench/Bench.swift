@@ -26,25 +26,32 @@ struct Common: ParsableArguments {
     }
 
     func peers(_ names: String) throws -> [Peer] {
-        try names.split(separator: ",").map { name in
+        try names.split(separator: ",").map { full in
+            // NAME@PATH: the peer NAME with the relay binary at PATH, for A/B of two builds in one run.
+            let parts = full.split(separator: "@", maxSplits: 1)
+            let name = parts[0]
+            let binary = parts.count == 2 ? String(parts[1]) : self.binary
+            guard parts.count == 1 || name.hasPrefix("allegro") else { throw ValidationError("\(full): only allegro peers take @PATH") }
+            let named = { (plain: String) in parts.count == 2 ? "\(plain)@" + (binary.split(separator: "/").last.map(String.init) ?? binary) : plain }
             switch name {
-            case "allegro": return AllegroPeer(binary: binary)
-            case "allegro-live": return AllegroPeer(binary: binary, live: true)
+            case "allegro": return AllegroPeer(binary: binary, name: named("allegro"))
+            case "allegro-live": return AllegroPeer(binary: binary, live: true, name: named("allegro-live"))
             // The same relays through IndependentClient.swift, written from PROTOCOL.md alone.
-            case "allegro-ind": return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, name: "allegro-ind"))
+            case "allegro-ind": return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, name: named("allegro-ind")))
             case "allegro-live-ind":
-                return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, live: true, name: "allegro-live-ind"))
+                return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, live: true, name: named("allegro-live-ind")))
             // allegro-commitN: spill_fsync_interval_ms=N (0: the group commit as soon as the disk
             // is free), for A/B beside the default.
             case let variant where variant.hasPrefix("allegro-commit") && Int(variant.dropFirst(14)) != nil:
-                return AllegroPeer(binary: binary, extra: ["--set", "spill_fsync_interval_ms=\(variant.dropFirst(14))"], name: String(variant))
+                return AllegroPeer(binary: binary, extra: ["--set", "spill_fsync_interval_ms=\(variant.dropFirst(14))"],
+                                   name: named(String(variant)))
             // allegro+KEY=VALUE+... (or allegro-live+...): any settings (`--set KEY=VALUE`), for
             // A/B beside the default.
             case let variant where variant.hasPrefix("allegro+") || variant.hasPrefix("allegro-live+"):
                 let settings = variant.split(separator: "+").dropFirst()
                 guard settings.allSatisfy({ $0.contains("=") }) else { throw ValidationError("\(variant): expected allegro+KEY=VALUE[+KEY=VALUE...]") }
                 return AllegroPeer(binary: binary, extra: settings.flatMap { ["--set", String($0)] },
-                                   live: variant.hasPrefix("allegro-live+"), name: String(variant))
+                                   live: variant.hasPrefix("allegro-live+"), name: named(String(variant)))
             case "direct": return DirectPeer()
             case "c-relay":
                 guard let path = cRelay ?? ProcessInfo.processInfo.environment["CRELAY_BIN"], FileManager.default.fileExists(atPath: path) else {
@@ -53,7 +60,7 @@ struct Common: ParsableArguments {
                 return CRelayPeer(binary: path)
             case "nats": return NatsPeer()
             case "redis": return RedisPeer()
-            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-ind, allegro-live-ind, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, c-relay, nats, redis")
+            default: throw ValidationError("unknown peer \(name): use allegro, allegro-live, allegro-ind, allegro-live-ind, allegro-commitN (N: spill_fsync_interval_ms), allegro+KEY=VALUE[+KEY=VALUE], direct, c-relay, nats, redis; an allegro peer may end in @PATH (another relay binary)")
             }
         }
     }
