@@ -53,6 +53,7 @@ enum SettingsCatalog {
         Setting(key: "spill_segment_bytes", kind: .integer(\.relay.spillSegmentBytes)),
         Setting(key: "spill_block_bytes", kind: .integer(\.relay.spillBlockBytes)),
         Setting(key: "spill_preallocate_bytes", kind: .integer(\.relay.spillPreallocateBytes)),
+        Setting(key: "spill_thread_nice_increment", kind: .integer(\.relay.spillThreadNiceIncrement)),
         Setting(key: "spill_compression_level", kind: .integer(\.relay.spillCompressionLevel)),
         Setting(key: "spill_codec", kind: .parsed(parse: { settings, text in
             guard let codec = SpillCodec(rawValue: text) else { return "expected one of " + SpillCodec.allCases.map(\.rawValue).joined(separator: ", ") }

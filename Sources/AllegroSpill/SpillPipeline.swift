@@ -19,9 +19,12 @@ public struct SpillSettings: Sendable {
     public var retentionMaxBytes: Int
     /// Zeros written ahead of the newest segment's blocks (0: none); see `SpillWriter`.
     public var preallocateBytes: Int
+    /// How many nice steps below the relay's other threads the spill thread runs (0: none).
+    public var threadNiceIncrement: Int32
 
     public init(directory: String, segmentBytes: Int, blockBytes: Int, fsyncIntervalMillis: Int, compressionLevel: Int,
-                retentionMaxAgeMillis: Int, retentionMaxBytes: Int, codec: SpillCodec = .deflate, preallocateBytes: Int = 0) {
+                retentionMaxAgeMillis: Int, retentionMaxBytes: Int, codec: SpillCodec = .deflate, preallocateBytes: Int = 0,
+                threadNiceIncrement: Int32 = 0) {
         self.directory = directory
         self.segmentBytes = segmentBytes
         self.blockBytes = blockBytes
@@ -31,6 +34,7 @@ public struct SpillSettings: Sendable {
         self.retentionMaxAgeMillis = retentionMaxAgeMillis
         self.retentionMaxBytes = retentionMaxBytes
         self.preallocateBytes = preallocateBytes
+        self.threadNiceIncrement = threadNiceIncrement
     }
 }
 
@@ -118,7 +122,18 @@ public final class SpillPipeline: Sendable {
     /// Starts the spill thread on `ring` from `gate` (which it owns from now on).
     public func start(ring: RecordRing, gate: RingGate) {
         let loop = SpillLoop(pipeline: self, ring: ring, gate: gate)
+        let increment = settings.threadNiceIncrement
+        let log = log
         let thread = Thread { [finished] in
+            // Compression and fsyncs give way to the I/O thread on a contended CPU, so live
+            // delivery's tail is not the spill's (BENCHMARKS.md "The spill thread's priority").
+            if increment > 0 {
+                do throws(SystemError) {
+                    try ThreadPriority.lowerCallingThread(by: increment)
+                } catch {
+                    log.log(.warning, "spill_priority_unchanged", ["error": "\(error)"])
+                }
+            }
             loop.run()
             finished.signal()
         }

@@ -57,7 +57,7 @@ import Testing
         let parts = result.stdout.components(separatedBy: "\nservices:")
         #expect(parts.count == 2, "the example lists the supervisor's services: \(result.stdout)")
         let settings = parts[0].split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.hasSuffix(":") }
-        #expect(settings.count == 84, "every key but the eight tokens, which are unset: \(result.stdout)")
+        #expect(settings.count == 85, "every key but the eight tokens, which are unset: \(result.stdout)")
         #expect(result.stdout.contains("# producer_token: (unset)"))
         for line in settings { #expect(line.hasSuffix("# " + example.path), "every key is in the example: \(line)") }
         let services = parts.last ?? ""
