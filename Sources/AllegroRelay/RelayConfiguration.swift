@@ -48,8 +48,9 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var spillPreallocateBytes = 1 << 20
     /// How many nice steps below the relay's other threads the spill thread runs, so its
     /// compression and fsyncs give way to the I/O thread on a contended CPU (live p99 at 10k/s
-    /// here: 79-91 µs against 185-1,509 at 0, BENCHMARKS.md "The spill thread's priority").
-    public var spillThreadNiceIncrement = 10
+    /// here: 82-88 µs against 127-1,509 at 0; at 10, durable delivery fell behind at 100k/s;
+    /// BENCHMARKS.md "The spill thread's priority").
+    public var spillThreadNiceIncrement = 7
     /// zlib level for spill blocks (1 fastest ... 9 smallest), for the deflate and zlib codecs.
     public var spillCompressionLevel = 1
     /// The codec of new spill blocks: deflate (default), zlib or lz4.
