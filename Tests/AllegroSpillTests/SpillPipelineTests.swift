@@ -66,10 +66,11 @@ final class MemorySink: SpillStateSink {
         let sink: MemorySink
     }
 
-    private func start(durable: [String] = ["timmy"]) throws -> Running {
+    private func start(durable: [String] = ["timmy"], niceIncrement: Int32 = 0) throws -> Running {
         let fixture = try SpillFixture()
         let settings = SpillSettings(directory: fixture.directory, segmentBytes: 1 << 20, blockBytes: 4096, fsyncIntervalMillis: 1,
-                                     compressionLevel: 1, retentionMaxAgeMillis: 3_600_000, retentionMaxBytes: 0)
+                                     compressionLevel: 1, retentionMaxAgeMillis: 3_600_000, retentionMaxBytes: 0,
+                                     threadNiceIncrement: niceIncrement)
         let sink = MemorySink()
         let pipeline = try SpillPipeline(settings: settings, catalog: SegmentCatalog(), lastSpilled: 0, durableCollectors: durable,
                                          cursors: [:], accounted: [], sink: sink, metrics: SpillMetrics(),
@@ -113,6 +114,17 @@ final class MemorySink: SpillStateSink {
         // What a restart finds on disk: every record, in order, undamaged.
         #expect(try running.fixture.restart().damage.isEmpty)
         #expect(running.fixture.readAll().map(\.0) == Array(1 ... 100))
+    }
+
+    @Test func aSpillThreadThatCannotLowerItsPrioritySpillsAsBefore() throws {
+        let fault = SystemFaults.inject(.setpriority, errno: EPERM)
+        defer { SystemFaults.remove(fault) }
+        let running = try start(niceIncrement: 3)
+        append(10, to: running)
+        #expect(eventually { running.pipeline.durableThrough.load(ordering: .acquiring) == 10 })
+        #expect(SystemFaults.fired(fault) == 1, "the spill thread tried once, at its start")
+        #expect(running.pipeline.failure == nil, "a priority left as it was is not a spill failure")
+        #expect(running.pipeline.stop(timeoutSeconds: 20))
     }
 
     @Test func aFailedWriteHoldsDurabilityBackIsReportedAndIsRetriedUntilTheDiskRecovers() throws {
