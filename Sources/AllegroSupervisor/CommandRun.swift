@@ -40,7 +40,8 @@ final class CommandRun: Sendable {
     }
 
     /// Starts `arguments` (`executable` is the file run; `arguments[0]` what it is called) and
-    /// logs `service_started`. Throws when it cannot be started (no such program, not executable, a bad directory).
+    /// logs `service_started`. Throws when it cannot be started (no such program, not
+    /// executable, a bad directory).
     static func start(service: String, executable: String, arguments: [String], environment: [String], directory: String?,
                       log: EventLog) throws(SystemError) -> CommandRun {
         let output = try PipeEnds()
