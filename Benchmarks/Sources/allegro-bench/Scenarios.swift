@@ -60,6 +60,7 @@ enum Scenarios {
         // The fewest records any collector got: each must get them all.
         let received = Shared(Int.max)
         let cpuBefore = peer.serverCPUSeconds ?? 0
+        let stealBefore = Steal.totalMillis()
         let start = Clock.wallNanos + 200_000_000
         let interval = 1_000_000_000.0 / Double(rate)
         let end = start + UInt64(seconds * 1e9)
@@ -97,6 +98,7 @@ enum Scenarios {
         // server has not read yet (unacknowledged, so a real producer would resend it).
         withExtendedLifetime(links) {}
         let cpu = (peer.serverCPUSeconds ?? 0) - cpuBefore
+        let stolen = Steal.totalMillis() - stealBefore
         let lags = histogram.with { $0 }
         let count = received.with { $0 }
         func micros(_ percentile: Double) -> Double { Double(lags.valueAtPercentile(percentile)) / 1000 }
@@ -106,7 +108,7 @@ enum Scenarios {
                          "collectors": Double(collectors)],
             results: ["p50_us": micros(50), "p90_us": micros(90), "p99_us": micros(99), "p999_us": micros(99.9),
                       "max_us": Double(lags.max) / 1000, "received": Double(count), "expected": Double(expected),
-                      "server_cpu_us_per_record": count > 0 ? cpu * 1e6 / Double(count) : 0])
+                      "server_cpu_us_per_record": count > 0 ? cpu * 1e6 / Double(count) : 0, "steal_ms": stolen])
     }
 
     /// Producers send batches as fast as they can for `seconds`; records/s and MB/s received.
