@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -45,6 +44,7 @@ from conftest import Relay
 from fake_model import FakeModel
 from hermes_support import HERMES, ONE_TOOL_TURN, hermes_env, make_home, needs_hermes
 from stream_watcher import StreamWatcher
+from loopback_ports import free_port
 
 pytestmark = [needs_hermes, pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
                                                reason="ALLEGRO_BIN is not set (the allegro binary with `allegro bridge`)")]
@@ -121,11 +121,6 @@ class ScriptedModel(FakeModel):
 
 # -- the gateway ----------------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def call(url: str, method: str, path: str, body: Any = None, token: Optional[str] = None,

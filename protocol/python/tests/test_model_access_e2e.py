@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ from conftest import Relay
 from fake_model import MODEL, FakeModel
 from hermes_support import read_relay
 from stream_watcher import StreamWatcher
+from loopback_ports import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
                                 reason="ALLEGRO_BIN is not set (the allegro binary with `allegro bridge`)")
@@ -56,11 +56,6 @@ ISSUED: List[str] = []
 
 # -- the processes ------------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def stop_group(process: "subprocess.Popen[bytes]", timeout: float = 10) -> None:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from allegro_client import Producer, TelemetryEvent
 from allegro_client.messages import AllegroAlert, AllegroReport
 from fake_systemctl import FakeSystemd
 from stream_watcher import StreamWatcher
+from loopback_ports import free_port
 
 pytestmark = pytest.mark.skipif(not os.environ.get("ALLEGRO_BIN"),
                                 reason="ALLEGRO_BIN is not set (the allegro binary with `allegro supervise`)")
@@ -99,11 +99,6 @@ def kill_group_if_leader(pid: int) -> None:
         except ProcessLookupError:
             pass
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
