@@ -13,6 +13,8 @@ import Logging
 struct Setting: Sendable {
     enum Kind: Sendable {
         case integer(WritableKeyPath<AllegroSettings, Int> & Sendable)
+        /// Milliseconds with up to three decimals, held as microseconds (`DecimalMilliseconds`).
+        case milliseconds(WritableKeyPath<AllegroSettings, Int> & Sendable)
         case text(WritableKeyPath<AllegroSettings, String> & Sendable)
         /// A token: read as a secret, never printed.
         case secret(WritableKeyPath<AllegroSettings, String?> & Sendable)
@@ -49,7 +51,7 @@ enum SettingsCatalog {
         Setting(key: "handshake_timeout_ms", kind: .integer(\.relay.handshakeTimeoutMillis)),
         Setting(key: "collector_buffer_bytes", kind: .integer(\.relay.collectorBufferBytes)),
         Setting(key: "replay_threads", kind: .integer(\.relay.replayThreads)),
-        Setting(key: "spill_fsync_interval_ms", kind: .integer(\.relay.spillFsyncIntervalMillis)),
+        Setting(key: "spill_fsync_interval_ms", kind: .milliseconds(\.relay.spillFsyncIntervalMicros)),
         Setting(key: "spill_segment_bytes", kind: .integer(\.relay.spillSegmentBytes)),
         Setting(key: "spill_block_bytes", kind: .integer(\.relay.spillBlockBytes)),
         Setting(key: "spill_preallocate_bytes", kind: .integer(\.relay.spillPreallocateBytes)),

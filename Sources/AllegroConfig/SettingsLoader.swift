@@ -126,6 +126,16 @@ public struct SettingsLoader: Sendable {
             let value = reader.int(forKey: key)
             if reporter.failed(setting.key) { throw failed("expected a whole number") }
             if let value { settings[keyPath: path] = value }
+        case let .milliseconds(path):
+            let value = reader.string(forKey: key)
+            if reporter.failed(setting.key) { throw failed(Self.millisecondsExpected) }
+            if let value {
+                guard let micros = DecimalMilliseconds.micros(value) else {
+                    throw SettingsError(key: setting.key, value: "\"\(value)\"", source: reporter.source(of: setting.key),
+                                        allowed: Self.millisecondsExpected)
+                }
+                settings[keyPath: path] = micros
+            }
         case let .text(path):
             let value = reader.string(forKey: key)
             if reporter.failed(setting.key) { throw failed("expected text") }
@@ -169,6 +179,8 @@ public struct SettingsLoader: Sendable {
         }
     }
 
+    static let millisecondsExpected = "expected milliseconds: a whole number or up to three decimals (0.25 is 250 µs)"
+
     /// Private key material of any kind (OpenSSH, PEM): Allegro never holds a private key, of
     /// Timmy's or anyone's; tokens and names never look like one.
     static func isPrivateKey(_ value: String) -> Bool {
@@ -196,7 +208,7 @@ public struct SettingsLoader: Sendable {
                 content = .int(number)
             case .list:
                 content = .stringArray(text.split(separator: ",").map(String.init))
-            case .secret, .text, .level, .http, .parsed:
+            case .secret, .text, .level, .http, .parsed, .milliseconds:
                 content = .string(text)
             }
             values[AbsoluteConfigKey(ConfigKey(key))] = ConfigValue(content, isSecret: { if case .secret = setting.kind { true } else { false } }())

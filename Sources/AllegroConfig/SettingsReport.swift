@@ -1,3 +1,4 @@
+import AllegroRelay
 import AllegroSupervisor
 import Foundation
 
@@ -79,6 +80,7 @@ extension SettingsLoader.Loaded {
     private static func value(of setting: Setting, in settings: AllegroSettings) -> String? {
         switch setting.kind {
         case let .integer(path): String(settings[keyPath: path])
+        case let .milliseconds(path): DecimalMilliseconds.text(micros: settings[keyPath: path])
         case let .text(path): quoted(settings[keyPath: path])
         case let .secret(path): settings[keyPath: path] == nil ? nil : "\"********\""
         case let .list(path): "[" + settings[keyPath: path].map(quoted).joined(separator: ", ") + "]"

@@ -55,7 +55,7 @@ final class SpillLoop: @unchecked Sendable {
                              codec: settings.codec, level: Int32(settings.compressionLevel),
                              preallocateBytes: settings.preallocateBytes)
         blockBytes = settings.blockBytes
-        fsyncIntervalNanos = UInt64(settings.fsyncIntervalMillis) * 1_000_000
+        fsyncIntervalNanos = UInt64(settings.fsyncIntervalMicros) * 1_000
         // At least 5 ms whatever the interval: under a flood every fsync costs CPU as well as
         // time, and a 1 ms burst made five times the fsyncs of a 5 ms one (throughput -22 % with
         // lz4, BENCHMARKS.md); a trickle is not affected (it is fsync'd when written).

@@ -10,7 +10,8 @@ public struct SpillSettings: Sendable {
     public var directory: String
     public var segmentBytes: Int
     public var blockBytes: Int
-    public var fsyncIntervalMillis: Int
+    /// Least time between two fsyncs (0: as soon as the disk is free); see `SpillLoop.run`.
+    public var fsyncIntervalMicros: Int
     public var compressionLevel: Int
     /// The codec of new blocks (readers read every codec).
     public var codec: SpillCodec
@@ -22,13 +23,13 @@ public struct SpillSettings: Sendable {
     /// How many nice steps below the relay's other threads the spill thread runs (0: none).
     public var threadNiceIncrement: Int32
 
-    public init(directory: String, segmentBytes: Int, blockBytes: Int, fsyncIntervalMillis: Int, compressionLevel: Int,
+    public init(directory: String, segmentBytes: Int, blockBytes: Int, fsyncIntervalMicros: Int, compressionLevel: Int,
                 retentionMaxAgeMillis: Int, retentionMaxBytes: Int, codec: SpillCodec = .deflate, preallocateBytes: Int = 0,
                 threadNiceIncrement: Int32 = 0) {
         self.directory = directory
         self.segmentBytes = segmentBytes
         self.blockBytes = blockBytes
-        self.fsyncIntervalMillis = fsyncIntervalMillis
+        self.fsyncIntervalMicros = fsyncIntervalMicros
         self.compressionLevel = compressionLevel
         self.codec = codec
         self.retentionMaxAgeMillis = retentionMaxAgeMillis

@@ -23,6 +23,7 @@ import Testing
             durable_collectors: [timmy, archive]
             ring_bytes: 8388608
             log_level: warning
+            spill_fsync_interval_ms: 0.25
             """.write(to: file, atomically: false, encoding: .utf8)
         let result = try AllegroBinary.run(["config", "check", file.path, "--set", "max_connections=50"],
                                            environment: ["ALLEGRO_COLLECTOR_TOKEN": "timmy-secret-5678", "ALLEGRO_HEARTBEAT_MS": "2000"],
@@ -32,7 +33,7 @@ import Testing
         #expect(!out.contains("hermes-secret-1234") && !out.contains("timmy-secret-5678"), "tokens never printed: \(out)")
         for line in [#"producer_token: "********""#, #"collector_token: "********""#, #"listen: "127.0.0.1:7500""#,
                      #"durable_collectors: ["timmy", "archive"]"#, "ring_bytes: 8388608", "heartbeat_ms: 2000",
-                     "max_connections: 50", "log_level: warning", "idle_timeout_ms: 15000"] {
+                     "max_connections: 50", "log_level: warning", "idle_timeout_ms: 15000", "spill_fsync_interval_ms: 0.25 "] {
             #expect(out.contains(line), "\(line) in:\n\(out)")
         }
         #expect(out.split(separator: "\n").contains { $0.hasPrefix("heartbeat_ms:") && $0.hasSuffix("# environment") })
@@ -46,6 +47,7 @@ import Testing
         let again = try AllegroBinary.run(["config", "check", printed.path], environment: ["ALLEGRO_HEARTBEAT_MS": "2000"], timeout: 20)
         #expect(again.status == 0, "\(again.stderr)")
         #expect(again.stdout.contains("ring_bytes: 8388608") && again.stdout.contains("max_connections: 50"))
+        #expect(again.stdout.contains("spill_fsync_interval_ms: 0.25 "), "\(again.stdout)")
     }
 
     @Test func theExampleConfigurationIsValidAndSetsEveryKey() throws {
@@ -97,6 +99,8 @@ import Testing
             ("spill:\n  fsync_interval_ms: 5\n", [:], [#"unknown configuration key "spill""#]),
             ("heartbeat_ms: 20000\n", [:], ["idle_timeout_ms = 15000", "more than heartbeat_ms"]),
             ("spill_compression_level: 12\n", [:], ["spill_compression_level = 12", "1 ... 9"]),
+            ("spill_fsync_interval_ms: 0.0001\n", [:], [#"spill_fsync_interval_ms = "0.0001""#, "up to three decimals"]),
+            (nil, ["ALLEGRO_SPILL_FSYNC_INTERVAL_MS": "10000.5"], ["spill_fsync_interval_ms = 10000.5", "0 ... 10000"]),
             ("listen: [1, 2]\n", [:], ["listen", "expected text"]),
             ("log_level: shouting\n", [:], [#"log_level = "shouting""#, "trace, debug, info"]),
             ("producer_token: ~\n", [:], ["producer_token = null", "leave the key out"]),

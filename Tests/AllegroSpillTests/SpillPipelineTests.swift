@@ -68,7 +68,7 @@ final class MemorySink: SpillStateSink {
 
     private func start(durable: [String] = ["timmy"], niceIncrement: Int32 = 0) throws -> Running {
         let fixture = try SpillFixture()
-        let settings = SpillSettings(directory: fixture.directory, segmentBytes: 1 << 20, blockBytes: 4096, fsyncIntervalMillis: 1,
+        let settings = SpillSettings(directory: fixture.directory, segmentBytes: 1 << 20, blockBytes: 4096, fsyncIntervalMicros: 1_000,
                                      compressionLevel: 1, retentionMaxAgeMillis: 3_600_000, retentionMaxBytes: 0,
                                      threadNiceIncrement: niceIncrement)
         let sink = MemorySink()

@@ -24,6 +24,7 @@ extension Scenarios {
         let interval = 1_000_000_000.0 / Double(rate)
         let end = start + UInt64(seconds * 1e9)
         let sent = Shared(0)
+        let stealBefore = Steal.totalMillis(), cpuBefore = peer.serverCPUSeconds ?? 0
         let reading = spawn { [producer, scheduled] in
             var local = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
             var through = first - 1
@@ -54,13 +55,15 @@ extension Scenarios {
             index += 1
         }
         reading.wait()
+        let stolen = Steal.totalMillis() - stealBefore, cpu = (peer.serverCPUSeconds ?? 0) - cpuBefore
         let lags = histogram.with { $0 }
         func micros(_ percentile: Double) -> Double { Double(lags.valueAtPercentile(percentile)) / 1000 }
         return Measurement(
             scenario: "acks", peer: peer.name,
             parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(size)],
             results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(lags.max) / 1000,
-                      "acked": Double(acked.with { $0 }), "expected": Double(index)])
+                      "acked": Double(acked.with { $0 }), "expected": Double(index),
+                      "cpu_us_per_record": index > 0 ? cpu * 1e6 / Double(index) : 0, "steal_ms": stolen])
     }
 
     /// The disk's floor at a rate: appends of 4 KiB, each followed by fdatasync, started at
@@ -74,6 +77,7 @@ extension Scenarios {
             let start = Clock.wallNanos + 50_000_000, end = start + UInt64(seconds * 1e9)
             let interval = 1_000_000_000.0 / Double(max(rate, 1))
             var count = 0
+            let stealBefore = Steal.totalMillis(), cpuBefore = threadCPUSeconds()
             while true {
                 let at = start + UInt64(Double(count) * interval)
                 if at >= end { break }
@@ -87,7 +91,9 @@ extension Scenarios {
             func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
             return Measurement(scenario: "acks", peer: "write+fdatasync" + (zerosAhead ? "/zeros-ahead" : ""), parameters: ["rate": Double(rate), "seconds": seconds, "size": 4096],
                                results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
-                                         "acked": Double(count), "expected": Double(count)])
+                                         "acked": Double(count), "expected": Double(count),
+                                         "cpu_us_per_record": count > 0 ? (threadCPUSeconds() - cpuBefore) * 1e6 / Double(count) : 0,
+                                         "steal_ms": Steal.totalMillis() - stealBefore])
         }
     }
 }
@@ -110,6 +116,7 @@ extension Scenarios {
             let interval = 1_000_000_000.0 / Double(max(rate, 1))
             let total = Int(Double(rate) * seconds)
             var committed = 0, syncs = 0
+            let stealBefore = Steal.totalMillis(), cpuBefore = threadCPUSeconds()
             func arrival(_ index: Int) -> UInt64 { start + UInt64(Double(index) * interval) }
             while committed < total {
                 waitUntil(arrival(committed))
@@ -129,7 +136,9 @@ extension Scenarios {
             func micros(_ percentile: Double) -> Double { Double(histogram.valueAtPercentile(percentile)) / 1000 }
             return Measurement(scenario: "acks", peer: "group-commit" + (zerosAhead ? "/zeros-ahead" : ""), parameters: ["rate": Double(rate), "seconds": seconds, "size": Double(recordBytes)],
                                results: ["p50_us": micros(50), "p99_us": micros(99), "max_us": Double(histogram.max) / 1000,
-                                         "acked": Double(committed), "expected": Double(total), "fdatasyncs": Double(syncs)])
+                                         "acked": Double(committed), "expected": Double(total), "fdatasyncs": Double(syncs),
+                                         "cpu_us_per_record": total > 0 ? (threadCPUSeconds() - cpuBefore) * 1e6 / Double(total) : 0,
+                                         "steal_ms": Steal.totalMillis() - stealBefore])
         }
     }
 }
@@ -239,4 +248,11 @@ final class AckingProducer: @unchecked Sendable {
             inbound.didWrite(count)
         }
     }
+}
+
+/// CPU time of the calling thread (user and system): a floor runs on one harness thread.
+private func threadCPUSeconds() -> Double {
+    var spec = timespec()
+    guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &spec) == 0 else { return 0 }
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) / 1e9
 }

@@ -41,8 +41,8 @@ struct Common: ParsableArguments {
             case "allegro-live-ind":
                 return IndependentAllegroPeer(wrapping: AllegroPeer(binary: binary, live: true, name: named("allegro-live-ind")))
             // allegro-commitN: spill_fsync_interval_ms=N (0: the group commit as soon as the disk
-            // is free), for A/B beside the default.
-            case let variant where variant.hasPrefix("allegro-commit") && Int(variant.dropFirst(14)) != nil:
+            // is free; N may have up to three decimals, 0.25 is 250 µs), for A/B beside the default.
+            case let variant where variant.hasPrefix("allegro-commit") && Double(variant.dropFirst(14)) != nil:
                 return AllegroPeer(binary: binary, extra: ["--set", "spill_fsync_interval_ms=\(variant.dropFirst(14))"],
                                    name: named(String(variant)))
             // allegro+KEY=VALUE+... (or allegro-live+...): any settings (`--set KEY=VALUE`), for
