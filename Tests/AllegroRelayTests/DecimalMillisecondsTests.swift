@@ -1,4 +1,4 @@
-import AllegroRelay
+@testable import AllegroRelay
 import Testing
 
 /// Milliseconds with up to three decimals, as `spill_fsync_interval_ms` takes them: exact, and
@@ -21,5 +21,17 @@ struct DecimalMillisecondsTests {
     func microsAreWrittenInTheShortestFormThatReadsBack(micros: Int, text: String) {
         #expect(DecimalMilliseconds.text(micros: micros) == text)
         if micros >= 0 { #expect(DecimalMilliseconds.micros(text) == micros) }
+    }
+
+    @Test func aSubMillisecondIntervalReachesTheSpillInMicrosecondsAndTenSecondsIsTheMost() throws {
+        var configuration = RelayConfiguration()
+        configuration.spillFsyncIntervalMicros = 250
+        try configuration.validate()
+        #expect(configuration.spillSettings.fsyncIntervalMicros == 250)
+        configuration.spillFsyncIntervalMicros = 10_000_001
+        #expect(throws: RelayConfiguration.Invalid(key: "spill_fsync_interval_ms", value: "10000.001",
+                                                   allowed: "0 ... 10000 (up to three decimals: 0.25 is 250 µs)")) {
+            try configuration.validate()
+        }
     }
 }
