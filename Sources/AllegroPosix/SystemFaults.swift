@@ -1,17 +1,20 @@
 #if DEBUG
+import Glibc
 import Synchronization
 
-/// Debug builds only: make chosen system calls fail with a chosen errno, in-process, so tests
-/// can drive the spill and the relay through disk and socket failures that a real machine
+/// Debug builds only: make chosen system calls fail with a chosen errno, or take longer, in-process,
+/// so tests can drive the spill and the relay through disk and socket failures that a real machine
 /// rarely produces on demand (EIO from fdatasync, ENOSPC in the middle of a block, a failed
-/// rename). Faults are process-wide: a test scopes its rules with `pathContaining` (its own
+/// rename, an fdatasync that takes 300 ms). Faults are process-wide: a test scopes its rules with `pathContaining` (its own
 /// temporary directory), and calls without a path (recv, send, poll) are only faulted by rules
 /// without one.
 public enum SystemFaults {
-    /// One rule: the matching calls after the first `skip` fail with `errno`, `times` times.
+    /// One rule: the matching calls after the first `skip` fail with `errno`, `times` times; or,
+    /// with `errno` 0, are made for real after `delayNanos`.
     public struct Rule: Sendable {
         public var call: SystemCallName
         public var errno: Int32
+        public var delayNanos: UInt64 = 0
         public var pathContaining: String?
         public var skip: Int
         public var times: Int
@@ -54,6 +57,16 @@ public enum SystemFaults {
         return Token(id: id)
     }
 
+    /// Adds a rule that delays the calls it matches by `delayNanos` (then makes them for real),
+    /// until it has fired `times` times or is removed.
+    @discardableResult
+    public static func inject(_ call: SystemCallName, delayNanos: UInt64, pathContaining: String? = nil,
+                              skip: Int = 0, times: Int = 1) -> Token {
+        let token = inject(call, errno: 0, pathContaining: pathContaining, skip: skip, times: times)
+        rules.withLock { state in state.active[token.id]?.delayNanos = delayNanos }
+        return token
+    }
+
     /// Removes a rule (it may already be spent).
     public static func remove(_ token: Token) {
         let removed = rules.withLock { state in state.active.removeValue(forKey: token.id) != nil }
@@ -65,10 +78,11 @@ public enum SystemFaults {
         rules.withLock { state in state.fired[token.id] ?? 0 }
     }
 
-    /// The errno to fail this call with, or nil to make it for real.
+    /// The errno to fail this call with, or nil to make it for real (after a delay rule's sleep,
+    /// taken outside the lock).
     static func injected(_ name: SystemCallName, path: String?) -> Int32? {
         guard armed.load(ordering: .acquiring) > 0 else { return nil }
-        return rules.withLock { state -> Int32? in
+        let outcome = rules.withLock { state -> Rule? in
             for id in state.active.keys.sorted() {
                 guard let rule = state.active[id], rule.matches(name, path: path) else { continue }
                 var updated = rule
@@ -81,10 +95,16 @@ public enum SystemFaults {
                 updated.times -= 1
                 state.active[id] = updated
                 state.fired[id, default: 0] += 1
-                return rule.errno
+                return rule
             }
             return nil
         }
+        guard let outcome else { return nil }
+        guard outcome.errno == 0 else { return outcome.errno }
+        var wait = timespec(tv_sec: Int(outcome.delayNanos / 1_000_000_000), tv_nsec: Int(outcome.delayNanos % 1_000_000_000))
+        var left = timespec()
+        while nanosleep(&wait, &left) == -1 && Glibc.errno == EINTR { wait = left }
+        return nil
     }
 }
 #endif

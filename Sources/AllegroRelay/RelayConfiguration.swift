@@ -33,7 +33,7 @@ public struct RelayConfiguration: Sendable, Equatable {
     public var collectorBufferBytes = 1 << 20
     /// Threads that read the spill for collectors catching up, shared by all of them.
     public var replayThreads = 2
-    /// Least time between two spill fsyncs (group commit), in microseconds (the key,
+    /// Least time between the starts of two spill fsyncs (group commit), in microseconds (the key,
     /// `spill_fsync_interval_ms`, takes milliseconds with up to three decimals); acks wait for
     /// it. 0: each fsync as soon as the disk is free, batching what arrived during the last.
     /// 1 ms by default: on a 2-core host at 10k records/s, 0 spends three times the CPU (65 µs a

@@ -227,8 +227,10 @@ final class SpillLoop: @unchecked Sendable {
             return false
         }
         lastSynced = lastWritten
-        lastSyncAt = Clock.monotonicNanos
-        SpillMetrics.observe(pipeline.metrics.fsyncTime, from: started, to: lastSyncAt)
+        // The interval runs from this fsync's start: fsyncs start at least an interval apart,
+        // and records that arrived during a slow one need not wait a whole interval after it.
+        lastSyncAt = started
+        SpillMetrics.observe(pipeline.metrics.fsyncTime, from: started, to: Clock.monotonicNanos)
         SpillMetrics.observe(pipeline.metrics.durableLag, from: oldestUnsyncedIngest, to: Clock.wallNanos)
         oldestUnsyncedIngest = 0
         pipeline.durableThrough.store(lastSynced, ordering: .releasing)

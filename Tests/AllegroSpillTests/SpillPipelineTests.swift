@@ -66,9 +66,9 @@ final class MemorySink: SpillStateSink {
         let sink: MemorySink
     }
 
-    private func start(durable: [String] = ["timmy"], niceIncrement: Int32 = 0) throws -> Running {
+    private func start(durable: [String] = ["timmy"], niceIncrement: Int32 = 0, intervalMicros: Int = 1_000) throws -> Running {
         let fixture = try SpillFixture()
-        let settings = SpillSettings(directory: fixture.directory, segmentBytes: 1 << 20, blockBytes: 4096, fsyncIntervalMicros: 1_000,
+        let settings = SpillSettings(directory: fixture.directory, segmentBytes: 1 << 20, blockBytes: 4096, fsyncIntervalMicros: intervalMicros,
                                      compressionLevel: 1, retentionMaxAgeMillis: 3_600_000, retentionMaxBytes: 0,
                                      threadNiceIncrement: niceIncrement)
         let sink = MemorySink()
@@ -125,6 +125,26 @@ final class MemorySink: SpillStateSink {
         #expect(SystemFaults.fired(fault) == 1, "the spill thread tried once, at its start")
         #expect(running.pipeline.failure == nil, "a priority left as it was is not a spill failure")
         #expect(running.pipeline.stop(timeoutSeconds: 20))
+    }
+
+    @Test func theIntervalRunsFromTheLastFsyncsStartSoRecordsThatArriveDuringASlowOneWaitNoLonger() throws {
+        // An interval of 0.4 s and a first fdatasync that takes 1 s: the record appended during
+        // it has waited longer than the interval when it returns, so it is fsync'd straight after.
+        // Counted from the slow fsync's end, it would wait at least 0.4 s more.
+        let running = try start(intervalMicros: 400_000)
+        let slow = SystemFaults.inject(.fdatasync, delayNanos: 1_000_000_000, pathContaining: running.fixture.directory)
+        defer { SystemFaults.remove(slow) }
+        append(1, to: running)
+        #expect(eventually { SystemFaults.fired(slow) == 1 }, "the first group commit's fdatasync has begun")
+        append(1, to: running)
+        #expect(eventually { running.pipeline.durableThrough.load(ordering: .acquiring) >= 1 })
+        let firstDone = Date()
+        #expect(eventually { running.pipeline.durableThrough.load(ordering: .acquiring) == 2 })
+        let waited = Date().timeIntervalSince(firstDone)
+        #expect(waited < 0.3, "fsync'd \(waited) s after the slow one ended: the interval was counted from its end")
+        #expect(running.pipeline.stop(timeoutSeconds: 20))
+        #expect(try running.fixture.restart().damage.isEmpty)
+        #expect(running.fixture.readAll().map(\.0) == [1, 2])
     }
 
     @Test func aFailedWriteHoldsDurabilityBackIsReportedAndIsRetriedUntilTheDiskRecovers() throws {
