@@ -7,24 +7,32 @@ import Testing
 /// CRC-32), so each library reads what the other wrote, and a relay can move between versions
 /// in either direction over the same spill.
 struct DeflateCompatibilityTests {
-    /// Raw deflate of `input` by zlib, as relays before libdeflate wrote codec 2 blocks.
-    static func zlibDeflate(_ input: [UInt8]) throws -> [UInt8] {
-        var stream = z_stream()
-        try #require(deflateInit2_(&stream, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK)
-        defer { deflateEnd(&stream) }
-        var out = [UInt8](repeating: 0, count: Int(deflateBound(&stream, uLong(input.count))))
-        var input = input
+    /// Runs `call` (deflate or inflate) once over all of `input` into `size` bytes of output:
+    /// its status and the output bytes it filled.
+    static func zlibPass(_ stream: inout z_stream, _ input: [UInt8], size: Int,
+                         _ call: (inout z_stream) -> Int32) -> (status: Int32, output: [UInt8]) {
+        var input = input, out = [UInt8](repeating: 0, count: size)
         let status = input.withUnsafeMutableBytes { source in
             out.withUnsafeMutableBytes { target in
                 stream.next_in = source.baseAddress?.assumingMemoryBound(to: Bytef.self)
                 stream.avail_in = uInt(source.count)
                 stream.next_out = target.baseAddress?.assumingMemoryBound(to: Bytef.self)
                 stream.avail_out = uInt(target.count)
-                return deflate(&stream, Z_FINISH)
+                return call(&stream)
             }
         }
-        try #require(status == Z_STREAM_END)
-        return Array(out.prefix(Int(stream.total_out)))
+        return (status, Array(out.prefix(size - Int(stream.avail_out))))
+    }
+
+    /// Raw deflate of `input` by zlib, as relays before libdeflate wrote codec 2 blocks.
+    static func zlibDeflate(_ input: [UInt8]) throws -> [UInt8] {
+        var stream = z_stream()
+        try #require(deflateInit2_(&stream, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK)
+        defer { deflateEnd(&stream) }
+        let bound = Int(deflateBound(&stream, uLong(input.count)))
+        let pass = zlibPass(&stream, input, size: bound) { deflate(&$0, Z_FINISH) }
+        try #require(pass.status == Z_STREAM_END)
+        return pass.output
     }
 
     /// zlib's inflate of raw deflate that must expand to exactly `size` bytes; nil otherwise.
@@ -32,18 +40,8 @@ struct DeflateCompatibilityTests {
         var stream = z_stream()
         try #require(inflateInit2_(&stream, -15, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK)
         defer { inflateEnd(&stream) }
-        var out = [UInt8](repeating: 0, count: size)
-        var input = input
-        let status = input.withUnsafeMutableBytes { source in
-            out.withUnsafeMutableBytes { target in
-                stream.next_in = source.baseAddress?.assumingMemoryBound(to: Bytef.self)
-                stream.avail_in = uInt(source.count)
-                stream.next_out = target.baseAddress?.assumingMemoryBound(to: Bytef.self)
-                stream.avail_out = uInt(target.count)
-                return inflate(&stream, Z_FINISH)
-            }
-        }
-        return status == Z_STREAM_END && stream.avail_out == 0 ? out : nil
+        let pass = zlibPass(&stream, input, size: size) { inflate(&$0, Z_FINISH) }
+        return pass.status == Z_STREAM_END && pass.output.count == size ? pass.output : nil
     }
 
     /// Blocks of a trickle's size and a full one.
