@@ -38,7 +38,7 @@ let package = Package(
         // LZ4 for the spill's optional fast codec (`spill_codec: lz4`).
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         // libdeflate for the spill's default codec, raw deflate: the same format as zlib's, written
-        // 1.8x and read about 4x as fast on these records (BENCHMARKS.md).
+        // 1.8x as fast on these records (BENCHMARKS.md), and for the blocks' CRC-32.
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
         .systemLibrary(name: "CAllegroSys"),
 

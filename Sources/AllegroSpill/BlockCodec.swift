@@ -106,7 +106,8 @@ public final class BlockCompressor {
 
 /// Decompresses spill blocks of every codec, as each block's header says. Set up once and reset
 /// per block. One thread only (each reader has its own). Raw deflate is read by libdeflate
-/// (whichever library wrote it: the format is one), about 4x zlib's inflate here.
+/// (whichever library wrote it: the format is one), a whole block per call, a little faster
+/// than zlib's inflate.
 public final class BlockDecompressor {
     private var zlibStream = z_stream()
     private var zlibReady = false
