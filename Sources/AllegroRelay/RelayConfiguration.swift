@@ -53,7 +53,8 @@ public struct RelayConfiguration: Sendable, Equatable {
     /// here: 82-88 µs against 127-1,509 at 0; at 10, durable delivery fell behind at 100k/s;
     /// BENCHMARKS.md "The spill thread's priority").
     public var spillThreadNiceIncrement = 7
-    /// zlib level for spill blocks (1 fastest ... 9 smallest), for the deflate and zlib codecs.
+    /// Compression level for spill blocks (1 fastest ... 9 smallest, as zlib counts), for the
+    /// deflate codec (libdeflate's levels) and the zlib codec (zlib's).
     public var spillCompressionLevel = 1
     /// The codec of new spill blocks: deflate (default), zlib or lz4.
     public var spillCodec = SpillCodec.deflate
