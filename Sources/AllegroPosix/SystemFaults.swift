@@ -2,12 +2,12 @@
 import Glibc
 import Synchronization
 
-/// Debug builds only: make chosen system calls fail with a chosen errno, or take longer, in-process,
-/// so tests can drive the spill and the relay through disk and socket failures that a real machine
-/// rarely produces on demand (EIO from fdatasync, ENOSPC in the middle of a block, a failed
-/// rename, an fdatasync that takes 300 ms). Faults are process-wide: a test scopes its rules with `pathContaining` (its own
-/// temporary directory), and calls without a path (recv, send, poll) are only faulted by rules
-/// without one.
+/// Debug builds only: make chosen system calls fail with a chosen errno, or take longer,
+/// in-process, so tests can drive the spill and the relay through disk and socket failures that
+/// a real machine rarely produces on demand (EIO from fdatasync, ENOSPC in the middle of a
+/// block, a failed rename, an fdatasync that takes a second). Faults are process-wide: a test
+/// scopes its rules with `pathContaining` (its own temporary directory), and calls without a
+/// path (recv, send, poll) are only faulted by rules without one.
 public enum SystemFaults {
     /// One rule: the matching calls after the first `skip` fail with `errno`, `times` times; or,
     /// with `errno` 0, are made for real after `delayNanos`.
@@ -58,7 +58,8 @@ public enum SystemFaults {
     }
 
     /// Adds a rule that delays the calls it matches by `delayNanos` (then makes them for real),
-    /// until it has fired `times` times or is removed.
+    /// until it has fired `times` times or is removed. `fired` counts a call as its delay
+    /// begins, so a test can act while the call is held.
     @discardableResult
     public static func inject(_ call: SystemCallName, delayNanos: UInt64, pathContaining: String? = nil,
                               skip: Int = 0, times: Int = 1) -> Token {

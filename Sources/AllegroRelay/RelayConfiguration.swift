@@ -37,8 +37,8 @@ public struct RelayConfiguration: Sendable, Equatable {
     /// `spill_fsync_interval_ms`, takes milliseconds with up to three decimals); acks wait for
     /// it. 0: each fsync as soon as the disk is free, batching what arrived during the last.
     /// 1 ms by default: on a 2-core host at 10k records/s, 0 spends three times the CPU (65 µs a
-    /// record against 20) for acks 0.6 ms sooner, and makes a flood with lz4 a fifth slower
-    /// (BENCHMARKS.md, "The group commit's interval below a millisecond").
+    /// record against 18) for acks half a millisecond sooner, and makes a flood with lz4 a fifth
+    /// slower (BENCHMARKS.md, "libdeflate, the group commit's interval below a millisecond").
     public var spillFsyncIntervalMicros = 1_000
     /// A segment file is sealed past this size and a new one started.
     public var spillSegmentBytes = 64 << 20
