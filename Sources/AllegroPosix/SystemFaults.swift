@@ -45,7 +45,21 @@ public enum SystemFaults {
     @discardableResult
     public static func inject(_ call: SystemCallName, errno: Int32, pathContaining: String? = nil,
                               skip: Int = 0, times: Int = 1) -> Token {
-        let rule = Rule(call: call, errno: errno, pathContaining: pathContaining, skip: max(skip, 0), times: max(times, 0))
+        add(Rule(call: call, errno: errno, pathContaining: pathContaining, skip: max(skip, 0), times: max(times, 0)))
+    }
+
+    /// Adds a rule that delays the calls it matches by `delayNanos` (then makes them for real),
+    /// until it has fired `times` times or is removed. `fired` counts a call as its delay
+    /// begins, so a test can act while the call is held.
+    @discardableResult
+    public static func inject(_ call: SystemCallName, delayNanos: UInt64, pathContaining: String? = nil,
+                              skip: Int = 0, times: Int = 1) -> Token {
+        add(Rule(call: call, errno: 0, delayNanos: delayNanos, pathContaining: pathContaining, skip: max(skip, 0),
+                 times: max(times, 0)))
+    }
+
+    /// Arms `rule`, whole, under one lock.
+    private static func add(_ rule: Rule) -> Token {
         let id = rules.withLock { state in
             let id = state.next
             state.next += 1
@@ -55,17 +69,6 @@ public enum SystemFaults {
         }
         armed.add(1, ordering: .releasing)
         return Token(id: id)
-    }
-
-    /// Adds a rule that delays the calls it matches by `delayNanos` (then makes them for real),
-    /// until it has fired `times` times or is removed. `fired` counts a call as its delay
-    /// begins, so a test can act while the call is held.
-    @discardableResult
-    public static func inject(_ call: SystemCallName, delayNanos: UInt64, pathContaining: String? = nil,
-                              skip: Int = 0, times: Int = 1) -> Token {
-        let token = inject(call, errno: 0, pathContaining: pathContaining, skip: skip, times: times)
-        rules.withLock { state in state.active[token.id]?.delayNanos = delayNanos }
-        return token
     }
 
     /// Removes a rule (it may already be spent).

@@ -128,11 +128,11 @@ final class MemorySink: SpillStateSink {
     }
 
     @Test func theIntervalRunsFromTheLastFsyncsStartSoRecordsThatArriveDuringASlowOneWaitNoLonger() throws {
-        // An interval of 0.4 s and a first fdatasync that takes 1 s: the record appended during
+        // An interval of 0.6 s and a first fdatasync that takes 1.2 s: the record appended during
         // it has waited longer than the interval when it returns, so it is fsync'd straight after.
-        // Counted from the slow fsync's end, it would wait at least 0.4 s more.
-        let running = try start(intervalMicros: 400_000)
-        let slow = SystemFaults.inject(.fdatasync, delayNanos: 1_000_000_000, pathContaining: running.fixture.directory)
+        // Counted from the slow fsync's end, it would wait at least 0.6 s more.
+        let running = try start(intervalMicros: 600_000)
+        let slow = SystemFaults.inject(.fdatasync, delayNanos: 1_200_000_000, pathContaining: running.fixture.directory)
         defer { SystemFaults.remove(slow) }
         append(1, to: running)
         #expect(eventually { SystemFaults.fired(slow) == 1 }, "the first group commit's fdatasync has begun")
@@ -141,10 +141,28 @@ final class MemorySink: SpillStateSink {
         let firstDone = Date()
         #expect(eventually { running.pipeline.durableThrough.load(ordering: .acquiring) == 2 })
         let waited = Date().timeIntervalSince(firstDone)
-        #expect(waited < 0.3, "fsync'd \(waited) s after the slow one ended: the interval was counted from its end")
+        #expect(waited < 0.45, "fsync'd \(waited) s after the slow one ended: the interval was counted from its end")
         #expect(running.pipeline.stop(timeoutSeconds: 20))
         #expect(try running.fixture.restart().damage.isEmpty)
         #expect(running.fixture.readAll().map(\.0) == [1, 2])
+    }
+
+    @Test func aBacklogThatGathersDuringASlowFsyncIsWrittenWholeBeforeTheNextOne() throws {
+        // Every fdatasync takes 30 ms, longer than a burst's 5 ms. Nine blocks' worth of records
+        // arrive during the first; they are written in well under 5 ms after it returns, and
+        // fsync'd together. A burst counted from the slow fsync's start would be over at once,
+        // and each block would get an fsync of its own.
+        let running = try start()
+        let slow = SystemFaults.inject(.fdatasync, delayNanos: 30_000_000, pathContaining: running.fixture.directory, times: 1_000)
+        defer { SystemFaults.remove(slow) }
+        append(1, to: running)
+        #expect(eventually { SystemFaults.fired(slow) == 1 }, "the first group commit's fdatasync has begun")
+        append(600, to: running)
+        #expect(eventually { running.pipeline.durableThrough.load(ordering: .acquiring) == 601 })
+        #expect(SystemFaults.fired(slow) <= 3, "\(SystemFaults.fired(slow)) fdatasyncs for one record and one backlog")
+        #expect(running.pipeline.stop(timeoutSeconds: 20))
+        #expect(try running.fixture.restart().damage.isEmpty)
+        #expect(running.fixture.readAll().map(\.0) == Array(1 ... 601))
     }
 
     @Test func aFailedWriteHoldsDurabilityBackIsReportedAndIsRetriedUntilTheDiskRecovers() throws {
