@@ -10,7 +10,8 @@ public struct SpillSettings: Sendable {
     public var directory: String
     public var segmentBytes: Int
     public var blockBytes: Int
-    /// Least time between two fsyncs (0: as soon as the disk is free); see `SpillLoop.run`.
+    /// Least time between the starts of two fsyncs (0: as soon as the disk is free); see
+    /// `SpillLoop.run`.
     public var fsyncIntervalMicros: Int
     public var compressionLevel: Int
     /// The codec of new blocks (readers read every codec).
