@@ -8,7 +8,7 @@ public enum SystemCallName: String, Sendable {
     case socket, setsockopt, getsockopt, getsockname, bind, listen, connect, accept4, recv, send, poll, read, write
     case epollCreate = "epoll_create1", epollControl = "epoll_ctl", epollWait = "epoll_wait", eventfd
     case spawn, pipe2, kill, waitpid
-    case getpriority, setpriority
+    case getpriority, setpriority, prctl
 }
 
 /// What one system call returned, or the errno it failed with. The errno is copied out the

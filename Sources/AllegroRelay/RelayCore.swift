@@ -120,6 +120,10 @@ final class RelayCore {
     /// Handles every whole frame in the connection's inbound buffer, until it is empty, the
     /// connection pauses (ring full) or closes.
     func received(_ connection: Connection, now: Moment) {
+        // The spill is told once per pass, and only when the pass appended records: an ACK pass
+        // after an fsync (`settleAcks`) would otherwise wake a spill thread that has nothing to do.
+        let headBefore = ring.head
+        defer { if ring.head != headBefore { spill.recordsAppended() } }
         if case let .producer(session) = connection.state, let interrupted = session.interrupted {
             session.interrupted = nil
             guard ingest(interrupted.batch, from: interrupted.resumeAt, at: interrupted.ingestNanos,
@@ -192,7 +196,6 @@ final class RelayCore {
         touch(connection)
         switch connection.state {
         case let .producer(session):
-            spill.recordsAppended()
             session.settle(safeRelay: safeRelaySequence)
             if session.safeThrough > session.ackedThrough {
                 session.ackedThrough = session.safeThrough

@@ -136,6 +136,12 @@ public final class SpillPipeline: Sendable {
                     log.log(.warning, "spill_priority_unchanged", ["error": "\(error)"])
                 }
             }
+            // The group-commit interval is a nap whose end is a deadline (records wait on it).
+            do throws(SystemError) {
+                try TimerSlack.setCallingThread(nanos: SpillLoop.timerSlackNanos)
+            } catch {
+                log.log(.warning, "spill_timer_slack_unchanged", ["error": "\(error)"])
+            }
             loop.run()
             finished.signal()
         }

@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -24,6 +25,17 @@ int pipe2(int pipefd[2], int flags);
 static inline int allegro_pending_input(int fd) {
     int count = 0;
     return ioctl(fd, FIONREAD, &count) == 0 ? count : 0;
+}
+
+/* Sets the calling thread's timer slack (prctl is variadic, which Swift does not import).
+ * Returns 0, or -1 with errno set. */
+static inline int allegro_set_timer_slack(unsigned long nanos) {
+    return prctl(PR_SET_TIMERSLACK, nanos, 0UL, 0UL, 0UL);
+}
+
+/* The calling thread's timer slack in nanoseconds, or -1 with errno set. */
+static inline long allegro_timer_slack(void) {
+    return (long)prctl(PR_GET_TIMERSLACK, 0UL, 0UL, 0UL, 0UL);
 }
 
 #ifndef CLOSE_RANGE_CLOEXEC

@@ -15,7 +15,10 @@ final class SteppedSpill: SpillProgress {
     var forced = SkippedSequences()
     var forcedRecords: UInt64 = 0
 
-    func recordsAppended() {}
+    /// How often the core said it appended records (each call may wake the spill thread).
+    var appendedCalls = 0
+
+    func recordsAppended() { appendedCalls += 1 }
     func committed(_ name: String, through: UInt64) { commits[name] = max(commits[name] ?? 0, through) }
     func savedCursor(_ name: String) -> UInt64 { saved[name] ?? 0 }
     func countForcedLoss(_ range: ClosedRange<UInt64>) -> UInt64 {

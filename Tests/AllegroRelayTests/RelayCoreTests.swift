@@ -34,6 +34,19 @@ import Testing
         #expect(peer.answers() == [.ack(3)])
     }
 
+    @Test func theSpillIsToldOfAppendedRecordsOncePerPassAndNotForAnAck() {
+        let harness = CoreHarness()
+        let peer = producer(harness)
+        #expect(harness.spill.appendedCalls == 0, "a HELLO appends nothing")
+        peer.publish(count: 3)
+        #expect(harness.spill.appendedCalls == 1, "one pass, one wake-up for its three records")
+        harness.fsync(through: 3)
+        #expect(peer.answers() == [.ack(3)])
+        #expect(harness.spill.appendedCalls == 1, "the ACK pass after the fsync appended nothing")
+        peer.publish(count: 1)
+        #expect(harness.spill.appendedCalls == 2)
+    }
+
     @Test func resentRecordsAreDroppedAndAckedWithoutNewNumbers() {
         let harness = CoreHarness()
         let first = producer(harness)

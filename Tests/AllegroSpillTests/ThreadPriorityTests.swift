@@ -22,3 +22,24 @@ import Testing
         #expect(try ThreadPriority.current() == before, "the calling thread of the test is untouched")
     }
 }
+
+/// `TimerSlack`: a thread sets its own timer slack only.
+@Suite struct TimerSlackTests {
+    @Test func aThreadSetsOnlyItsOwnTimerSlack() throws {
+        let before = try TimerSlack.callingThreadNanos()
+        let seen = Mutex<[Int]>([])
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            let inherited = (try? TimerSlack.callingThreadNanos()) ?? -1
+            let set = (try? TimerSlack.setCallingThread(nanos: 1_000)) != nil
+            let now = (try? TimerSlack.callingThreadNanos()) ?? -1
+            seen.withLock { $0 = [inherited, set ? 1 : 0, now] }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        #expect(seen.withLock { $0 } == [before, 1, 1_000])
+        #expect(try TimerSlack.callingThreadNanos() == before, "the calling thread of the test is untouched")
+    }
+
+}
