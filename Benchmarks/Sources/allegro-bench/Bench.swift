@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "allegro-bench",
         abstract: "Measure Allegro's lag and throughput against direct TCP, nats-server and redis-server.",
-        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, Instructions.self, Scale.self, All.self])
+        subcommands: [Paced.self, Throughput.self, Acks.self, Outage.self, Crash.self, Allocs.self, Instructions.self, Scale.self, Goals.self, All.self])
 }
 
 struct Common: ParsableArguments {
