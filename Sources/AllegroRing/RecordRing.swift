@@ -31,9 +31,10 @@ import Atomics
 /// - Writer: writes the record bytes and its slot, then `head.store(seq + 1, .releasing)`.
 ///   Reader: `head.load(.acquiring)` and then reads slots and bytes of sequences below it. The
 ///   release/acquire pair makes the bytes visible before the reader can see the sequence.
-/// - Reader: finishes reading sequence `s`, then `gate.store(s + 1, .releasing)`. Writer: before
-///   reclaiming, `gate.load(.acquiring)` for every gate. So the reader's last read of a record
-///   happens before the writer's first overwrite of it: no data race, and TSan agrees.
+/// - Reader: finishes reading sequence `s`, then `gate.store(s + 1, .releasing)`. Writer: reclaims
+///   only below a limit it read with `gate.load(.acquiring)` from every gate (kept until it
+///   blocks: gates only move forward). So the reader's last read of a record happens before the
+///   writer's first overwrite of it: no data race, and TSan agrees.
 /// - `tail` is stored with release after reclaiming; it tells readers what `earliest` means.
 ///
 /// ## Threads
@@ -55,6 +56,11 @@ public final class RecordRing: @unchecked Sendable {
     private let headSequence: ManagedAtomic<UInt64>
     private let tailSequence: ManagedAtomic<UInt64>
     private var gates: [RingGate] = []
+    /// The lowest gate when last scanned (writer-only). Gates only move forward, so it stays a
+    /// bound below which records may be reclaimed, and the gates are scanned again only when it
+    /// blocks: a scan per append (a full ring reclaims on every one) cost a retain and a release
+    /// per gate, about 8 % of a flood's relay CPU (BENCHMARKS.md, issue 22's seventh step).
+    @exclusivity(unchecked) private var knownGateLimit: UInt64 = 0
 
     // Writer-only state. Only the writer's thread touches it (the thread rules above), so the
     // runtime's exclusivity check on every append buys nothing (such checks on per-record state,
@@ -104,6 +110,7 @@ public final class RecordRing: @unchecked Sendable {
     public func addGate(from sequence: UInt64) -> RingGate {
         let gate = RingGate(sequence)
         gates.append(gate)
+        knownGateLimit = min(knownGateLimit, sequence)
         return gate
     }
 
@@ -124,9 +131,11 @@ public final class RecordRing: @unchecked Sendable {
         var oldest = tailSequence.load(ordering: .relaxed)
 
         if end - tailPosition > capacity || sequence - oldest >= UInt64(slotCapacity) {
-            let limit = gateLimit()
             while oldest < sequence && (end - tailPosition > capacity || sequence - oldest >= UInt64(slotCapacity)) {
-                if oldest >= limit { return nil }
+                if oldest >= knownGateLimit {
+                    knownGateLimit = gateLimit()
+                    if oldest >= knownGateLimit { return nil }
+                }
                 oldest += 1
                 tailPosition = oldest < sequence ? slots[Int(oldest & slotMask)] : start
             }

@@ -22,8 +22,9 @@ final class SpillLoop: @unchecked Sendable {
     /// at least `minCursorSaveNanos`, so no interval does not mean a SQLite write per loop.
     let cursorSaveNanos: UInt64
     static let minBurstNanos: UInt64 = 5_000_000
-    /// The spill thread's timer slack: its naps end within a microsecond of the interval
-    /// instead of Linux's default 50 µs (BENCHMARKS.md, issue 22's seventh step).
+    /// The spill thread's timer slack, so the kernel does not add Linux's default 50 µs to the
+    /// end of a nap within an interval (scheduling delay still does: BENCHMARKS.md, issue 22's
+    /// seventh step).
     static let timerSlackNanos: UInt = 1_000
     static let minCursorSaveNanos: UInt64 = 5_000_000
 
@@ -50,9 +51,6 @@ final class SpillLoop: @unchecked Sendable {
     var unsavedSessions: [SessionDelta] = []
     /// Ingest time of the oldest record written since the last fsync (0: none).
     var oldestUnsyncedIngest: UInt64 = 0
-    /// True when the first block since the last fsync could not take every record waiting (a
-    /// burst): the loop then writes on until it catches up with the ring or `burstSyncNanos`.
-    var cycleIsBurst = false
 
     init(pipeline: SpillPipeline, ring: RecordRing, gate: RingGate) {
         self.pipeline = pipeline
@@ -99,16 +97,15 @@ final class SpillLoop: @unchecked Sendable {
                     Clock.sleep(nanos: min(fsyncIntervalNanos - sinceSync, 1_000_000))
                     continue
                 }
-                let firstOfCycle = lastWritten == lastSynced
                 guard writeBlock(head: head) else {
                     Clock.sleep(nanos: 200_000_000)
                     continue
                 }
-                if firstOfCycle { cycleIsBurst = next < head }
                 now = Clock.monotonicNanos
             }
-            if lastWritten > lastSynced && Self.fsyncIsDue(next: next, ringHead: ring.head, cycleHead: head, cycleIsBurst: cycleIsBurst,
-                                                           sinceSyncEndNanos: now - lastSyncEndAt, burstNanos: burstSyncNanos) {
+            // Records that arrived while a block was written go into this fsync too (in a block
+            // of their own): at a 1 ms interval the next fsync would be up to 1 ms away for them.
+            if lastWritten > lastSynced && (next == ring.head || now - lastSyncEndAt >= burstSyncNanos) {
                 guard groupCommit() else {
                     Clock.sleep(nanos: 200_000_000)
                     continue
@@ -146,16 +143,6 @@ final class SpillLoop: @unchecked Sendable {
                 pipeline.sleep(unlessBeyond: next, ring: ring, millis: millis)
             }
         }
-    }
-
-    /// Whether what was written since the last fsync is fsync'd now: once the loop has caught up
-    /// with the ring; once a trickle's block (the cycle's first, which took everything waiting
-    /// when the cycle began at `cycleHead`) is written, so records arriving during its write go
-    /// to the next cycle instead of each making a small block ahead of this fsync; or once a
-    /// burst has been written for `burstNanos` since the last fsync returned.
-    static func fsyncIsDue(next: UInt64, ringHead: UInt64, cycleHead: UInt64, cycleIsBurst: Bool,
-                           sinceSyncEndNanos: UInt64, burstNanos: UInt64) -> Bool {
-        next == ringHead || (!cycleIsBurst && next == cycleHead) || sinceSyncEndNanos >= burstNanos
     }
 
     /// Producer marks and cursors go to the sink at most this often (and at shutdown): the marks

@@ -81,6 +81,16 @@ struct Common: ParsableArguments {
     }
 }
 
+/// `items` starting at index `round` (mod its count): over as many rounds as items, each takes
+/// every place in the order once. The place matters on the machine in BENCHMARKS.md: in a
+/// throughput round the first Allegro relay ran up to 20 % faster than the same binary second
+/// (issue 22's seventh step), so an A/B that always runs one side first measures the order.
+func rotated<T>(_ items: [T], by round: Int) -> [T] {
+    guard !items.isEmpty else { return items }
+    let start = round % items.count
+    return Array(items[start...] + items[..<start])
+}
+
 struct Paced: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Records at fixed rates; lag percentiles from the scheduled send time.")
     @OptionGroup var common: Common
@@ -111,13 +121,17 @@ struct Throughput: ParsableCommand {
     @Option(help: "Producer connections.") var producers = 1
     @Option(help: "Records per write (one PUBLISH frame, or pipelined commands).") var batch = 256
     @Option(help: "Systems to measure.") var peers = "allegro,allegro-live,direct,nats,redis"
+    @Option(help: "Rounds: each runs every peer once, starting one further along the list each round (interleaved A/B).") var rounds = 1
 
     func run() throws {
         let scratch = try common.scratch()
         defer { try? FileManager.default.removeItem(at: scratch) }
         var results: [Measurement] = []
-        for peer in try common.peers(peers) {
-            results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: producers, batch: batch, scratch: scratch))
+        for round in 0 ..< rounds {
+            for peer in rotated(try common.peers(peers), by: round) {
+                results.append(try Scenarios.throughput(peer, seconds: seconds, size: common.size, producers: producers, batch: batch,
+                                                        scratch: scratch))
+            }
         }
         common.report(results)
     }
@@ -136,13 +150,13 @@ struct Acks: ParsableCommand {
         let scratch = try common.scratch()
         defer { try? FileManager.default.removeItem(at: scratch) }
         var results: [Measurement] = []
-        for _ in 0 ..< rounds {
+        for round in 0 ..< rounds {
             for rate in rates.split(separator: ",").compactMap({ Int($0) }) {
                 for zerosAhead in [false, true] {
                     results.append(try Scenarios.fsyncFloor(rate: rate, seconds: seconds, scratch: scratch, zerosAhead: zerosAhead))
                     results.append(try Scenarios.groupCommitFloor(rate: rate, seconds: seconds, scratch: scratch, zerosAhead: zerosAhead))
                 }
-                for case let peer as AllegroPeer in try common.peers(peers) {
+                for case let peer as AllegroPeer in rotated(try common.peers(peers), by: round) {
                     results.append(try Scenarios.acks(peer, rate: rate, seconds: seconds, size: common.size, scratch: scratch))
                 }
             }
@@ -162,8 +176,8 @@ struct Outage: ParsableCommand {
         let scratch = try common.scratch()
         defer { try? FileManager.default.removeItem(at: scratch) }
         var results: [Measurement] = []
-        for _ in 0 ..< rounds {
-            for case let peer as AllegroPeer in try common.peers(peers) {
+        for round in 0 ..< rounds {
+            for case let peer as AllegroPeer in rotated(try common.peers(peers), by: round) {
                 results.append(try Scenarios.outage(binary: common.binary, records: records, size: common.size, scratch: scratch,
                                                     extra: peer.extra, name: peer.name))
             }
