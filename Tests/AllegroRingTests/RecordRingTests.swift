@@ -74,6 +74,19 @@ import Testing
         #expect(ring.count == 8)
     }
 
+    @Test func aGateAddedLaterHoldsItsRecordsThoughTheOthersHadMovedOn() {
+        // The ring keeps the gates' limit between appends; a gate added below it must lower it.
+        let ring = RecordRing(byteCapacity: 1 << 16, slotCapacity: 8)
+        let first = ring.addGate(from: 1)
+        for _ in 0 ..< 8 { #expect(ring.append(size: 1, { _, _ in }) != nil) }
+        first.advance(to: ring.head)
+        #expect(ring.append(size: 1, { _, _ in }) != nil, "record 1 is reclaimed")
+        #expect(ring.tail == 2)
+        _ = ring.addGate(from: 2)
+        #expect(ring.append(size: 1, { _, _ in }) == nil, "record 2 is held by the new gate")
+        #expect(ring.tail == 2)
+    }
+
     @Test func refusesARecordThatCanNeverFit() {
         let ring = RecordRing(byteCapacity: 256, slotCapacity: 8)
         #expect(ring.append(size: ring.maxRecordSize + 1, { _, _ in }) == nil)
