@@ -41,5 +41,4 @@ import Testing
         #expect(seen.withLock { $0 } == [before, 1, 1_000])
         #expect(try TimerSlack.callingThreadNanos() == before, "the calling thread of the test is untouched")
     }
-
 }
